@@ -1,0 +1,1 @@
+//! tract inference engine (in progress).

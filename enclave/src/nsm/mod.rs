@@ -1,0 +1,1 @@
+//! NSM access (in progress).

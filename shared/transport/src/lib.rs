@@ -1,0 +1,244 @@
+//! Frame I/O for the host↔enclave link. The framing itself (length, limit, request id) is the
+//! sans-IO code in `sealed-wire`; this crate only moves those frames over a stream, so that vsock on
+//! Nitro and Unix sockets in simulation share every byte of protocol logic.
+//!
+//! It does not interpret frame bodies. It never opens an AF_VSOCK socket unless an
+//! [`Endpoint::Vsock`] is configured explicitly.
+//!
+//! # Layout
+//! - [`Endpoint`]: `unix:/path` or `vsock:CID:PORT`, parsed from configuration.
+//! - [`read_frame`] / [`write_frame`]: one frame over any `AsyncRead`/`AsyncWrite`.
+//! - [`Listener`] / [`connect`]: bind or connect an endpoint, yielding boxed stream halves.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)
+)]
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::str::FromStr;
+
+use sealed_wire::frame::{self, Frame, FrameError, HEADER_LEN};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Boxed read half of a connection.
+pub type BoxRead = Pin<Box<dyn AsyncRead + Send>>;
+/// Boxed write half of a connection.
+pub type BoxWrite = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Why a frame could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid endpoint {0:?}: expected unix:/PATH or vsock:CID:PORT")]
+    InvalidEndpoint(String),
+}
+
+/// Where the host↔enclave link lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A Unix socket path (simulation).
+    Unix(PathBuf),
+    /// A vsock address (Nitro). The enclave listens on `VMADDR_CID_ANY`; the host connects to the
+    /// enclave's CID.
+    Vsock { cid: u32, port: u32 },
+}
+
+impl FromStr for Endpoint {
+    type Err = TransportError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || TransportError::InvalidEndpoint(s.to_string());
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad());
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        if let Some(rest) = s.strip_prefix("vsock:") {
+            let (cid, port) = rest.split_once(':').ok_or_else(bad)?;
+            let cid = if cid == "any" {
+                tokio_vsock::VMADDR_CID_ANY
+            } else {
+                cid.parse().map_err(|_| bad())?
+            };
+            return Ok(Endpoint::Vsock {
+                cid,
+                port: port.parse().map_err(|_| bad())?,
+            });
+        }
+        Err(bad())
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Unix(p) => write!(f, "unix:{}", p.display()),
+            Endpoint::Vsock { cid, port } => write!(f, "vsock:{cid}:{port}"),
+        }
+    }
+}
+
+/// Reads one frame. Returns `Ok(None)` on a clean end of stream between frames. The announced
+/// length is checked against `max` before the body buffer is allocated.
+pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    max: u32,
+) -> Result<Option<Frame>, TransportError> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut filled = 0;
+    while filled < HEADER_LEN {
+        let rest = header.get_mut(filled..).ok_or(TransportError::Truncated)?;
+        let n = r.read(rest).await?;
+        if n == 0 {
+            return if filled == 0 {
+                Ok(None)
+            } else {
+                Err(TransportError::Truncated)
+            };
+        }
+        filled += n;
+    }
+    let h = frame::decode_header(&header, max)?;
+    let mut body = vec![0u8; h.body_len];
+    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => TransportError::Truncated,
+        _ => TransportError::Io(e),
+    })?;
+    Ok(Some(Frame {
+        request_id: h.request_id,
+        body,
+    }))
+}
+
+/// Writes one frame and flushes it.
+pub async fn write_frame<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    request_id: u64,
+    body: &[u8],
+) -> Result<(), TransportError> {
+    let header = frame::encode_header(request_id, body.len())?;
+    w.write_all(&header).await?;
+    w.write_all(body).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// A bound listener on either transport.
+pub enum Listener {
+    Unix(tokio::net::UnixListener),
+    Vsock(tokio_vsock::VsockListener),
+}
+
+impl Listener {
+    /// Binds an endpoint. A stale Unix socket file at the path is removed first.
+    pub fn bind(endpoint: &Endpoint) -> Result<Self, TransportError> {
+        match endpoint {
+            Endpoint::Unix(path) => {
+                if path.exists() {
+                    std::fs::remove_file(path)?;
+                }
+                Ok(Listener::Unix(tokio::net::UnixListener::bind(path)?))
+            }
+            Endpoint::Vsock { cid, port } => Ok(Listener::Vsock(
+                tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(*cid, *port))?,
+            )),
+        }
+    }
+
+    /// Accepts one connection, split into halves.
+    pub async fn accept(&self) -> Result<(BoxRead, BoxWrite), TransportError> {
+        match self {
+            Listener::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                let (r, w) = s.into_split();
+                Ok((Box::pin(r), Box::pin(w)))
+            }
+            Listener::Vsock(l) => {
+                let (s, _) = l.accept().await?;
+                let (r, w) = s.into_split();
+                Ok((Box::pin(r), Box::pin(w)))
+            }
+        }
+    }
+}
+
+/// Connects to an endpoint, split into halves.
+pub async fn connect(endpoint: &Endpoint) -> Result<(BoxRead, BoxWrite), TransportError> {
+    match endpoint {
+        Endpoint::Unix(path) => {
+            let s = tokio::net::UnixStream::connect(path).await?;
+            let (r, w) = s.into_split();
+            Ok((Box::pin(r), Box::pin(w)))
+        }
+        Endpoint::Vsock { cid, port } => {
+            let s = tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await?;
+            let (r, w) = s.into_split();
+            Ok((Box::pin(r), Box::pin(w)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_over_a_unix_socket_pair() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (_, mut aw) = a.into_split();
+        let (mut br, _) = b.into_split();
+        write_frame(&mut aw, 7, b"hello").await.unwrap();
+        write_frame(&mut aw, 8, b"").await.unwrap();
+        drop(aw);
+        let f = read_frame(&mut br, 1024).await.unwrap().unwrap();
+        assert_eq!((f.request_id, f.body.as_slice()), (7, &b"hello"[..]));
+        let f = read_frame(&mut br, 1024).await.unwrap().unwrap();
+        assert_eq!((f.request_id, f.body.len()), (8, 0));
+        assert!(read_frame(&mut br, 1024).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn rejects_oversized_frame_before_reading_its_body() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (_, mut aw) = a.into_split();
+        let (mut br, _) = b.into_split();
+        write_frame(&mut aw, 1, &[0u8; 100]).await.unwrap();
+        let err = read_frame(&mut br, 50).await.unwrap_err();
+        assert!(matches!(err, TransportError::Frame(FrameError::TooLarge { .. })));
+    }
+
+    #[tokio::test]
+    async fn reports_truncated_frame() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (_, mut aw) = a.into_split();
+        let (mut br, _) = b.into_split();
+        let header = frame::encode_header(1, 10).unwrap();
+        aw.write_all(&header).await.unwrap();
+        aw.write_all(b"abc").await.unwrap();
+        drop(aw);
+        assert!(matches!(
+            read_frame(&mut br, 1024).await,
+            Err(TransportError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn parses_endpoints() {
+        assert_eq!(
+            "unix:/tmp/e.sock".parse::<Endpoint>().unwrap(),
+            Endpoint::Unix("/tmp/e.sock".into())
+        );
+        assert_eq!(
+            "vsock:16:5000".parse::<Endpoint>().unwrap(),
+            Endpoint::Vsock { cid: 16, port: 5000 }
+        );
+        assert!("tcp:1.2.3.4:5".parse::<Endpoint>().is_err());
+        assert!("vsock:x:1".parse::<Endpoint>().is_err());
+    }
+}

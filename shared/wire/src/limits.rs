@@ -1,0 +1,34 @@
+//! Hard limits on every size that comes from outside. Each is checked before allocation.
+
+/// Largest frame body (request id + CBOR message) accepted on the host↔enclave link.
+/// Sized to carry a plaintext model load in simulation plus framing overhead.
+pub const MAX_FRAME_LEN: u32 = 80 * 1024 * 1024;
+/// Largest sealed (HPKE-encapsulated) inference request or response.
+pub const MAX_SEALED_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+/// Largest plaintext ONNX model handed over in one frame (simulation only in this version).
+pub const MAX_MODEL_LEN: usize = 64 * 1024 * 1024;
+/// Tensor rank limit.
+pub const MAX_TENSOR_RANK: usize = 8;
+/// Largest element count of one tensor.
+pub const MAX_TENSOR_ELEMENTS: u64 = 4 * 1024 * 1024;
+/// Largest data size of one tensor in bytes.
+pub const MAX_TENSOR_BYTES: u64 = 16 * 1024 * 1024;
+/// Most tensors in one request or response.
+pub const MAX_TENSORS: usize = 64;
+/// Longest tensor (input/output) name.
+pub const MAX_NAME_LEN: usize = 256;
+/// Longest model id.
+pub const MAX_MODEL_ID_LEN: usize = 128;
+/// Most models loaded at once (bounds the manifest).
+pub const MAX_MODELS: usize = 64;
+/// Client nonce length bounds for attestation requests (the NSM itself accepts up to 1024).
+pub const MIN_NONCE_LEN: usize = 16;
+pub const MAX_NONCE_LEN: usize = 64;
+/// Largest attestation document relayed (real documents are 4.4–7.5 KB; the NSM buffer is 16 KiB).
+pub const MAX_ATTESTATION_DOC_LEN: usize = 16 * 1024;
+/// Largest encoded manifest.
+pub const MAX_MANIFEST_LEN: usize = 64 * 1024;
+/// Longest error message carried on the wire.
+pub const MAX_ERROR_MESSAGE_LEN: usize = 512;
+/// Nesting depth allowed when decoding CBOR.
+pub const MAX_CBOR_DEPTH: usize = 32;
