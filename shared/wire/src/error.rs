@@ -105,3 +105,122 @@ impl<'de> Deserialize<'de> for ErrorCode {
         u16::deserialize(d).map(ErrorCode::from_u16)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    /// The released codes. A change here breaks clients and operators that key on them.
+    const PINNED: &[(ErrorCode, u16, &str)] = &[
+        (ErrorCode::MalformedFrame, 100, "malformed_frame"),
+        (ErrorCode::FrameTooLarge, 101, "frame_too_large"),
+        (ErrorCode::MalformedMessage, 102, "malformed_message"),
+        (ErrorCode::UnsupportedVersion, 103, "unsupported_version"),
+        (ErrorCode::RequestTooLarge, 104, "request_too_large"),
+        (
+            ErrorCode::SealedRequestInvalid,
+            200,
+            "sealed_request_invalid",
+        ),
+        (
+            ErrorCode::UnsupportedKeyConfig,
+            201,
+            "unsupported_key_config",
+        ),
+        (ErrorCode::UnknownModel, 300, "unknown_model"),
+        (ErrorCode::InputMismatch, 301, "input_mismatch"),
+        (ErrorCode::InvalidTensor, 302, "invalid_tensor"),
+        (ErrorCode::InferenceFailed, 303, "inference_failed"),
+        (ErrorCode::ModelRejected, 400, "model_rejected"),
+        (ErrorCode::ModelTooLarge, 401, "model_too_large"),
+        (
+            ErrorCode::PlaintextModelsDisabled,
+            402,
+            "plaintext_models_disabled",
+        ),
+        (ErrorCode::ModelAlreadyLoaded, 403, "model_already_loaded"),
+        (ErrorCode::TooManyModels, 404, "too_many_models"),
+        (ErrorCode::InvalidNonce, 500, "invalid_nonce"),
+        (
+            ErrorCode::AttestationUnavailable,
+            501,
+            "attestation_unavailable",
+        ),
+        (ErrorCode::Busy, 502, "busy"),
+        (ErrorCode::EnclaveUnavailable, 503, "enclave_unavailable"),
+        (ErrorCode::Timeout, 504, "timeout"),
+        (ErrorCode::Internal, 505, "internal"),
+    ];
+
+    #[test]
+    fn released_codes_keep_their_numbers_and_names() {
+        assert_eq!(ErrorCode::ALL.len(), PINNED.len());
+        for &(code, num, name) in PINNED {
+            assert_eq!((code.as_u16(), code.as_str()), (num, name), "{code:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_names_are_unique() {
+        let nums: HashSet<u16> = ErrorCode::ALL.iter().map(|c| c.as_u16()).collect();
+        let names: HashSet<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(nums.len(), ErrorCode::ALL.len());
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        assert!(
+            !names.contains("unknown"),
+            "\"unknown\" is reserved for Unknown(_)"
+        );
+    }
+
+    #[test]
+    fn names_are_snake_case() {
+        for c in ErrorCode::ALL {
+            let name = c.as_str();
+            assert!(!name.is_empty() && !name.starts_with('_') && !name.ends_with('_'));
+            assert!(
+                name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn from_u16_round_trips_every_known_code() {
+        for &c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_u16(c.as_u16()), c);
+        }
+    }
+
+    #[test]
+    fn unknown_codes_are_preserved() {
+        for n in [0u16, 99, 106, 999, u16::MAX] {
+            let c = ErrorCode::from_u16(n);
+            assert_eq!(c, ErrorCode::Unknown(n));
+            assert_eq!(c.as_u16(), n);
+            assert_eq!(c.as_str(), "unknown");
+            let enc = crate::cbor::to_vec(&c).unwrap();
+            assert_eq!(crate::cbor::from_slice::<ErrorCode>(&enc, 16), Ok(c));
+        }
+    }
+
+    #[test]
+    fn encodes_as_a_bare_integer() {
+        for &c in ErrorCode::ALL {
+            let enc = crate::cbor::to_vec(&c).unwrap();
+            assert_eq!(enc, crate::cbor::to_vec(&c.as_u16()).unwrap());
+            assert_eq!(crate::cbor::from_slice::<ErrorCode>(&enc, 16), Ok(c));
+        }
+        // Not a string, and not a number out of u16 range.
+        let s = crate::cbor::to_vec(&"busy").unwrap();
+        assert!(crate::cbor::from_slice::<ErrorCode>(&s, 16).is_err());
+        let big = crate::cbor::to_vec(&70_000u32).unwrap();
+        assert!(crate::cbor::from_slice::<ErrorCode>(&big, 16).is_err());
+    }
+
+    #[test]
+    fn display_shows_name_and_number() {
+        assert_eq!(ErrorCode::Busy.to_string(), "busy (502)");
+        assert_eq!(ErrorCode::Unknown(777).to_string(), "unknown (777)");
+    }
+}

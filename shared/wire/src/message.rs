@@ -14,8 +14,8 @@ use crate::cbor::{self, CborError};
 use crate::error::ErrorCode;
 use crate::limits::{
     MAX_ATTESTATION_DOC_LEN, MAX_ERROR_MESSAGE_LEN, MAX_FRAME_LEN, MAX_MANIFEST_LEN,
-    MAX_MODEL_ID_LEN, MAX_MODEL_LEN, MAX_MODELS, MAX_NAME_LEN, MAX_NONCE_LEN, MAX_SEALED_MESSAGE_LEN,
-    MAX_TENSORS, MIN_NONCE_LEN,
+    MAX_MODEL_ID_LEN, MAX_MODEL_LEN, MAX_MODELS, MAX_NAME_LEN, MAX_NONCE_LEN,
+    MAX_SEALED_MESSAGE_LEN, MAX_TENSORS, MIN_NONCE_LEN,
 };
 use crate::tensor::{DType, Tensor};
 
@@ -49,9 +49,7 @@ impl MessageError {
             MessageError::Cbor(CborError::Malformed(m)) if m.contains("tensor") => {
                 ErrorCode::InvalidTensor
             }
-            MessageError::FieldLength {
-                field: "nonce", ..
-            } => ErrorCode::InvalidNonce,
+            MessageError::FieldLength { field: "nonce", .. } => ErrorCode::InvalidNonce,
             _ => ErrorCode::MalformedMessage,
         }
     }
@@ -87,6 +85,30 @@ fn check_len(field: &'static str, len: usize, min: usize, max: usize) -> Result<
 pub struct NamedTensor {
     pub name: String,
     pub tensor: Tensor,
+}
+
+// Tensor lists are bounded while decoding (see `cbor::bounded_seq`); `check_tensors` still checks
+// the count so that values built in memory meet the same rule.
+const TENSORS: &str = "tensors";
+
+fn de_tensors<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<NamedTensor>, D::Error> {
+    cbor::bounded_seq(d, MAX_TENSORS, TENSORS)
+}
+
+fn de_models<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ModelInfo>, D::Error> {
+    cbor::bounded_seq(d, MAX_MODELS, "models")
+}
+
+/// Decodes a message that holds tensor lists, reporting an over-long list as
+/// [`MessageError::TooManyTensors`] like [`check_tensors`] does.
+fn decode_with_tensors<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, MessageError> {
+    cbor::from_slice(bytes, MAX_SEALED_MESSAGE_LEN).map_err(|e| {
+        if cbor::is_too_many(&e, MAX_TENSORS, TENSORS) {
+            MessageError::TooManyTensors { max: MAX_TENSORS }
+        } else {
+            MessageError::Cbor(e)
+        }
+    })
 }
 
 fn check_tensors(tensors: &[NamedTensor]) -> Result<(), MessageError> {
@@ -133,6 +155,7 @@ pub struct HealthStatus {
     pub simulation: bool,
     pub workers: u32,
     pub in_flight: u32,
+    #[serde(deserialize_with = "de_models")]
     pub models: Vec<ModelInfo>,
 }
 
@@ -147,13 +170,9 @@ pub struct WireError {
 impl WireError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         let mut message: String = message.into();
-        if message.len() > MAX_ERROR_MESSAGE_LEN {
-            let mut cut = MAX_ERROR_MESSAGE_LEN;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-        }
+        // Cut at a char boundary at or below the limit, so the message stays valid UTF-8 and
+        // decodes on the other side.
+        message.truncate(message.floor_char_boundary(MAX_ERROR_MESSAGE_LEN));
         WireError { code, message }
     }
 }
@@ -190,9 +209,15 @@ impl std::fmt::Debug for EnclaveRequest {
             EnclaveRequest::Attestation { nonce } => {
                 write!(f, "Attestation {{ nonce_len: {} }}", nonce.len())
             }
-            EnclaveRequest::Infer { sealed } => write!(f, "Infer {{ sealed_len: {} }}", sealed.len()),
+            EnclaveRequest::Infer { sealed } => {
+                write!(f, "Infer {{ sealed_len: {} }}", sealed.len())
+            }
             EnclaveRequest::LoadModel { model_id, onnx } => {
-                write!(f, "LoadModel {{ model_id: {model_id:?}, len: {} }}", onnx.len())
+                write!(
+                    f,
+                    "LoadModel {{ model_id: {model_id:?}, len: {} }}",
+                    onnx.len()
+                )
             }
         }
     }
@@ -255,7 +280,9 @@ impl std::fmt::Debug for EnclaveResponse {
                 document.len(),
                 manifest.len()
             ),
-            EnclaveResponse::Infer { sealed } => write!(f, "Infer {{ sealed_len: {} }}", sealed.len()),
+            EnclaveResponse::Infer { sealed } => {
+                write!(f, "Infer {{ sealed_len: {} }}", sealed.len())
+            }
             EnclaveResponse::ModelLoaded(m) => f.debug_tuple("ModelLoaded").field(m).finish(),
             EnclaveResponse::Error(e) => f.debug_tuple("Error").field(e).finish(),
         }
@@ -295,6 +322,7 @@ impl EnclaveResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InferRequest {
     pub model_id: String,
+    #[serde(deserialize_with = "de_tensors")]
     pub inputs: Vec<NamedTensor>,
 }
 
@@ -304,7 +332,7 @@ impl InferRequest {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let msg: InferRequest = cbor::from_slice(bytes, MAX_SEALED_MESSAGE_LEN)?;
+        let msg: InferRequest = decode_with_tensors(bytes)?;
         if !valid_model_id(&msg.model_id) {
             return Err(MessageError::InvalidModelId);
         }
@@ -318,8 +346,14 @@ impl InferRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InferResponse {
-    Ok { outputs: Vec<NamedTensor> },
-    Error { code: ErrorCode, message: String },
+    Ok {
+        #[serde(deserialize_with = "de_tensors")]
+        outputs: Vec<NamedTensor>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl InferResponse {
@@ -328,7 +362,7 @@ impl InferResponse {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let msg: InferResponse = cbor::from_slice(bytes, MAX_SEALED_MESSAGE_LEN)?;
+        let msg: InferResponse = decode_with_tensors(bytes)?;
         match &msg {
             InferResponse::Ok { outputs } => check_tensors(outputs)?,
             InferResponse::Error { message, .. } => {
@@ -336,5 +370,563 @@ impl InferResponse {
             }
         }
         Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::MAX_TENSOR_RANK;
+
+    /// A recognisable payload: if Debug ever printed it, as text or as a byte list, we would see it.
+    const PATTERN: &[u8] = b"SECRET-PAYLOAD-PATTERN-0123456789";
+
+    fn leaks(s: &str) -> bool {
+        // "SECRET" as text, or the first bytes of the pattern as a Debug list of numbers.
+        s.contains("SECRET") || s.contains("83, 69, 67") || s.contains("83,\n")
+    }
+
+    fn named(name: &str) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            tensor: Tensor::from_f32(vec![2], &[1.0, 2.0]).unwrap(),
+        }
+    }
+
+    fn request(inputs: Vec<NamedTensor>) -> InferRequest {
+        InferRequest {
+            model_id: "mnist".into(),
+            inputs,
+        }
+    }
+
+    #[test]
+    fn enclave_request_round_trips_every_variant() {
+        for req in [
+            EnclaveRequest::Health,
+            EnclaveRequest::Attestation {
+                nonce: vec![7; MIN_NONCE_LEN],
+            },
+            EnclaveRequest::Infer {
+                sealed: PATTERN.to_vec(),
+            },
+            EnclaveRequest::LoadModel {
+                model_id: "resnet-50_v1.2".into(),
+                onnx: PATTERN.to_vec(),
+            },
+        ] {
+            let enc = req.encode().unwrap();
+            assert_eq!(EnclaveRequest::decode(&enc).unwrap(), req);
+        }
+    }
+
+    #[test]
+    fn attestation_nonce_length_is_bounded() {
+        let decode = |n: usize| {
+            let enc = EnclaveRequest::Attestation { nonce: vec![1; n] }
+                .encode()
+                .unwrap();
+            EnclaveRequest::decode(&enc)
+        };
+        for ok in [MIN_NONCE_LEN, 32, MAX_NONCE_LEN] {
+            assert!(decode(ok).is_ok(), "{ok}");
+        }
+        for bad in [0, 1, MIN_NONCE_LEN - 1, MAX_NONCE_LEN + 1, 1024] {
+            let err = decode(bad).unwrap_err();
+            assert_eq!(
+                err,
+                MessageError::FieldLength {
+                    field: "nonce",
+                    len: bad,
+                    min: MIN_NONCE_LEN,
+                    max: MAX_NONCE_LEN
+                }
+            );
+            assert_eq!(err.code(), ErrorCode::InvalidNonce);
+        }
+    }
+
+    #[test]
+    fn rejects_empty_sealed_payload() {
+        let enc = EnclaveRequest::Infer { sealed: vec![] }.encode().unwrap();
+        let err = EnclaveRequest::decode(&enc).unwrap_err();
+        assert!(matches!(
+            err,
+            MessageError::FieldLength {
+                field: "sealed",
+                len: 0,
+                ..
+            }
+        ));
+        assert_eq!(err.code(), ErrorCode::MalformedMessage);
+        let enc = EnclaveResponse::Infer { sealed: vec![] }.encode().unwrap();
+        assert!(matches!(
+            EnclaveResponse::decode(&enc),
+            Err(MessageError::FieldLength {
+                field: "sealed",
+                len: 0,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rejects_sealed_payload_over_the_limit() {
+        let sealed = vec![0; MAX_SEALED_MESSAGE_LEN + 1];
+        let enc = EnclaveRequest::Infer { sealed }.encode().unwrap();
+        assert!(matches!(
+            EnclaveRequest::decode(&enc),
+            Err(MessageError::FieldLength {
+                field: "sealed",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn valid_model_ids() {
+        for ok in [
+            "a",
+            "mnist",
+            "resnet-50_v1.2",
+            "A.B-C_9",
+            &"x".repeat(MAX_MODEL_ID_LEN),
+        ] {
+            assert!(valid_model_id(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "has space",
+            "../etc/passwd",
+            "a/b",
+            "é",
+            "nul\0",
+            "line\n",
+            &"x".repeat(MAX_MODEL_ID_LEN + 1),
+        ] {
+            assert!(!valid_model_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn load_model_rejects_invalid_model_id_and_empty_model() {
+        for id in ["", "a b", "../x", &"m".repeat(MAX_MODEL_ID_LEN + 1)] {
+            let enc = EnclaveRequest::LoadModel {
+                model_id: id.into(),
+                onnx: vec![1],
+            }
+            .encode()
+            .unwrap();
+            assert_eq!(
+                EnclaveRequest::decode(&enc),
+                Err(MessageError::InvalidModelId)
+            );
+        }
+        let enc = EnclaveRequest::LoadModel {
+            model_id: "m".into(),
+            onnx: vec![],
+        }
+        .encode()
+        .unwrap();
+        assert!(matches!(
+            EnclaveRequest::decode(&enc),
+            Err(MessageError::FieldLength { field: "onnx", .. })
+        ));
+    }
+
+    #[test]
+    fn infer_request_round_trips() {
+        let req = request(vec![named("x"), named("y")]);
+        assert_eq!(InferRequest::decode(&req.encode().unwrap()).unwrap(), req);
+        let empty = request(vec![]);
+        assert_eq!(
+            InferRequest::decode(&empty.encode().unwrap()).unwrap(),
+            empty
+        );
+    }
+
+    #[test]
+    fn infer_request_rejects_invalid_model_id() {
+        let mut req = request(vec![named("x")]);
+        req.model_id = "no/slashes".into();
+        assert_eq!(
+            InferRequest::decode(&req.encode().unwrap()),
+            Err(MessageError::InvalidModelId)
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_tensor_names() {
+        let req = request(vec![named("x"), named("y"), named("x")]);
+        let err = InferRequest::decode(&req.encode().unwrap()).unwrap_err();
+        assert_eq!(err, MessageError::DuplicateName("x".into()));
+        let resp = InferResponse::Ok {
+            outputs: vec![named("out"), named("out")],
+        };
+        assert_eq!(
+            InferResponse::decode(&resp.encode().unwrap()),
+            Err(MessageError::DuplicateName("out".into()))
+        );
+    }
+
+    #[test]
+    fn rejects_invalid_tensor_names() {
+        for name in ["", "tab\there", "nl\n", &"n".repeat(MAX_NAME_LEN + 1)] {
+            let req = request(vec![named(name)]);
+            assert_eq!(
+                InferRequest::decode(&req.encode().unwrap()),
+                Err(MessageError::InvalidName),
+                "{name:?}"
+            );
+        }
+        // Names are model metadata, not ids: any printable Unicode is fine.
+        let req = request(vec![named("input:0/ü"), named(&"n".repeat(MAX_NAME_LEN))]);
+        assert!(InferRequest::decode(&req.encode().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn rejects_too_many_tensors() {
+        let at_limit: Vec<_> = (0..MAX_TENSORS).map(|i| named(&format!("t{i}"))).collect();
+        let req = request(at_limit.clone());
+        assert!(InferRequest::decode(&req.encode().unwrap()).is_ok());
+
+        let mut over = at_limit;
+        over.push(named("one-more"));
+        let req = request(over.clone());
+        assert_eq!(
+            InferRequest::decode(&req.encode().unwrap()),
+            Err(MessageError::TooManyTensors { max: MAX_TENSORS })
+        );
+        let resp = InferResponse::Ok { outputs: over };
+        assert_eq!(
+            InferResponse::decode(&resp.encode().unwrap()),
+            Err(MessageError::TooManyTensors { max: MAX_TENSORS })
+        );
+    }
+
+    #[test]
+    fn invalid_tensor_inside_a_request_maps_to_invalid_tensor() {
+        #[derive(Serialize)]
+        struct RawReq {
+            model_id: &'static str,
+            inputs: Vec<RawNamed>,
+        }
+        #[derive(Serialize)]
+        struct RawNamed {
+            name: &'static str,
+            tensor: RawT,
+        }
+        #[derive(Serialize)]
+        struct RawT {
+            dtype: &'static str,
+            shape: Vec<u64>,
+            #[serde(with = "serde_bytes")]
+            data: Vec<u8>,
+        }
+        for (shape, data) in [
+            (vec![u64::MAX, 2], vec![]),
+            (vec![2], vec![0; 3]),
+            (vec![1; MAX_TENSOR_RANK + 1], vec![0; 4]),
+            (vec![1; 10_000], vec![0; 4]),
+        ] {
+            let raw = RawReq {
+                model_id: "m",
+                inputs: vec![RawNamed {
+                    name: "x",
+                    tensor: RawT {
+                        dtype: "f32",
+                        shape,
+                        data,
+                    },
+                }],
+            };
+            let enc = cbor::to_vec(&raw).unwrap();
+            let err = InferRequest::decode(&enc).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidTensor, "{err}");
+        }
+    }
+
+    #[test]
+    fn oversize_input_maps_to_request_too_large() {
+        let input = vec![0u8; MAX_SEALED_MESSAGE_LEN + 1];
+        let err = InferRequest::decode(&input).unwrap_err();
+        assert!(matches!(
+            err,
+            MessageError::Cbor(CborError::TooLarge { .. })
+        ));
+        assert_eq!(err.code(), ErrorCode::RequestTooLarge);
+        assert!(InferResponse::decode(&input).is_err());
+    }
+
+    #[test]
+    fn decoders_reject_trailing_bytes() {
+        let mut enc = EnclaveRequest::Health.encode().unwrap();
+        enc.push(0);
+        assert_eq!(
+            EnclaveRequest::decode(&enc),
+            Err(MessageError::Cbor(CborError::TrailingBytes))
+        );
+        let mut enc = request(vec![]).encode().unwrap();
+        enc.extend_from_slice(&[0xa0]);
+        assert_eq!(
+            InferRequest::decode(&enc),
+            Err(MessageError::Cbor(CborError::TrailingBytes))
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_request_variant() {
+        let enc = cbor::to_vec(&"shutdown").unwrap();
+        let err = EnclaveRequest::decode(&enc).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::MalformedMessage);
+        assert!(!err.to_string().contains("shutdown"), "{err}");
+    }
+
+    #[test]
+    fn infer_response_round_trips_and_bounds_its_error_message() {
+        for resp in [
+            InferResponse::Ok {
+                outputs: vec![named("y")],
+            },
+            InferResponse::Error {
+                code: ErrorCode::InputMismatch,
+                message: "expected 1x784".into(),
+            },
+            InferResponse::Error {
+                code: ErrorCode::Unknown(4242),
+                message: String::new(),
+            },
+        ] {
+            assert_eq!(
+                InferResponse::decode(&resp.encode().unwrap()).unwrap(),
+                resp
+            );
+        }
+        let long = InferResponse::Error {
+            code: ErrorCode::Internal,
+            message: "x".repeat(MAX_ERROR_MESSAGE_LEN + 1),
+        };
+        assert!(matches!(
+            InferResponse::decode(&long.encode().unwrap()),
+            Err(MessageError::FieldLength {
+                field: "message",
+                ..
+            })
+        ));
+    }
+
+    fn model_info(id: &str) -> ModelInfo {
+        ModelInfo {
+            model_id: id.into(),
+            sha384: vec![9; 48],
+            inputs: vec![TensorSpec {
+                name: "x".into(),
+                dtype: Some(DType::F32),
+                shape: vec![None, Some(784)],
+            }],
+            outputs: vec![TensorSpec {
+                name: "y".into(),
+                dtype: None,
+                shape: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn enclave_response_round_trips_every_variant() {
+        for resp in [
+            EnclaveResponse::Health(HealthStatus {
+                protocol_version: crate::PROTOCOL_VERSION,
+                ready: true,
+                simulation: false,
+                workers: 2,
+                in_flight: 1,
+                models: vec![model_info("a"), model_info("b")],
+            }),
+            EnclaveResponse::Attestation {
+                document: vec![0xd2; 100],
+                manifest: vec![0xa1; 10],
+            },
+            EnclaveResponse::Infer {
+                sealed: PATTERN.to_vec(),
+            },
+            EnclaveResponse::ModelLoaded(model_info("m")),
+            EnclaveResponse::error(ErrorCode::Busy, "queue full"),
+        ] {
+            assert_eq!(
+                EnclaveResponse::decode(&resp.encode().unwrap()).unwrap(),
+                resp
+            );
+        }
+    }
+
+    #[test]
+    fn enclave_response_bounds_attestation_fields() {
+        let decode = |document: usize, manifest: usize| {
+            let enc = EnclaveResponse::Attestation {
+                document: vec![1; document],
+                manifest: vec![1; manifest],
+            }
+            .encode()
+            .unwrap();
+            EnclaveResponse::decode(&enc)
+        };
+        assert!(decode(MAX_ATTESTATION_DOC_LEN, MAX_MANIFEST_LEN).is_ok());
+        for (d, m, field) in [
+            (0, 1, "document"),
+            (MAX_ATTESTATION_DOC_LEN + 1, 1, "document"),
+            (1, 0, "manifest"),
+            (1, MAX_MANIFEST_LEN + 1, "manifest"),
+        ] {
+            assert!(
+                matches!(decode(d, m), Err(MessageError::FieldLength { field: f, .. }) if f == field),
+                "{d} {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn enclave_response_bounds_health_models_and_error_message() {
+        let health = |n: usize| HealthStatus {
+            protocol_version: 1,
+            ready: true,
+            simulation: true,
+            workers: 1,
+            in_flight: 0,
+            models: (0..n).map(|i| model_info(&format!("m{i}"))).collect(),
+        };
+        let ok = EnclaveResponse::Health(health(MAX_MODELS))
+            .encode()
+            .unwrap();
+        assert!(EnclaveResponse::decode(&ok).is_ok());
+        let over = EnclaveResponse::Health(health(MAX_MODELS + 1))
+            .encode()
+            .unwrap();
+        assert!(EnclaveResponse::decode(&over).is_err());
+
+        // Built without `WireError::new`, so not truncated: the decoder refuses it.
+        let long = EnclaveResponse::Error(WireError {
+            code: ErrorCode::Internal,
+            message: "x".repeat(MAX_ERROR_MESSAGE_LEN + 1),
+        });
+        assert!(matches!(
+            EnclaveResponse::decode(&long.encode().unwrap()),
+            Err(MessageError::FieldLength {
+                field: "message",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn wire_error_keeps_short_messages_whole() {
+        let e = WireError::new(ErrorCode::Busy, "try later");
+        assert_eq!((e.code, e.message.as_str()), (ErrorCode::Busy, "try later"));
+        let exact = "x".repeat(MAX_ERROR_MESSAGE_LEN);
+        assert_eq!(
+            WireError::new(ErrorCode::Busy, exact.clone()).message,
+            exact
+        );
+    }
+
+    #[test]
+    fn wire_error_truncates_long_messages_at_a_char_boundary() {
+        let ascii = WireError::new(ErrorCode::Internal, "a".repeat(600));
+        assert_eq!(ascii.message.len(), MAX_ERROR_MESSAGE_LEN);
+
+        // 'é' is 2 bytes: 512 is a boundary. '€' is 3 bytes: 512 is inside one, cut to 510.
+        let two = WireError::new(ErrorCode::Internal, "é".repeat(300));
+        assert_eq!(two.message, "é".repeat(256));
+        let three = WireError::new(ErrorCode::Internal, "€".repeat(200));
+        assert_eq!(three.message, "€".repeat(170));
+        assert_eq!(three.message.len(), 510);
+        // 4-byte chars after one ASCII byte: boundaries at 1, 5, …, 509.
+        let four = WireError::new(ErrorCode::Internal, format!("a{}", "😀".repeat(200)));
+        assert_eq!(four.message.len(), 509);
+        assert!(four.message.ends_with('😀'));
+
+        // The truncated message decodes on the other side.
+        let enc = EnclaveResponse::Error(three).encode().unwrap();
+        assert!(EnclaveResponse::decode(&enc).is_ok());
+    }
+
+    #[test]
+    fn debug_of_enclave_request_never_shows_payload_bytes() {
+        for req in [
+            EnclaveRequest::Attestation {
+                nonce: PATTERN.to_vec(),
+            },
+            EnclaveRequest::Infer {
+                sealed: PATTERN.to_vec(),
+            },
+            EnclaveRequest::LoadModel {
+                model_id: "m".into(),
+                onnx: PATTERN.to_vec(),
+            },
+        ] {
+            for s in [format!("{req:?}"), format!("{req:#?}")] {
+                assert!(!leaks(&s), "{s}");
+                assert!(s.contains(&PATTERN.len().to_string()), "{s}");
+            }
+        }
+        assert_eq!(format!("{:?}", EnclaveRequest::Health), "Health");
+    }
+
+    #[test]
+    fn debug_of_enclave_response_never_shows_payload_bytes() {
+        for resp in [
+            EnclaveResponse::Attestation {
+                document: PATTERN.to_vec(),
+                manifest: PATTERN.to_vec(),
+            },
+            EnclaveResponse::Infer {
+                sealed: PATTERN.to_vec(),
+            },
+        ] {
+            let s = format!("{resp:?}");
+            assert!(!leaks(&s), "{s}");
+        }
+    }
+
+    #[test]
+    fn debug_of_infer_messages_never_shows_tensor_data() {
+        let t = Tensor::new(DType::U8, vec![PATTERN.len() as u64], PATTERN.to_vec()).unwrap();
+        let req = request(vec![NamedTensor {
+            name: "x".into(),
+            tensor: t.clone(),
+        }]);
+        let resp = InferResponse::Ok {
+            outputs: vec![NamedTensor {
+                name: "y".into(),
+                tensor: t,
+            }],
+        };
+        for s in [format!("{req:?}"), format!("{req:#?}"), format!("{resp:?}")] {
+            assert!(!leaks(&s), "{s}");
+        }
+    }
+
+    #[test]
+    fn error_codes_of_message_errors() {
+        assert_eq!(
+            MessageError::Cbor(CborError::TooLarge { len: 2, max: 1 }).code(),
+            ErrorCode::RequestTooLarge
+        );
+        assert_eq!(
+            MessageError::InvalidModelId.code(),
+            ErrorCode::MalformedMessage
+        );
+        assert_eq!(
+            MessageError::TooManyTensors { max: MAX_TENSORS }.code(),
+            ErrorCode::MalformedMessage
+        );
+        assert_eq!(
+            MessageError::DuplicateName("x".into()).code(),
+            ErrorCode::MalformedMessage
+        );
+        assert_eq!(
+            MessageError::Cbor(CborError::TrailingBytes).code(),
+            ErrorCode::MalformedMessage
+        );
     }
 }

@@ -1,0 +1,666 @@
+//! The `sealed` command line: argument definitions and the logic of each command. `main.rs` only
+//! parses, runs and maps the result to an exit code.
+//!
+//! Exit codes: 0 success; 1 verification failure (printed as `verification failed: <check>:
+//! <message>`) or any other failure (network, host, inference, files); 2 usage errors (clap's own,
+//! and a policy that says nothing: no `--expect-pcr` and no `--no-pcr-policy`).
+//!
+//! The flags build one accepted PCR set (repeating `--expect-pcr` adds PCRs to that set); the SDK's
+//! [`Policy::or_pcrs`] accepts several alternative sets.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use sealed_attestation::VerifiedDocument;
+use sealed_client::npy;
+use sealed_client::{Client, ClientError, InvalidPolicy, Policy};
+use sealed_wire::limits::MAX_ATTESTATION_DOC_LEN;
+use sealed_wire::{DType, ModelManifest, NamedTensor, Tensor};
+
+/// How many values of each output tensor `infer` prints.
+const PRINT_VALUES: usize = 20;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sealed",
+    version,
+    about = "Sealed Inference client: verify AWS Nitro attestation documents, attest a host's \
+             enclave, and run encrypted inferences.",
+    after_help = "Exit codes: 0 success, 1 verification or other failure, 2 usage error."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify an attestation document file offline and print its content as JSON.
+    Verify(VerifyArgs),
+    /// Fetch a fresh attestation from a host, verify it, and print it with the model manifest.
+    Attest(AttestArgs),
+    /// Attest the host's enclave, then run a model on .npy inputs through the sealed channel.
+    Infer(InferArgs),
+}
+
+/// What the enclave must satisfy.
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    /// Trust this PEM root certificate instead of the AWS Nitro Enclaves Root-G1 (for example the
+    /// mock CA root in simulation).
+    #[arg(long, value_name = "PEM")]
+    pub trust_root: Option<PathBuf>,
+    /// Require PCR N to equal HEX (48 bytes, 96 hex digits). Repeat for several PCRs.
+    #[arg(long = "expect-pcr", value_name = "N=HEX", value_parser = parse_pcr)]
+    pub expect_pcr: Vec<PcrArg>,
+    /// Accept any PCR values (explicit opt-out: proves only that some Nitro enclave signed).
+    #[arg(long, conflicts_with = "expect_pcr")]
+    pub no_pcr_policy: bool,
+    /// Accept debug-mode enclaves (PCR0 all zero). Never for production.
+    #[arg(long)]
+    pub allow_debug: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The attestation document (raw COSE_Sign1 bytes).
+    #[arg(long, value_name = "FILE")]
+    pub document: PathBuf,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Verify as of this time (RFC 3339, e.g. 2024-09-07T15:00:00Z) instead of now.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339)]
+    pub at: Option<OffsetDateTime>,
+    /// Require the document's nonce to equal HEX.
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    pub nonce: Option<HexBytes>,
+    /// Refuse documents older than SECONDS at the verification time (no age limit by default
+    /// when verifying a recorded document).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_age: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct HostArgs {
+    /// Base URL of the sealed-host (http:// only in this build).
+    #[arg(long, value_name = "URL")]
+    pub host: String,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Refuse documents older than SECONDS.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub max_age: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct AttestArgs {
+    #[command(flatten)]
+    pub host: HostArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InferArgs {
+    #[command(flatten)]
+    pub host: HostArgs,
+    /// Model id, as listed in the attested manifest.
+    #[arg(long, value_name = "ID")]
+    pub model: String,
+    /// An input tensor: NAME=FILE.npy. Repeat for several inputs.
+    #[arg(long, value_name = "NAME=FILE", value_parser = parse_input, required = true)]
+    pub input: Vec<InputArg>,
+    /// Write each output to DIR/<name>.npy.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// `--expect-pcr N=HEX`.
+#[derive(Debug, Clone)]
+pub struct PcrArg {
+    pub index: u16,
+    pub value: Vec<u8>,
+}
+
+/// `--input NAME=FILE`.
+#[derive(Debug, Clone)]
+pub struct InputArg {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// Bytes given as hex (a newtype, so that clap does not read `Vec<u8>` as a list of values).
+#[derive(Debug, Clone)]
+pub struct HexBytes(pub Vec<u8>);
+
+fn parse_pcr(s: &str) -> Result<PcrArg, String> {
+    let (index, value) = s
+        .split_once('=')
+        .ok_or_else(|| "expected N=HEX, e.g. 0=7fb5c55b…".to_string())?;
+    let index: u16 = index
+        .trim()
+        .parse()
+        .map_err(|_| format!("PCR index {index:?} is not a number"))?;
+    let value = hex::decode(value.trim()).map_err(|e| format!("PCR{index} value: {e}"))?;
+    Ok(PcrArg { index, value })
+}
+
+fn parse_hex(s: &str) -> Result<HexBytes, String> {
+    hex::decode(s.trim())
+        .map(HexBytes)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_rfc3339(s: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| format!("expected an RFC 3339 time like 2024-09-07T15:00:00Z: {e}"))
+}
+
+fn parse_input(s: &str) -> Result<InputArg, String> {
+    match s.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok(InputArg {
+            name: name.to_string(),
+            path: PathBuf::from(path),
+        }),
+        _ => Err("expected NAME=FILE.npy".to_string()),
+    }
+}
+
+/// Why a command failed; [`CliError::exit_code`] maps it to the process exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("verification failed: {check}: {message}")]
+    Verification { check: String, message: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Verification { .. } | CliError::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<InvalidPolicy> for CliError {
+    fn from(e: InvalidPolicy) -> Self {
+        match e {
+            InvalidPolicy::NoPcrPolicy => CliError::Usage(
+                "no PCR policy: pass --expect-pcr N=HEX (repeatable) with the measurements you \
+                 trust, or --no-pcr-policy to accept any enclave"
+                    .to_string(),
+            ),
+            other => CliError::Usage(other.to_string()),
+        }
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        let verification = |check: &str, message: String| CliError::Verification {
+            check: check.to_string(),
+            message,
+        };
+        match e {
+            ClientError::Verification(v) => verification(v.check(), v.to_string()),
+            ClientError::Commitment(c) => verification(c.check(), c.to_string()),
+            ClientError::NoPublicKey | ClientError::KeyConfig(_) => {
+                verification("key_config", e.to_string())
+            }
+            ClientError::Policy(p) => CliError::from(p),
+            ClientError::InvalidUrl { .. } => CliError::Usage(e.to_string()),
+            other => CliError::Failed(other.to_string()),
+        }
+    }
+}
+
+/// Runs one command, printing its result to stdout.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Verify(args) => {
+            let summary = verify(&args)?;
+            print_json(&summary);
+        }
+        Command::Attest(args) => {
+            let summary = attest(&args).await?;
+            print_json(&summary);
+        }
+        Command::Infer(args) => infer(&args).await?,
+    }
+    Ok(())
+}
+
+fn print_json(value: &Value) {
+    // A `Value` always serialises; fall back to compact output rather than fail.
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
+    );
+}
+
+/// Builds the policy from the flags; `max_age` None drops the age check.
+fn build_policy(args: &PolicyArgs, max_age: Option<Duration>) -> Result<Policy, CliError> {
+    let mut policy = Policy::new().allow_debug(args.allow_debug);
+    if let Some(path) = &args.trust_root {
+        let pem = std::fs::read_to_string(path)
+            .map_err(|e| CliError::Usage(format!("--trust-root {}: {e}", path.display())))?;
+        policy = policy
+            .trust_root_pem(&pem)
+            .map_err(|e| CliError::Usage(format!("--trust-root {}: {e}", path.display())))?;
+    }
+    for pcr in &args.expect_pcr {
+        policy = policy.expect_pcr(pcr.index, pcr.value.clone());
+    }
+    if args.no_pcr_policy {
+        policy = policy.no_pcr_policy();
+    }
+    policy = match max_age {
+        Some(age) => policy.max_age(age),
+        None => policy.no_max_age(),
+    };
+    policy.validate()?;
+    Ok(policy)
+}
+
+/// `sealed verify`: offline verification of a document file.
+pub fn verify(args: &VerifyArgs) -> Result<Value, CliError> {
+    let policy = build_policy(&args.policy, args.max_age.map(Duration::from_secs))?;
+    let now = args.at.map_or_else(SystemTime::now, SystemTime::from);
+    let opts = policy.verify_options(args.nonce.as_ref().map(|n| n.0.clone()), now)?;
+    let document = read_document(&args.document)?;
+    let verified = sealed_attestation::verify(&document, &opts)
+        .map_err(|e| CliError::from(ClientError::from(e)))?;
+    Ok(summary(&verified, &policy))
+}
+
+/// Reads at most one byte more than the largest document, so an oversized file is refused
+/// without being read whole.
+fn read_document(path: &Path) -> Result<Vec<u8>, CliError> {
+    let failed =
+        |e: std::io::Error| CliError::Failed(format!("--document {}: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(failed)?;
+    let mut bytes = Vec::new();
+    file.take(MAX_ATTESTATION_DOC_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() > MAX_ATTESTATION_DOC_LEN {
+        return Err(CliError::Failed(format!(
+            "--document {}: larger than {MAX_ATTESTATION_DOC_LEN} bytes, not an attestation document",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn hex_or_null(bytes: Option<&[u8]>) -> Value {
+    bytes.map_or(Value::Null, |b| Value::String(hex::encode(b)))
+}
+
+fn rfc3339_of_ms(ms: u64) -> String {
+    i128::from(ms)
+        .checked_mul(1_000_000)
+        .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "out of range".to_string())
+}
+
+/// The JSON summary of a verified document.
+pub fn summary(doc: &VerifiedDocument, policy: &Policy) -> Value {
+    let pcrs: serde_json::Map<String, Value> = doc
+        .pcrs
+        .iter()
+        .map(|(index, value)| (index.to_string(), Value::String(hex::encode(value))))
+        .collect();
+    json!({
+        "module_id": doc.module_id,
+        "timestamp_ms": doc.timestamp_ms,
+        "timestamp": rfc3339_of_ms(doc.timestamp_ms),
+        "digest": doc.digest,
+        "pcrs": pcrs,
+        "public_key": hex_or_null(doc.public_key.as_deref()),
+        "user_data": hex_or_null(doc.user_data.as_deref()),
+        "nonce": hex_or_null(doc.nonce.as_deref()),
+        "trust_anchor_sha256": hex::encode(policy.anchor().sha256_fingerprint()),
+    })
+}
+
+fn manifest_json(manifest: &ModelManifest) -> Value {
+    Value::Array(
+        manifest
+            .models
+            .iter()
+            .map(|m| json!({ "model_id": m.model_id, "sha384": hex::encode(&m.sha384) }))
+            .collect(),
+    )
+}
+
+fn client(args: &HostArgs) -> Result<Client, CliError> {
+    let policy = build_policy(&args.policy, Some(Duration::from_secs(args.max_age)))?;
+    Ok(Client::new(&args.host, policy)?)
+}
+
+/// `sealed attest`: fetch, verify, print.
+pub async fn attest(args: &AttestArgs) -> Result<Value, CliError> {
+    let client = client(&args.host)?;
+    let session = client.attest().await?;
+    let mut out = summary(session.document(), client.policy());
+    if let Value::Object(map) = &mut out {
+        map.insert("manifest".into(), manifest_json(session.manifest()));
+    }
+    Ok(out)
+}
+
+/// `sealed infer`: read inputs, attest, run, print and optionally save outputs.
+pub async fn infer(args: &InferArgs) -> Result<(), CliError> {
+    // Inputs first: a typo in a path should not cost an attestation round trip.
+    let mut inputs = Vec::with_capacity(args.input.len());
+    for input in &args.input {
+        let tensor = npy::read_file(&input.path)
+            .map_err(|e| CliError::Failed(format!("input {}: {e}", input.path.display())))?;
+        inputs.push(NamedTensor {
+            name: input.name.clone(),
+            tensor,
+        });
+    }
+    let client = client(&args.host)?;
+    let session = client.attest().await?;
+    eprintln!(
+        "attested enclave {} (PCR0 {}), models: {}",
+        session.document().module_id,
+        session
+            .document()
+            .pcrs
+            .get(&0)
+            .map_or_else(|| "absent".to_string(), hex::encode),
+        session.models().collect::<Vec<_>>().join(", ")
+    );
+    let outputs = session.infer(&args.model, inputs).await?;
+    for output in &outputs {
+        println!("{}", describe_output(output));
+    }
+    if let Some(dir) = &args.out {
+        write_outputs(dir, &outputs)?;
+    }
+    Ok(())
+}
+
+/// `name: dtype [shape] = [v0, v1, …]`, at most [`PRINT_VALUES`] values.
+pub fn describe_output(output: &NamedTensor) -> String {
+    let t = &output.tensor;
+    let shape: Vec<String> = t.shape().iter().map(u64::to_string).collect();
+    let values = format_values(t, PRINT_VALUES);
+    let more = t.len().saturating_sub(PRINT_VALUES as u64);
+    let suffix = if more > 0 {
+        format!(", … ({more} more)")
+    } else {
+        String::new()
+    };
+    format!(
+        "{}: {} [{}] = [{}{suffix}]",
+        output.name,
+        t.dtype(),
+        shape.join(", "),
+        values.join(", ")
+    )
+}
+
+/// The first `limit` values of a tensor as text.
+fn format_values(t: &Tensor, limit: usize) -> Vec<String> {
+    let size = t.dtype().size();
+    t.data()
+        .chunks_exact(size)
+        .take(limit)
+        .map(|b| {
+            let mut le = [0u8; 8];
+            for (dst, src) in le.iter_mut().zip(b) {
+                *dst = *src;
+            }
+            let u = u64::from_le_bytes(le);
+            // Sign-extend from the element width.
+            let shift = 64 - 8 * size as u32;
+            let i = ((u << shift) as i64) >> shift;
+            match t.dtype() {
+                DType::F16 => f16_to_f32(u as u16).to_string(),
+                DType::F32 => f32::from_bits(u as u32).to_string(),
+                DType::F64 => f64::from_bits(u).to_string(),
+                DType::I8 | DType::I16 | DType::I32 | DType::I64 => i.to_string(),
+                DType::U8 | DType::U16 | DType::U32 | DType::U64 => u.to_string(),
+                DType::Bool => (u != 0).to_string(),
+            }
+        })
+        .collect()
+}
+
+/// IEEE 754 binary16 → binary32 (exact: every half value is a float value).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = i32::from((h >> 10) & 0x1f);
+    let mantissa = f32::from(h & 0x3ff);
+    match exponent {
+        0 => sign * mantissa * 2f32.powi(-24),
+        31 if mantissa == 0.0 => sign * f32::INFINITY,
+        31 => f32::NAN,
+        e => sign * (1.0 + mantissa / 1024.0) * 2f32.powi(e - 15),
+    }
+}
+
+/// A file name for an output: the enclave names outputs, and a name must not escape `dir`.
+fn output_file_name(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.is_empty() || safe.starts_with('.') {
+        format!("output_{safe}.npy")
+    } else {
+        format!("{safe}.npy")
+    }
+}
+
+fn write_outputs(dir: &Path, outputs: &[NamedTensor]) -> Result<(), CliError> {
+    let failed =
+        |e: &dyn std::fmt::Display| CliError::Failed(format!("--out {}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(|e| failed(&e))?;
+    let mut seen = HashSet::new();
+    let mut files = BTreeMap::new();
+    for output in outputs {
+        let file = output_file_name(&output.name);
+        if !seen.insert(file.clone()) {
+            return Err(failed(&format!(
+                "two outputs map to the same file name {file}"
+            )));
+        }
+        files.insert(file, &output.tensor);
+    }
+    for (file, tensor) in files {
+        let path = dir.join(&file);
+        npy::write_file(&path, tensor).map_err(|e| failed(&e))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_pcr_flags_and_rejects_bad_ones() {
+        let p = parse_pcr("0=00ff").unwrap();
+        assert_eq!((p.index, p.value), (0, vec![0, 0xff]));
+        assert!(parse_pcr("0").is_err());
+        assert!(parse_pcr("x=00").is_err());
+        assert!(parse_pcr("0=0g").is_err());
+        assert!(parse_pcr("70000=00").is_err());
+    }
+
+    #[test]
+    fn parses_inputs_as_name_equals_path() {
+        let i = parse_input("input=a=b.npy").unwrap();
+        assert_eq!(
+            (i.name.as_str(), i.path.as_path()),
+            ("input", Path::new("a=b.npy"))
+        );
+        assert!(parse_input("input").is_err());
+        assert!(parse_input("=x.npy").is_err());
+        assert!(parse_input("x=").is_err());
+    }
+
+    #[test]
+    fn policy_without_pcr_flags_is_a_usage_error_naming_both_flags() {
+        let args = PolicyArgs {
+            trust_root: None,
+            expect_pcr: vec![],
+            no_pcr_policy: false,
+            allow_debug: false,
+        };
+        let err = build_policy(&args, None).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--expect-pcr") && msg.contains("--no-pcr-policy"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn client_errors_map_to_exit_codes() {
+        let v = CliError::from(ClientError::from(
+            sealed_attestation::VerifyError::Signature,
+        ));
+        assert_eq!(v.exit_code(), 1);
+        assert!(
+            v.to_string()
+                .starts_with("verification failed: signature: ")
+        );
+        let u = CliError::from(
+            Client::new("https://x.test", Policy::new().no_pcr_policy()).unwrap_err(),
+        );
+        assert_eq!(u.exit_code(), 2);
+        let f = CliError::from(ClientError::Inference {
+            code: sealed_wire::ErrorCode::InputMismatch,
+            message: "bad".into(),
+        });
+        assert_eq!(f.exit_code(), 1);
+        assert!(matches!(f, CliError::Failed(_)));
+    }
+
+    #[test]
+    fn formats_the_first_values_of_every_dtype() {
+        let t = Tensor::from_f32(vec![2], &[0.5, -1.25]).unwrap();
+        assert_eq!(format_values(&t, 20), ["0.5", "-1.25"]);
+        let t = Tensor::from_i64(vec![2], &[-3, i64::MAX]).unwrap();
+        assert_eq!(format_values(&t, 20), ["-3", "9223372036854775807"]);
+        let t = Tensor::new(DType::I8, vec![2], vec![0xff, 0x7f]).unwrap();
+        assert_eq!(format_values(&t, 20), ["-1", "127"]);
+        let t = Tensor::new(DType::I16, vec![1], vec![0x00, 0x80]).unwrap();
+        assert_eq!(format_values(&t, 20), ["-32768"]);
+        let t = Tensor::new(DType::U16, vec![1], vec![0x00, 0x80]).unwrap();
+        assert_eq!(format_values(&t, 20), ["32768"]);
+        let t = Tensor::new(DType::U64, vec![1], vec![0xff; 8]).unwrap();
+        assert_eq!(format_values(&t, 20), [u64::MAX.to_string()]);
+        let t = Tensor::new(DType::Bool, vec![2], vec![1, 0]).unwrap();
+        assert_eq!(format_values(&t, 20), ["true", "false"]);
+        let t = Tensor::from_f64(vec![1], &[0.1]).unwrap();
+        assert_eq!(format_values(&t, 20), ["0.1"]);
+        let t = Tensor::from_u8(vec![30], &[7; 30]).unwrap();
+        assert_eq!(format_values(&t, 20).len(), 20);
+    }
+
+    #[test]
+    fn converts_half_floats_exactly() {
+        for (bits, value) in [
+            (0x3c00u16, 1.0f32),
+            (0x3e00, 1.5),
+            (0xc000, -2.0),
+            (0x7bff, 65504.0),
+            (0x0001, 2f32.powi(-24)),
+            (0x0000, 0.0),
+            (0x7c00, f32::INFINITY),
+            (0xfc00, f32::NEG_INFINITY),
+        ] {
+            assert_eq!(f16_to_f32(bits), value, "{bits:#06x}");
+        }
+        assert!(f16_to_f32(0x7e00).is_nan());
+    }
+
+    #[test]
+    fn describes_outputs_with_shape_and_a_count_of_the_rest() {
+        let t = Tensor::from_i32(vec![5, 5], &[1; 25]).unwrap();
+        let s = describe_output(&NamedTensor {
+            name: "label".into(),
+            tensor: t,
+        });
+        assert!(s.starts_with("label: i32 [5, 5] = [1, 1,"), "{s}");
+        assert!(s.ends_with(", … (5 more)]"), "{s}");
+        let t = Tensor::from_f32(vec![], &[2.5]).unwrap();
+        let s = describe_output(&NamedTensor {
+            name: "y".into(),
+            tensor: t,
+        });
+        assert_eq!(s, "y: f32 [] = [2.5]");
+    }
+
+    #[test]
+    fn output_file_names_cannot_escape_the_directory() {
+        assert_eq!(output_file_name("probabilities"), "probabilities.npy");
+        assert_eq!(
+            output_file_name("../../etc/passwd"),
+            "output_.._.._etc_passwd.npy"
+        );
+        assert_eq!(output_file_name("a/b"), "a_b.npy");
+        assert_eq!(output_file_name(""), "output_.npy");
+        assert_eq!(output_file_name(".hidden"), "output_.hidden.npy");
+    }
+
+    #[test]
+    fn writes_outputs_and_refuses_colliding_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let t = Tensor::from_i64(vec![2], &[1, 2]).unwrap();
+        let outputs = vec![NamedTensor {
+            name: "label".into(),
+            tensor: t.clone(),
+        }];
+        write_outputs(&out, &outputs).unwrap();
+        assert_eq!(npy::read_file(&out.join("label.npy")).unwrap(), t);
+        let clash = vec![
+            NamedTensor {
+                name: "a/b".into(),
+                tensor: t.clone(),
+            },
+            NamedTensor {
+                name: "a_b".into(),
+                tensor: t,
+            },
+        ];
+        assert!(write_outputs(&out, &clash).is_err());
+    }
+
+    #[test]
+    fn rfc3339_of_ms_keeps_milliseconds() {
+        assert_eq!(rfc3339_of_ms(1_725_719_859_545), "2024-09-07T14:37:39.545Z");
+        assert_eq!(rfc3339_of_ms(0), "1970-01-01T00:00:00Z");
+    }
+}

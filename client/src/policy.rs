@@ -1,0 +1,318 @@
+//! What a client requires of an enclave before it sends anything: the trust anchor, the accepted
+//! measurements (PCRs), freshness and debug mode. A [`Policy`] turns into the
+//! [`sealed_attestation::VerifyOptions`] of one verification.
+//!
+//! Secure by default: the AWS Nitro Root-G1 is the anchor, debug-mode enclaves are refused,
+//! documents older than five minutes are refused, and a policy without PCR expectations is an
+//! error unless the caller opts out with [`Policy::no_pcr_policy`] in so many words. A mock CA root
+//! is trusted only when named with [`Policy::trust_root_pem`] or [`Policy::trust_anchor`].
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use sealed_attestation::document::MAX_PCRS;
+use sealed_attestation::{AnchorError, PcrPolicy, TrustAnchor, VerifyOptions};
+
+/// Default [`Policy::max_age`]: a document older than this at verification time is refused.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+/// Every PCR is a SHA-384 digest (the document's `digest` is always `SHA384`, nitro-facts §4).
+pub const PCR_LEN: usize = 48;
+
+/// Why a policy cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPolicy {
+    #[error(
+        "no PCR policy: expect at least one PCR value (expect_pcr / --expect-pcr) or opt out \
+         explicitly (no_pcr_policy / --no-pcr-policy)"
+    )]
+    NoPcrPolicy,
+    #[error("expected PCR values and no_pcr_policy were both given; choose one")]
+    Conflicting,
+    #[error("PCR index {index} is out of range (0..{max})")]
+    PcrIndex { index: u16, max: usize },
+    #[error("PCR{index} value is {len} bytes; PCRs are SHA-384 digests of {PCR_LEN} bytes")]
+    PcrLength { index: u16, len: usize },
+    #[error("an alternative PCR set lists no PCRs")]
+    EmptyAlternative,
+    #[error("trust root: {0}")]
+    TrustRoot(#[from] AnchorError),
+}
+
+/// Builder of what an attested enclave must satisfy. See the module docs for the defaults.
+///
+/// ```
+/// # use sealed_client::Policy;
+/// let policy = Policy::new()
+///     .expect_pcr(0, vec![0x11; 48])
+///     .expect_pcr(1, vec![0x22; 48])
+///     // Also accept the next release's image (same kernel, PCR1).
+///     .or_pcrs([(0, vec![0x33; 48]), (1, vec![0x22; 48])]);
+/// assert!(policy.validate().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Policy {
+    anchor: TrustAnchor,
+    /// Alternatives; the first is the one `expect_pcr` fills.
+    pcrs: Vec<BTreeMap<u16, Vec<u8>>>,
+    accept_any_pcrs: bool,
+    max_age: Option<Duration>,
+    allow_debug: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::new()
+    }
+}
+
+impl Policy {
+    /// AWS Nitro Root-G1 anchor, no PCR expectations yet (which is an error until some are added
+    /// or [`Policy::no_pcr_policy`] is called), [`DEFAULT_MAX_AGE`], debug mode refused.
+    pub fn new() -> Policy {
+        Policy {
+            anchor: TrustAnchor::aws_nitro_root_g1(),
+            pcrs: Vec::new(),
+            accept_any_pcrs: false,
+            max_age: Some(DEFAULT_MAX_AGE),
+            allow_debug: false,
+        }
+    }
+
+    /// Trusts `anchor` instead of the AWS root (for example the mock CA in simulation).
+    pub fn trust_anchor(mut self, anchor: TrustAnchor) -> Policy {
+        self.anchor = anchor;
+        self
+    }
+
+    /// Trusts the PEM certificate `pem` instead of the AWS root.
+    pub fn trust_root_pem(self, pem: &str) -> Result<Policy, InvalidPolicy> {
+        Ok(self.trust_anchor(TrustAnchor::from_pem(pem)?))
+    }
+
+    /// Requires PCR `index` to equal `value` (48 bytes), in the first accepted PCR set.
+    /// Calling it again for the same index replaces the value.
+    pub fn expect_pcr(mut self, index: u16, value: impl Into<Vec<u8>>) -> Policy {
+        if self.pcrs.is_empty() {
+            self.pcrs.push(BTreeMap::new());
+        }
+        if let Some(first) = self.pcrs.first_mut() {
+            first.insert(index, value.into());
+        }
+        self
+    }
+
+    /// Adds another accepted PCR set: a document passes if it matches any one set completely
+    /// (for example the current and the next release of an enclave image).
+    pub fn or_pcrs(mut self, pcrs: impl IntoIterator<Item = (u16, Vec<u8>)>) -> Policy {
+        self.pcrs.push(pcrs.into_iter().collect());
+        self
+    }
+
+    /// Accepts any measurements. An explicit opt-out for inspecting documents; an attested session
+    /// with it proves only that *some* Nitro enclave answered.
+    pub fn no_pcr_policy(mut self) -> Policy {
+        self.accept_any_pcrs = true;
+        self
+    }
+
+    /// Refuses documents older than `max_age` at verification time.
+    pub fn max_age(mut self, max_age: Duration) -> Policy {
+        self.max_age = Some(max_age);
+        self
+    }
+
+    /// Drops the age check. Only for inspecting recorded documents offline: a live session is
+    /// fresh anyway, because the document must carry the session's random nonce.
+    pub fn no_max_age(mut self) -> Policy {
+        self.max_age = None;
+        self
+    }
+
+    /// Accepts debug-mode enclaves (PCR0 all zero), whose memory the parent instance can read.
+    /// Never for production.
+    pub fn allow_debug(mut self, allow: bool) -> Policy {
+        self.allow_debug = allow;
+        self
+    }
+
+    /// The trust anchor in use.
+    pub fn anchor(&self) -> &TrustAnchor {
+        &self.anchor
+    }
+
+    /// Checks that the policy says something definite: PCR values or an explicit opt-out (not
+    /// both), indices and lengths that a document can have.
+    pub fn validate(&self) -> Result<(), InvalidPolicy> {
+        match (self.pcrs.is_empty(), self.accept_any_pcrs) {
+            (true, false) => return Err(InvalidPolicy::NoPcrPolicy),
+            (false, true) => return Err(InvalidPolicy::Conflicting),
+            _ => {}
+        }
+        for set in &self.pcrs {
+            if set.is_empty() {
+                return Err(InvalidPolicy::EmptyAlternative);
+            }
+            for (&index, value) in set {
+                if usize::from(index) >= MAX_PCRS {
+                    return Err(InvalidPolicy::PcrIndex {
+                        index,
+                        max: MAX_PCRS,
+                    });
+                }
+                if value.len() != PCR_LEN {
+                    return Err(InvalidPolicy::PcrLength {
+                        index,
+                        len: value.len(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The options of one verification at `now`, requiring `expected_nonce` if given.
+    pub fn verify_options(
+        &self,
+        expected_nonce: Option<Vec<u8>>,
+        now: SystemTime,
+    ) -> Result<VerifyOptions, InvalidPolicy> {
+        self.validate()?;
+        let pcr_policy = if self.accept_any_pcrs {
+            PcrPolicy::AcceptAny
+        } else {
+            PcrPolicy::AnyOf(self.pcrs.clone())
+        };
+        Ok(VerifyOptions {
+            trust_anchor: self.anchor.clone(),
+            pcr_policy,
+            expected_nonce,
+            max_age: self.max_age,
+            allow_debug: self.allow_debug,
+            now,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A throwaway self-signed P-384 root (tests/data/README.md), standing in for a mock CA root.
+    const OTHER_ROOT_PEM: &str = include_str!("../tests/data/other-root.pem");
+
+    fn pcr(b: u8) -> Vec<u8> {
+        vec![b; PCR_LEN]
+    }
+
+    #[test]
+    fn defaults_are_aws_root_five_minutes_no_debug_and_no_pcr_policy_is_an_error() {
+        let p = Policy::new();
+        assert_eq!(p.anchor(), &TrustAnchor::aws_nitro_root_g1());
+        assert_eq!(p.validate(), Err(InvalidPolicy::NoPcrPolicy));
+        assert_eq!(
+            p.verify_options(None, SystemTime::now()).unwrap_err(),
+            InvalidPolicy::NoPcrPolicy
+        );
+        let opts = p
+            .expect_pcr(0, pcr(1))
+            .verify_options(None, SystemTime::UNIX_EPOCH)
+            .unwrap();
+        assert_eq!(opts.max_age, Some(DEFAULT_MAX_AGE));
+        assert!(!opts.allow_debug);
+        assert_eq!(opts.trust_anchor, TrustAnchor::aws_nitro_root_g1());
+        assert_eq!(opts.expected_nonce, None);
+        assert_eq!(opts.now, SystemTime::UNIX_EPOCH);
+    }
+
+    #[test]
+    fn expect_pcr_fills_one_set_and_or_pcrs_adds_alternatives() {
+        let opts = Policy::new()
+            .expect_pcr(0, pcr(1))
+            .expect_pcr(2, pcr(2))
+            .expect_pcr(0, pcr(3))
+            .or_pcrs([(0, pcr(4))])
+            .verify_options(Some(vec![9; 32]), SystemTime::now())
+            .unwrap();
+        let PcrPolicy::AnyOf(sets) = opts.pcr_policy else {
+            panic!("expected AnyOf");
+        };
+        assert_eq!(
+            sets,
+            vec![
+                BTreeMap::from([(0, pcr(3)), (2, pcr(2))]),
+                BTreeMap::from([(0, pcr(4))]),
+            ]
+        );
+        assert_eq!(opts.expected_nonce, Some(vec![9; 32]));
+    }
+
+    #[test]
+    fn or_pcrs_alone_is_a_policy() {
+        let p = Policy::new().or_pcrs([(0, pcr(1))]);
+        assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn no_pcr_policy_accepts_any_and_conflicts_with_expected_values() {
+        let opts = Policy::new()
+            .no_pcr_policy()
+            .verify_options(None, SystemTime::now())
+            .unwrap();
+        assert_eq!(opts.pcr_policy, PcrPolicy::AcceptAny);
+        assert_eq!(
+            Policy::new()
+                .no_pcr_policy()
+                .expect_pcr(0, pcr(1))
+                .validate(),
+            Err(InvalidPolicy::Conflicting)
+        );
+    }
+
+    #[test]
+    fn rejects_pcr_values_that_are_not_sha384_sized_or_out_of_range() {
+        assert_eq!(
+            Policy::new().expect_pcr(0, vec![1; 32]).validate(),
+            Err(InvalidPolicy::PcrLength { index: 0, len: 32 })
+        );
+        assert_eq!(
+            Policy::new().expect_pcr(32, pcr(1)).validate(),
+            Err(InvalidPolicy::PcrIndex { index: 32, max: 32 })
+        );
+        assert_eq!(
+            Policy::new().expect_pcr(0, pcr(1)).or_pcrs([]).validate(),
+            Err(InvalidPolicy::EmptyAlternative)
+        );
+        assert!(Policy::new().expect_pcr(31, pcr(1)).validate().is_ok());
+    }
+
+    #[test]
+    fn max_age_debug_and_anchor_are_carried_into_the_options() {
+        let anchor = TrustAnchor::from_pem(OTHER_ROOT_PEM).unwrap();
+        let opts = Policy::new()
+            .trust_anchor(anchor.clone())
+            .no_pcr_policy()
+            .max_age(Duration::from_secs(7))
+            .allow_debug(true)
+            .verify_options(None, SystemTime::now())
+            .unwrap();
+        assert_eq!(opts.max_age, Some(Duration::from_secs(7)));
+        assert!(opts.allow_debug);
+        assert_eq!(opts.trust_anchor, anchor);
+        assert_ne!(anchor, TrustAnchor::aws_nitro_root_g1());
+        let opts = Policy::new()
+            .no_pcr_policy()
+            .no_max_age()
+            .verify_options(None, SystemTime::now())
+            .unwrap();
+        assert_eq!(opts.max_age, None);
+    }
+
+    #[test]
+    fn trust_root_pem_rejects_text_that_is_not_a_certificate() {
+        assert!(matches!(
+            Policy::new().trust_root_pem("not a pem"),
+            Err(InvalidPolicy::TrustRoot(_))
+        ));
+        assert!(Policy::new().trust_root_pem(OTHER_ROOT_PEM).is_ok());
+    }
+}

@@ -1,0 +1,419 @@
+//! [`Client`] and the attested [`Session`].
+//!
+//! A [`Session`] can only be obtained from [`Client::attest`], which verifies a fresh attestation
+//! document (nonce chosen here) against the client's [`Policy`], checks the manifest commitment, and
+//! takes the enclave's public key from the verified document. [`Session::infer`] is the only way to
+//! send inputs, and it seals them to that key. There is no flag, constructor or feature that skips
+//! any of this.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use rand_core::UnwrapErr;
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_TYPE;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use sealed_attestation::{VerifiedDocument, commitment};
+use sealed_crypto::{KeyConfig, REQUEST_OVERHEAD, RESPONSE_OVERHEAD, seal_request};
+use sealed_wire::limits::{
+    MAX_ATTESTATION_DOC_LEN, MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_SEALED_MESSAGE_LEN, MAX_TENSORS,
+};
+use sealed_wire::message::valid_model_id;
+use sealed_wire::{InferRequest, InferResponse, ModelManifest, NamedTensor};
+
+use crate::error::{ClientError, sanitize};
+use crate::http::{self, HostUrl, MAX_ATTESTATION_RESPONSE_LEN};
+use crate::policy::Policy;
+
+/// Length of the attestation nonce the client picks (the host accepts 16..=64 bytes).
+pub const NONCE_LEN: usize = 32;
+/// Largest sealed response read from the host.
+pub const MAX_INFER_RESPONSE_LEN: usize = MAX_SEALED_MESSAGE_LEN + RESPONSE_OVERHEAD;
+/// Default timeout of one HTTP exchange (attestation or inference).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connection timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client of one `sealed-host`, with the policy its enclave must satisfy.
+#[derive(Debug, Clone)]
+pub struct Client {
+    host: HostUrl,
+    policy: Policy,
+    http: reqwest::Client,
+}
+
+/// The host's attestation response.
+#[derive(Deserialize)]
+struct AttestationBody {
+    document: String,
+    manifest: String,
+}
+
+impl Client {
+    /// A client for the host at `host_url` (`http://HOST:PORT[/PREFIX]`). Fails on a URL this
+    /// build cannot use (anything but `http://`) and on a policy that says nothing definite
+    /// ([`Policy::validate`]).
+    pub fn new(host_url: &str, policy: Policy) -> Result<Client, ClientError> {
+        Client::with_timeout(host_url, policy, DEFAULT_TIMEOUT)
+    }
+
+    /// [`Client::new`] with a timeout per HTTP exchange other than [`DEFAULT_TIMEOUT`].
+    pub fn with_timeout(
+        host_url: &str,
+        policy: Policy,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let host = HostUrl::parse(host_url)?;
+        policy.validate()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            // The host API never redirects; following one would only move sealed bytes elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|source| ClientError::Http {
+                step: "client_setup",
+                source,
+            })?;
+        Ok(Client { host, policy, http })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Fetches a fresh attestation document for a random nonce and verifies it (see the module
+    /// docs). Only a document that passes every check yields a [`Session`].
+    pub async fn attest(&self) -> Result<Session, ClientError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(ClientError::Random)?;
+
+        let (document, manifest_bytes) = self.fetch_attestation(&nonce).await?;
+        let opts = self
+            .policy
+            .verify_options(Some(nonce.to_vec()), SystemTime::now())?;
+        Session::from_attestation(self.clone(), &document, &manifest_bytes, &opts)
+    }
+
+    /// `GET /v1/attestation?nonce=HEX` → the document and manifest bytes, still unverified.
+    async fn fetch_attestation(&self, nonce: &[u8]) -> Result<(Vec<u8>, Vec<u8>), ClientError> {
+        const STEP: &str = "attestation_request";
+        let mut url = self.host.endpoint("attestation")?;
+        url.query_pairs_mut()
+            .append_pair("nonce", &hex::encode(nonce));
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|source| ClientError::Http { step: STEP, source })?;
+        if response.status() != StatusCode::OK {
+            return Err(http::host_error(response, STEP).await);
+        }
+        let body = http::read_bounded(response, MAX_ATTESTATION_RESPONSE_LEN, STEP).await?;
+        parse_attestation_body(&body)
+    }
+}
+
+/// Decodes `{"document": b64, "manifest": b64}`, bounding both before use.
+fn parse_attestation_body(body: &[u8]) -> Result<(Vec<u8>, Vec<u8>), ClientError> {
+    let malformed = |reason: &str| ClientError::MalformedResponse {
+        step: "attestation_response",
+        reason: reason.to_string(),
+    };
+    let parsed: AttestationBody = serde_json::from_slice(body)
+        .map_err(|_| malformed("expected JSON {\"document\": base64, \"manifest\": base64}"))?;
+    let document = BASE64
+        .decode(parsed.document)
+        .map_err(|_| malformed("document is not standard base64"))?;
+    let manifest = BASE64
+        .decode(parsed.manifest)
+        .map_err(|_| malformed("manifest is not standard base64"))?;
+    if document.is_empty() || document.len() > MAX_ATTESTATION_DOC_LEN {
+        return Err(malformed("document length is out of bounds"));
+    }
+    if manifest.len() > MAX_MANIFEST_LEN {
+        return Err(malformed("manifest length is out of bounds"));
+    }
+    Ok((document, manifest))
+}
+
+/// An enclave that passed attestation: its verified document, the manifest it committed to, and
+/// the key requests are sealed to. Only [`Client::attest`] creates one.
+#[derive(Debug, Clone)]
+pub struct Session {
+    client: Client,
+    document: VerifiedDocument,
+    manifest: ModelManifest,
+    key_config: KeyConfig,
+}
+
+impl Session {
+    /// Verifies a document against `opts`, checks the commitment to `manifest_bytes`, and decodes
+    /// the enclave key. Private: the only caller is [`Client::attest`], which chose the nonce.
+    fn from_attestation(
+        client: Client,
+        document: &[u8],
+        manifest_bytes: &[u8],
+        opts: &sealed_attestation::VerifyOptions,
+    ) -> Result<Session, ClientError> {
+        // Signature, chain to the anchor, PCRs, nonce, age, debug mode (nitro-facts §1.5).
+        let document = sealed_attestation::verify(document, opts)?;
+        // user_data = version ‖ SHA-384(manifest bytes): the manifest is what this enclave serves.
+        let manifest = commitment::verify_document(document.user_data.as_deref(), manifest_bytes)?;
+        // public_key = the RFC 9458 key configuration requests are sealed to.
+        let key_config = KeyConfig::decode(
+            document
+                .public_key
+                .as_deref()
+                .ok_or(ClientError::NoPublicKey)?,
+        )?;
+        Ok(Session {
+            client,
+            document,
+            manifest,
+            key_config,
+        })
+    }
+
+    /// The verified attestation document.
+    pub fn document(&self) -> &VerifiedDocument {
+        &self.document
+    }
+
+    /// The models the attested enclave committed to serving.
+    pub fn manifest(&self) -> &ModelManifest {
+        &self.manifest
+    }
+
+    /// Ids of the attested models.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.manifest.models.iter().map(|m| m.model_id.as_str())
+    }
+
+    /// The attested key configuration that requests are sealed to.
+    pub fn key_config(&self) -> &KeyConfig {
+        &self.key_config
+    }
+
+    /// Runs `model_id` on `inputs` in the attested enclave: seals the request to the attested key,
+    /// posts it, and opens the response. The host sees only ciphertext.
+    pub async fn infer(
+        &self,
+        model_id: &str,
+        inputs: Vec<NamedTensor>,
+    ) -> Result<Vec<NamedTensor>, ClientError> {
+        const STEP: &str = "infer_request";
+        self.check_request(model_id, &inputs)?;
+        let request = InferRequest {
+            model_id: model_id.to_string(),
+            inputs,
+        };
+        let plaintext = Zeroizing::new(request.encode().map_err(ClientError::Encode)?);
+        drop(request);
+        // The host refuses sealed bodies over MAX_SEALED_MESSAGE_LEN; say so before sealing.
+        let max_plaintext = MAX_SEALED_MESSAGE_LEN - REQUEST_OVERHEAD;
+        if plaintext.len() > max_plaintext {
+            return Err(ClientError::InvalidRequest(format!(
+                "encoded request is {} bytes, more than the {max_plaintext} a sealed message holds",
+                plaintext.len()
+            )));
+        }
+        // The OS generator (getrandom) as a CryptoRng. It only fails if the OS has no entropy
+        // source at all, which `attest` has already shown not to be the case; `UnwrapErr` would
+        // then panic rather than seal with bad randomness.
+        let mut rng = UnwrapErr(getrandom::SysRng);
+        let (sealed, opener) = seal_request(&self.key_config, &plaintext, &mut rng)?;
+        drop(plaintext);
+
+        let response = self
+            .client
+            .http
+            .post(self.client.host.endpoint("infer")?)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(sealed)
+            .send()
+            .await
+            .map_err(|source| ClientError::Http { step: STEP, source })?;
+        if response.status() != StatusCode::OK {
+            return Err(http::host_error(response, STEP).await);
+        }
+        let body = http::read_bounded(response, MAX_INFER_RESPONSE_LEN, STEP).await?;
+        let plaintext = opener.open(&body)?;
+        match InferResponse::decode(&plaintext).map_err(ClientError::Decode)? {
+            InferResponse::Ok { outputs } => Ok(outputs),
+            InferResponse::Error { code, message } => Err(ClientError::Inference {
+                code,
+                message: sanitize(&message, sealed_wire::limits::MAX_ERROR_MESSAGE_LEN),
+            }),
+        }
+    }
+
+    /// Refuses what the enclave would refuse anyway, before anything is sealed or sent: a model
+    /// the enclave did not attest to, and malformed tensor lists.
+    fn check_request(&self, model_id: &str, inputs: &[NamedTensor]) -> Result<(), ClientError> {
+        if !valid_model_id(model_id) || !self.models().any(|m| m == model_id) {
+            return Err(ClientError::ModelNotAttested {
+                model_id: sanitize(model_id, 128),
+                available: self.models_list(),
+            });
+        }
+        if inputs.is_empty() {
+            return Err(ClientError::InvalidRequest("no inputs".into()));
+        }
+        if inputs.len() > MAX_TENSORS {
+            return Err(ClientError::InvalidRequest(format!(
+                "{} inputs, more than the maximum of {MAX_TENSORS}",
+                inputs.len()
+            )));
+        }
+        for (i, input) in inputs.iter().enumerate() {
+            let name = &input.name;
+            if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+                return Err(ClientError::InvalidRequest(format!(
+                    "invalid input name {:?}",
+                    sanitize(name, 64)
+                )));
+            }
+            if inputs.iter().take(i).any(|o| &o.name == name) {
+                return Err(ClientError::InvalidRequest(format!(
+                    "input {name:?} is given twice"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn models_list(&self) -> String {
+        let ids: Vec<&str> = self.models().collect();
+        if ids.is_empty() {
+            "(none)".to_string()
+        } else {
+            ids.join(", ")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealed_wire::{ManifestEntry, Tensor};
+
+    fn session_with(models: &[&str]) -> Session {
+        // Unit tests of the request checks only; a real Session comes from `attest`.
+        let client = Client::new("http://127.0.0.1:9", Policy::new().no_pcr_policy()).unwrap();
+        Session {
+            client,
+            document: VerifiedDocument {
+                module_id: "i-0-enc0".into(),
+                timestamp_ms: 0,
+                digest: "SHA384".into(),
+                pcrs: Default::default(),
+                certificate: vec![],
+                cabundle: vec![],
+                public_key: None,
+                user_data: None,
+                nonce: None,
+            },
+            manifest: ModelManifest {
+                models: models
+                    .iter()
+                    .map(|m| ManifestEntry {
+                        model_id: m.to_string(),
+                        sha384: vec![0; 48],
+                    })
+                    .collect(),
+            },
+            key_config: KeyConfig {
+                key_id: 0,
+                public_key: [9; 32],
+            },
+        }
+    }
+
+    fn input(name: &str) -> NamedTensor {
+        NamedTensor {
+            name: name.into(),
+            tensor: Tensor::from_f32(vec![1], &[1.0]).unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn refuses_a_model_that_is_not_in_the_attested_manifest_before_sending() {
+        // The host URL points at the discard port: were anything sent, the error would be Http.
+        let s = session_with(&["add", "digits"]);
+        let err = s.infer("resnet", vec![input("x")]).await.unwrap_err();
+        match &err {
+            ClientError::ModelNotAttested {
+                model_id,
+                available,
+            } => {
+                assert_eq!(model_id, "resnet");
+                assert_eq!(available, "add, digits");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(err.step(), "model_not_attested");
+        let err = session_with(&[])
+            .infer("x", vec![input("x")])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("(none)"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn refuses_empty_duplicate_or_badly_named_inputs_before_sending() {
+        let s = session_with(&["digits"]);
+        for (inputs, needle) in [
+            (vec![], "no inputs"),
+            (vec![input("x"), input("x")], "twice"),
+            (vec![input("")], "invalid input name"),
+            (vec![input("a\nb")], "invalid input name"),
+            (
+                (0..65).map(|i| input(&format!("x{i}"))).collect(),
+                "maximum",
+            ),
+        ] {
+            let err = s.infer("digits", inputs).await.unwrap_err();
+            assert!(matches!(err, ClientError::InvalidRequest(_)), "{err:?}");
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn models_lists_the_attested_ids() {
+        let s = session_with(&["add", "digits"]);
+        assert_eq!(s.models().collect::<Vec<_>>(), ["add", "digits"]);
+    }
+
+    #[test]
+    fn client_refuses_https_and_an_empty_policy() {
+        let err = Client::new("https://h.test", Policy::new().no_pcr_policy()).unwrap_err();
+        assert_eq!(err.step(), "url");
+        let err = Client::new("http://h.test", Policy::new()).unwrap_err();
+        assert!(matches!(err, ClientError::Policy(_)), "{err:?}");
+    }
+
+    #[test]
+    fn attestation_body_is_json_with_base64_fields_within_bounds() {
+        let (d, m) = parse_attestation_body(br#"{"document":"AAEC","manifest":""}"#).unwrap();
+        assert_eq!((d, m), (vec![0, 1, 2], vec![]));
+        for bad in [
+            &br#"{"document":"AAEC"}"#[..],
+            br#"{"document":"!!","manifest":""}"#,
+            br#"{"document":"","manifest":""}"#,
+            br#"{"document":"AAEC","manifest":"*"}"#,
+            b"not json",
+        ] {
+            let err = parse_attestation_body(bad).unwrap_err();
+            assert_eq!(err.step(), "attestation_response", "{err:?}");
+        }
+        let big = BASE64.encode(vec![0u8; MAX_ATTESTATION_DOC_LEN + 1]);
+        let body = format!(r#"{{"document":"{big}","manifest":""}}"#);
+        assert!(parse_attestation_body(body.as_bytes()).is_err());
+    }
+}

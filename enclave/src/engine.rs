@@ -1,1 +1,0 @@
-//! tract inference engine (in progress).

@@ -1,0 +1,379 @@
+//! The inference engine: loads ONNX models from bytes into tract and runs them on a bounded pool
+//! of worker threads.
+//!
+//! What it does: parses a model from memory (never from a path, so no external weight file is
+//! read), bounds its size, computes the SHA-384 that the manifest and the attestation commit to,
+//! pins the declared input facts and optimises the model once into a plan shared by every worker.
+//! Each request is checked against the declared input names, dtypes and shapes before it takes a
+//! worker; outputs come back in declared order, checked against the wire limits. A panic inside
+//! tract fails that one request and leaves the worker and the enclave running.
+//!
+//! What it does not do: decrypt or verify sealed models (the model store does, then hands the
+//! plaintext bytes here), speak any protocol, or log anything but ids, sizes, digests, durations
+//! and error kinds. This directory is the only code that touches tract, so that a tract upgrade
+//! touches only it.
+//!
+//! # Layout
+//! - [`Engine`], [`EngineConfig`], [`EngineError`]: the public face and the worker pool (here).
+//! - `model`: one loaded model — parse, pin, optimise; input checks; one run.
+//! - `convert`: wire tensors ↔ tract tensors, little-endian, no `unsafe`.
+
+mod convert;
+mod model;
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
+
+use sealed_wire::limits::{MAX_MODEL_LEN, MAX_MODELS};
+use sealed_wire::message::valid_model_id;
+use sealed_wire::{ErrorCode, ModelInfo, ModelManifest, NamedTensor, Tensor};
+use sha2::{Digest, Sha384};
+use tokio::sync::oneshot;
+
+use model::LoadedModel;
+
+/// Requests waiting for a worker, by default, beyond those running.
+pub const DEFAULT_QUEUE_DEPTH: usize = 64;
+
+/// Why a model was not loaded or a request not served. Messages name stages, limits and declared
+/// input/output names only: never tensor values, model bytes or tract's own error text.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no model `{0}` is loaded")]
+    UnknownModel(String),
+    #[error("inputs do not match the model: {0}")]
+    InputMismatch(String),
+    #[error("invalid tensor: {0}")]
+    InvalidTensor(String),
+    #[error("an output exceeds the tensor or response size limits")]
+    OutputTooLarge,
+    #[error("inference failed: {0}")]
+    InferenceFailed(&'static str),
+    #[error("model rejected: {0}")]
+    ModelRejected(String),
+    #[error("model is {len} bytes, over the maximum of {max}")]
+    ModelTooLarge { len: usize, max: usize },
+    #[error("invalid model id")]
+    InvalidModelId,
+    #[error("model `{0}` is already loaded")]
+    ModelAlreadyLoaded(String),
+    #[error("{max} models are already loaded")]
+    TooManyModels { max: usize },
+    #[error("the inference queue is full")]
+    Busy,
+    #[error("internal engine error: {0}")]
+    Internal(&'static str),
+}
+
+impl EngineError {
+    /// The stable code a requester receives.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::UnknownModel(_) => ErrorCode::UnknownModel,
+            EngineError::InputMismatch(_) => ErrorCode::InputMismatch,
+            EngineError::InvalidTensor(_) | EngineError::OutputTooLarge => ErrorCode::InvalidTensor,
+            EngineError::InferenceFailed(_) => ErrorCode::InferenceFailed,
+            EngineError::ModelRejected(_) => ErrorCode::ModelRejected,
+            EngineError::ModelTooLarge { .. } => ErrorCode::ModelTooLarge,
+            // The same code `sealed-wire` gives an invalid id in a decoded message.
+            EngineError::InvalidModelId => ErrorCode::MalformedMessage,
+            EngineError::ModelAlreadyLoaded(_) => ErrorCode::ModelAlreadyLoaded,
+            EngineError::TooManyModels { .. } => ErrorCode::TooManyModels,
+            EngineError::Busy => ErrorCode::Busy,
+            EngineError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Pool sizing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Worker threads, each running one inference at a time (at least 1).
+    pub workers: usize,
+    /// Requests that may wait for a worker; more are refused with [`EngineError::Busy`] (at least 1).
+    pub queue_depth: usize,
+}
+
+impl Default for EngineConfig {
+    /// One worker per available CPU (the enclave's vCPUs), [`DEFAULT_QUEUE_DEPTH`] waiting.
+    fn default() -> Self {
+        EngineConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<NamedTensor>, EngineError>>;
+
+/// Work for a worker thread.
+enum Job {
+    Infer {
+        model: Arc<LoadedModel>,
+        inputs: Vec<Tensor>,
+        reply: Reply,
+    },
+    /// Test only: occupies a worker until released, to fill the queue without timing.
+    #[cfg(test)]
+    Hold {
+        started: std::sync::mpsc::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    },
+    /// Test only: panics inside the same guard as a real inference.
+    #[cfg(test)]
+    Panic { reply: Reply },
+}
+
+/// The engine: loaded models and the worker pool. `Send + Sync`; share it behind an `Arc`.
+/// Dropping it closes the queue: workers finish what they hold and exit.
+pub struct Engine {
+    models: RwLock<BTreeMap<String, Arc<LoadedModel>>>,
+    queue: SyncSender<Job>,
+    workers: usize,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("workers", &self.workers)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs `f`, turning a panic into [`EngineError::InferenceFailed`]. The panic payload is not
+/// logged: it may quote tensor data.
+fn guarded(
+    f: impl FnOnce() -> Result<Vec<NamedTensor>, EngineError>,
+) -> Result<Vec<NamedTensor>, EngineError> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        tracing::error!("inference panicked; the request failed, the worker continues");
+        Err(EngineError::InferenceFailed("the engine panicked"))
+    })
+}
+
+fn worker_loop(queue: Arc<Mutex<Receiver<Job>>>, in_flight: Arc<AtomicUsize>) {
+    loop {
+        // The lock is held only while waiting for the next job; nothing that can panic runs
+        // under it, and a poisoned lock still guards a usable receiver.
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else {
+            return; // The engine was dropped.
+        };
+        match job {
+            Job::Infer {
+                model,
+                inputs,
+                reply,
+            } => {
+                let result = guarded(|| model.run(inputs));
+                drop(model);
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                // The requester may have gone away (its connection closed); nothing to do then.
+                let _ = reply.send(result);
+            }
+            #[cfg(test)]
+            Job::Hold { started, release } => {
+                let _ = started.send(());
+                let _ = release.recv();
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+            #[cfg(test)]
+            Job::Panic { reply } => {
+                let result = guarded(|| panic!("test panic inside a worker"));
+                in_flight.fetch_sub(1, Ordering::AcqRel);
+                let _ = reply.send(result);
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Starts the worker pool. Never fails: a worker thread that cannot be spawned is logged and
+    /// the pool runs with the others (with none, every inference fails with `Internal`).
+    pub fn new(config: EngineConfig) -> Engine {
+        let (queue, receiver) = sync_channel(config.queue_depth.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let mut workers = 0;
+        for i in 0..config.workers.max(1) {
+            let (rx, count) = (Arc::clone(&receiver), Arc::clone(&in_flight));
+            match std::thread::Builder::new()
+                .name(format!("engine-worker-{i}"))
+                .spawn(move || worker_loop(rx, count))
+            {
+                Ok(_) => workers += 1,
+                Err(e) => {
+                    tracing::error!(worker = i, error = %e, "could not spawn an engine worker")
+                }
+            }
+        }
+        tracing::info!(
+            workers,
+            queue_depth = config.queue_depth.max(1),
+            "inference engine started"
+        );
+        Engine {
+            models: RwLock::new(BTreeMap::new()),
+            queue,
+            workers,
+            in_flight,
+        }
+    }
+
+    /// Parses an ONNX model from bytes, pins its input facts and optimises it once. Blocks for as
+    /// long as tract takes (call it from `spawn_blocking` on an async runtime).
+    pub fn load_model(&self, model_id: &str, onnx: &[u8]) -> Result<ModelInfo, EngineError> {
+        if !valid_model_id(model_id) {
+            return Err(EngineError::InvalidModelId);
+        }
+        if onnx.len() > MAX_MODEL_LEN {
+            return Err(EngineError::ModelTooLarge {
+                len: onnx.len(),
+                max: MAX_MODEL_LEN,
+            });
+        }
+        if onnx.is_empty() {
+            return Err(EngineError::ModelRejected("the model is empty".into()));
+        }
+        // Cheap checks first, so a duplicate or an over-limit load costs no parsing.
+        self.check_room(&self.read_models(), model_id)?;
+
+        let started = Instant::now();
+        let sha384 = Sha384::digest(onnx).to_vec();
+        let sha384_hex = hex::encode(&sha384);
+        let loaded = match LoadedModel::load(model_id, onnx, sha384) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(model_id, bytes = onnx.len(), sha384 = %sha384_hex, error = %e, "model rejected");
+                return Err(e);
+            }
+        };
+        let info = loaded.info().clone();
+
+        let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
+        // Checked again under the write lock: another load may have finished meanwhile.
+        self.check_room(&models, model_id)?;
+        models.insert(model_id.to_owned(), Arc::new(loaded));
+        drop(models);
+        tracing::info!(
+            model_id,
+            bytes = onnx.len(),
+            sha384 = %sha384_hex,
+            inputs = info.inputs.len(),
+            outputs = info.outputs.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "model loaded"
+        );
+        Ok(info)
+    }
+
+    fn read_models(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<LoadedModel>>> {
+        // The map is only ever changed by a single `insert`, so a panic elsewhere while the lock
+        // was held cannot have left it half-updated.
+        self.models.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn check_room(
+        &self,
+        models: &BTreeMap<String, Arc<LoadedModel>>,
+        model_id: &str,
+    ) -> Result<(), EngineError> {
+        if models.contains_key(model_id) {
+            return Err(EngineError::ModelAlreadyLoaded(model_id.to_owned()));
+        }
+        if models.len() >= MAX_MODELS {
+            return Err(EngineError::TooManyModels { max: MAX_MODELS });
+        }
+        Ok(())
+    }
+
+    /// Metadata of every loaded model, sorted by id.
+    pub fn models(&self) -> Vec<ModelInfo> {
+        self.read_models()
+            .values()
+            .map(|m| m.info().clone())
+            .collect()
+    }
+
+    /// The manifest the attestation commits to: every loaded model's id and SHA-384.
+    pub fn manifest(&self) -> ModelManifest {
+        let mut manifest = ModelManifest::default();
+        for (id, m) in self.read_models().iter() {
+            manifest.insert(id.clone(), m.info().sha384.clone());
+        }
+        manifest
+    }
+
+    /// Checks `inputs` against the model's declared inputs, then runs it on the worker pool.
+    /// Fails fast with [`EngineError::Busy`] when the queue is full.
+    pub async fn infer(
+        &self,
+        model_id: &str,
+        inputs: Vec<NamedTensor>,
+    ) -> Result<Vec<NamedTensor>, EngineError> {
+        let reply = self.submit(model_id, inputs)?;
+        reply
+            .await
+            .map_err(|_| EngineError::Internal("the worker dropped the request"))?
+    }
+
+    /// The synchronous half of [`Engine::infer`]: look up, check, enqueue.
+    fn submit(
+        &self,
+        model_id: &str,
+        inputs: Vec<NamedTensor>,
+    ) -> Result<oneshot::Receiver<Result<Vec<NamedTensor>, EngineError>>, EngineError> {
+        let model = self
+            .read_models()
+            .get(model_id)
+            .cloned()
+            .ok_or_else(|| EngineError::UnknownModel(model_id.to_owned()))?;
+        let inputs = model.check_inputs(inputs)?;
+        let (reply, receiver) = oneshot::channel();
+        self.enqueue(Job::Infer {
+            model,
+            inputs,
+            reply,
+        })?;
+        Ok(receiver)
+    }
+
+    fn enqueue(&self, job: Job) -> Result<(), EngineError> {
+        if self.workers == 0 {
+            return Err(EngineError::Internal("no inference worker is running"));
+        }
+        // Counted before the send so that a worker's decrement never precedes it.
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        match self.queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.in_flight.fetch_sub(1, Ordering::AcqRel);
+                match e {
+                    TrySendError::Full(_) => Err(EngineError::Busy),
+                    TrySendError::Disconnected(_) => {
+                        Err(EngineError::Internal("every inference worker has stopped"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Worker threads running.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Requests queued or running.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests;

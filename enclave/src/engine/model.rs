@@ -1,0 +1,378 @@
+//! One loaded model: ONNX bytes parsed by tract, input facts pinned, optimised once into a runnable
+//! plan, and the declared inputs and outputs that every request is checked against.
+//!
+//! tract's error texts are never passed on or logged: they can quote tensor values (a mismatched
+//! input is printed with its data) or parts of the model (an unsupported node is printed with its
+//! attributes). Errors here name a stage and, at most, a declared input or output name, which the
+//! model's published metadata shows anyway.
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use sealed_wire::limits::{MAX_NAME_LEN, MAX_TENSOR_RANK, MAX_TENSORS};
+use sealed_wire::{DType, ModelInfo, NamedTensor, Tensor, TensorSpec};
+use tract_onnx::prelude::{
+    Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, TDim, TVec,
+    TypedRunnableModel,
+};
+use tract_onnx::tract_hir::infer::Factoid;
+
+use super::EngineError;
+use super::convert::{self, OutputBudget};
+
+/// One dimension as the model declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Dim {
+    /// A fixed size.
+    Fixed(u64),
+    /// A named symbol (ONNX `dim_param`, or one we created for an unnamed dimension): any size
+    /// of at least 1, the same wherever the symbol appears.
+    Symbol(String),
+    /// An expression over symbols (`2*batch`): any size of at least 1 here; tract checks it.
+    Expr,
+}
+
+/// A declared input.
+#[derive(Debug, Clone)]
+struct InputSpec {
+    name: String,
+    dtype: DType,
+    dims: Vec<Dim>,
+}
+
+/// A model ready to run.
+pub(super) struct LoadedModel {
+    info: ModelInfo,
+    inputs: Vec<InputSpec>,
+    output_names: Vec<String>,
+    plan: Arc<TypedRunnableModel>,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("model_id", &self.info.model_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Same rule as `sealed-wire` applies to tensor names in requests and responses: a model whose
+/// input or output names could never travel on the wire is refused at load time.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
+}
+
+fn rejected(reason: impl Into<String>) -> EngineError {
+    EngineError::ModelRejected(reason.into())
+}
+
+fn spec_dim(dim: &Dim) -> Option<u64> {
+    match dim {
+        Dim::Fixed(n) => Some(*n),
+        Dim::Symbol(_) | Dim::Expr => None,
+    }
+}
+
+/// Reads one declared input, choosing the fact it is pinned to: the declared dtype and rank, fixed
+/// dimensions kept, named symbols kept, and a fresh symbol for a dimension left unnamed.
+fn declared_input(
+    model: &InferenceModel,
+    ix: usize,
+) -> Result<(InputSpec, InferenceFact), EngineError> {
+    let outlet = *model
+        .input_outlets()
+        .ok()
+        .and_then(|o| o.get(ix))
+        .ok_or(EngineError::Internal("input outlet out of range"))?;
+    let name = model.node(outlet.node).name.clone();
+    if !valid_name(&name) {
+        return Err(rejected(format!(
+            "input #{ix} has a name the wire cannot carry"
+        )));
+    }
+    let fact = model
+        .input_fact(ix)
+        .map_err(|_| EngineError::Internal("input fact out of range"))?;
+    let dt = fact
+        .datum_type
+        .concretize()
+        .ok_or_else(|| rejected(format!("input `{name}` declares no element type")))?;
+    let dtype = convert::wire_dtype(dt).ok_or_else(|| {
+        rejected(format!(
+            "input `{name}` has an element type the wire cannot carry"
+        ))
+    })?;
+    if fact.shape.is_open() {
+        return Err(rejected(format!("input `{name}` declares no shape")));
+    }
+    let mut dims = Vec::new();
+    let mut pinned: TVec<TDim> = TVec::new();
+    for d in fact.shape.dims() {
+        let tdim = match d.concretize() {
+            Some(t) => t,
+            None => TDim::Sym(model.symbols.new_with_prefix("unnamed")),
+        };
+        let dim =
+            match &tdim {
+                TDim::Val(v) => Dim::Fixed(u64::try_from(*v).map_err(|_| {
+                    rejected(format!("input `{name}` declares a negative dimension"))
+                })?),
+                TDim::Sym(s) => Dim::Symbol(s.to_string()),
+                _ => Dim::Expr,
+            };
+        dims.push(dim);
+        pinned.push(tdim);
+    }
+    if dims.len() > MAX_TENSOR_RANK {
+        return Err(rejected(format!(
+            "input `{name}` has a rank over {MAX_TENSOR_RANK}"
+        )));
+    }
+    Ok((
+        InputSpec { name, dtype, dims },
+        InferenceFact::dt_shape(dt, pinned),
+    ))
+}
+
+impl LoadedModel {
+    /// Parses, checks, pins and optimises. Runs tract under `catch_unwind`: a crafted model that
+    /// makes the parser panic is rejected like any other bad model.
+    pub(super) fn load(model_id: &str, onnx: &[u8], sha384: Vec<u8>) -> Result<Self, EngineError> {
+        match catch_unwind(AssertUnwindSafe(|| {
+            Self::load_inner(model_id, onnx, sha384)
+        })) {
+            Ok(result) => result,
+            Err(_) => Err(rejected("the engine panicked while loading the model")),
+        }
+    }
+
+    fn load_inner(model_id: &str, onnx: &[u8], sha384: Vec<u8>) -> Result<Self, EngineError> {
+        let framework = tract_onnx::onnx();
+        // From bytes only: with no model directory, tract refuses external weight files rather
+        // than reading anything from the enclave's file system.
+        let proto = framework
+            .proto_model_for_read(&mut std::io::Cursor::new(onnx))
+            .map_err(|_| rejected("not an ONNX protobuf"))?;
+        let mut model = framework.model_for_proto_model(&proto).map_err(|_| {
+            rejected("the ONNX graph could not be translated (unsupported operator?)")
+        })?;
+        drop(proto);
+
+        let input_count = model.input_outlets().map(|o| o.len()).unwrap_or(0);
+        let output_outlets = model
+            .output_outlets()
+            .map_err(|_| EngineError::Internal("model has no output list"))?
+            .to_vec();
+        if input_count > MAX_TENSORS || output_outlets.len() > MAX_TENSORS {
+            return Err(rejected(format!(
+                "the model has more than {MAX_TENSORS} inputs or outputs"
+            )));
+        }
+        if output_outlets.is_empty() {
+            return Err(rejected("the model declares no output"));
+        }
+
+        let mut inputs = Vec::with_capacity(input_count);
+        for ix in 0..input_count {
+            let (spec, fact) = declared_input(&model, ix)?;
+            // Pinned once here, so that optimisation happens once, at load, for these facts.
+            model = model
+                .with_input_fact(ix, fact)
+                .map_err(|_| EngineError::Internal("could not pin an input fact"))?;
+            inputs.push(spec);
+        }
+
+        let mut output_names: Vec<String> = Vec::with_capacity(output_outlets.len());
+        for (ix, outlet) in output_outlets.iter().enumerate() {
+            let name = model
+                .outlet_label(*outlet)
+                .map(str::to_owned)
+                .unwrap_or_else(|| model.node(outlet.node).name.clone());
+            if !valid_name(&name) {
+                return Err(rejected(format!(
+                    "output #{ix} has a name the wire cannot carry"
+                )));
+            }
+            if output_names.contains(&name) {
+                return Err(rejected(format!("output `{name}` is declared twice")));
+            }
+            output_names.push(name);
+        }
+
+        let typed = model
+            .into_typed()
+            .map_err(|_| rejected("types and shapes could not be inferred"))?;
+        let optimized = typed
+            .into_optimized()
+            .map_err(|_| rejected("the model could not be optimised"))?;
+        let plan = optimized
+            .into_runnable()
+            .map_err(|_| rejected("the model could not be planned"))?;
+
+        let plan_model = plan.model();
+        if plan_model.output_outlets().map(|o| o.len()).ok() != Some(output_names.len()) {
+            return Err(EngineError::Internal(
+                "optimisation changed the number of outputs",
+            ));
+        }
+        let mut outputs = Vec::with_capacity(output_names.len());
+        for (ix, name) in output_names.iter().enumerate() {
+            let fact = plan_model
+                .output_fact(ix)
+                .map_err(|_| EngineError::Internal("output fact out of range"))?;
+            let dtype = convert::wire_dtype(fact.datum_type).ok_or_else(|| {
+                rejected(format!(
+                    "output `{name}` has an element type the wire cannot carry"
+                ))
+            })?;
+            if fact.shape.rank() > MAX_TENSOR_RANK {
+                return Err(rejected(format!(
+                    "output `{name}` has a rank over {MAX_TENSOR_RANK}"
+                )));
+            }
+            let shape = fact
+                .shape
+                .dims()
+                .iter()
+                .map(|d| d.to_i64().ok().and_then(|v| u64::try_from(v).ok()))
+                .collect();
+            outputs.push(TensorSpec {
+                name: name.clone(),
+                dtype: Some(dtype),
+                shape,
+            });
+        }
+
+        let info = ModelInfo {
+            model_id: model_id.to_owned(),
+            sha384,
+            inputs: inputs
+                .iter()
+                .map(|i| TensorSpec {
+                    name: i.name.clone(),
+                    dtype: Some(i.dtype),
+                    shape: i.dims.iter().map(spec_dim).collect(),
+                })
+                .collect(),
+            outputs,
+        };
+        Ok(LoadedModel {
+            info,
+            inputs,
+            output_names,
+            plan,
+        })
+    }
+
+    pub(super) fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// Checks inputs against the declared names, dtypes and shapes and returns their tensors in
+    /// declared order. Cheap: runs on the caller's task, before a worker is taken.
+    pub(super) fn check_inputs(&self, given: Vec<NamedTensor>) -> Result<Vec<Tensor>, EngineError> {
+        let mismatch = |m: String| EngineError::InputMismatch(m);
+        if given.len() > self.inputs.len() {
+            return Err(mismatch(format!(
+                "{} inputs given, the model declares {}",
+                given.len(),
+                self.inputs.len()
+            )));
+        }
+        let mut slots: Vec<Option<Tensor>> = vec![None; self.inputs.len()];
+        for (k, named) in given.into_iter().enumerate() {
+            // The unknown name itself is not echoed: it is client data.
+            let ix = self
+                .inputs
+                .iter()
+                .position(|s| s.name == named.name)
+                .ok_or_else(|| mismatch(format!("input #{k} is not an input of the model")))?;
+            let slot = slots
+                .get_mut(ix)
+                .ok_or(EngineError::Internal("input slot out of range"))?;
+            if slot.is_some() {
+                return Err(mismatch(format!("input `{}` is given twice", named.name)));
+            }
+            *slot = Some(named.tensor);
+        }
+
+        let mut symbols: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut ordered = Vec::with_capacity(slots.len());
+        for (spec, slot) in self.inputs.iter().zip(slots) {
+            let name = &spec.name;
+            let tensor = slot.ok_or_else(|| mismatch(format!("input `{name}` is missing")))?;
+            if tensor.dtype() != spec.dtype {
+                return Err(mismatch(format!(
+                    "input `{name}` is {}, the model declares {}",
+                    tensor.dtype(),
+                    spec.dtype
+                )));
+            }
+            if tensor.shape().len() != spec.dims.len() {
+                return Err(mismatch(format!(
+                    "input `{name}` has rank {}, the model declares {}",
+                    tensor.shape().len(),
+                    spec.dims.len()
+                )));
+            }
+            for (axis, (dim, &size)) in spec.dims.iter().zip(tensor.shape()).enumerate() {
+                match dim {
+                    Dim::Fixed(n) if *n != size => {
+                        return Err(mismatch(format!(
+                            "input `{name}` axis {axis} is {size}, the model declares {n}"
+                        )));
+                    }
+                    Dim::Fixed(_) => {}
+                    Dim::Symbol(_) | Dim::Expr if size == 0 => {
+                        return Err(mismatch(format!("input `{name}` axis {axis} is empty")));
+                    }
+                    Dim::Symbol(s) => match symbols.get(s.as_str()) {
+                        Some(&bound) if bound != size => {
+                            return Err(mismatch(format!(
+                                "input `{name}` axis {axis} is {size}, but `{s}` is {bound} elsewhere"
+                            )));
+                        }
+                        Some(_) => {}
+                        None => {
+                            symbols.insert(s, size);
+                        }
+                    },
+                    Dim::Expr => {}
+                }
+            }
+            ordered.push(tensor);
+        }
+        Ok(ordered)
+    }
+
+    /// Runs the plan on checked inputs (in declared order). Called on a worker thread, inside
+    /// `catch_unwind`.
+    pub(super) fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError> {
+        let values = inputs
+            .iter()
+            .map(convert::to_tract)
+            .collect::<Result<TVec<_>, _>>()?;
+        drop(inputs);
+        let outputs = self
+            .plan
+            .run(values)
+            .map_err(|_| EngineError::InferenceFailed("the engine returned an error"))?;
+        if outputs.len() != self.output_names.len() {
+            return Err(EngineError::Internal(
+                "the plan returned an unexpected number of outputs",
+            ));
+        }
+        let mut budget = OutputBudget::default();
+        self.output_names
+            .iter()
+            .zip(outputs.iter())
+            .map(|(name, value)| {
+                Ok(NamedTensor {
+                    name: name.clone(),
+                    tensor: convert::from_tract(value, &mut budget)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,530 @@
+//! Engine tests against the bundled digits model (`sim/assets/digits/`, made by
+//! `scripts/make_digits_model.py`) and its recorded NumPy forward pass (`expected.json`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sealed_wire::limits::{MAX_MODEL_LEN, MAX_MODELS};
+use sealed_wire::{DType, ErrorCode, NamedTensor, Tensor, TensorSpec};
+use sha2::{Digest, Sha384};
+
+use super::*;
+
+fn asset(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../sim/assets/digits")
+        .join(name)
+}
+
+fn digits_onnx() -> Vec<u8> {
+    std::fs::read(asset("digits.onnx")).unwrap()
+}
+
+fn add_onnx() -> Vec<u8> {
+    std::fs::read(asset("add_i64.onnx")).unwrap()
+}
+
+fn expected() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(asset("expected.json")).unwrap()).unwrap()
+}
+
+/// Reads a little-endian f32, C-order `.npy` file (format version 1.0 or 2.0).
+fn read_npy_f32(name: &str) -> (Vec<u64>, Vec<f32>) {
+    let bytes = std::fs::read(asset(name)).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 => (
+            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
+            12,
+        ),
+        v => panic!("npy version {v}"),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
+    assert!(header.contains("'descr': '<f4'"), "{header}");
+    assert!(header.contains("'fortran_order': False"), "{header}");
+    let dims = &header[header.find("'shape': (").unwrap() + 10..];
+    let dims = &dims[..dims.find(')').unwrap()];
+    let shape: Vec<u64> = dims
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let values: Vec<f32> = bytes[start + header_len..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(values.len() as u64, shape.iter().product::<u64>());
+    (shape, values)
+}
+
+fn engine() -> Engine {
+    Engine::new(EngineConfig {
+        workers: 2,
+        queue_depth: 64,
+    })
+}
+
+fn digits_engine() -> Engine {
+    let e = engine();
+    e.load_model("digits", &digits_onnx()).unwrap();
+    e
+}
+
+fn digits_input(name: &str) -> Vec<NamedTensor> {
+    let (shape, values) = read_npy_f32(name);
+    vec![NamedTensor {
+        name: "input".into(),
+        tensor: Tensor::from_f32(shape, &values).unwrap(),
+    }]
+}
+
+fn f32_input(name: &str, shape: Vec<u64>) -> Vec<NamedTensor> {
+    let n = shape.iter().product::<u64>() as usize;
+    vec![NamedTensor {
+        name: name.into(),
+        tensor: Tensor::from_f32(shape, &vec![0.5; n]).unwrap(),
+    }]
+}
+
+fn i64_tensor(name: &str, values: &[i64]) -> NamedTensor {
+    NamedTensor {
+        name: name.into(),
+        tensor: Tensor::from_i64(vec![values.len() as u64], values).unwrap(),
+    }
+}
+
+/// Checks outputs against one `expected.json` entry: labels exactly, probabilities within 1e-5.
+fn assert_matches_expected(outputs: &[NamedTensor], entry: &serde_json::Value) {
+    let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(names, ["probabilities", "label"]);
+    let rows = entry["predicted_labels"].as_array().unwrap().len() as u64;
+
+    let probs = &outputs[0].tensor;
+    assert_eq!(probs.shape(), &[rows, 10]);
+    let got = probs.to_f32().unwrap();
+    let want: Vec<f64> = entry["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert!((f64::from(*g) - w).abs() <= 1e-5, "probability {g} vs {w}");
+    }
+
+    let labels = &outputs[1].tensor;
+    assert_eq!(labels.shape(), &[rows]);
+    let want: Vec<i64> = entry["predicted_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    assert_eq!(labels.to_i64().unwrap(), want);
+}
+
+#[test]
+fn engine_is_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Engine>();
+}
+
+#[test]
+fn load_reports_declared_inputs_outputs_and_sha384() {
+    let e = engine();
+    let bytes = digits_onnx();
+    let info = e.load_model("digits", &bytes).unwrap();
+    assert_eq!(info.model_id, "digits");
+    assert_eq!(info.sha384, Sha384::digest(&bytes).to_vec());
+    assert_eq!(
+        hex::encode(&info.sha384),
+        expected()["model_sha384"].as_str().unwrap()
+    );
+    assert_eq!(
+        info.inputs,
+        [TensorSpec {
+            name: "input".into(),
+            dtype: Some(DType::F32),
+            shape: vec![None, Some(64)],
+        }]
+    );
+    assert_eq!(
+        info.outputs,
+        [
+            TensorSpec {
+                name: "probabilities".into(),
+                dtype: Some(DType::F32),
+                shape: vec![None, Some(10)],
+            },
+            TensorSpec {
+                name: "label".into(),
+                dtype: Some(DType::I64),
+                shape: vec![None],
+            },
+        ]
+    );
+    assert_eq!(e.models(), [info]);
+}
+
+#[tokio::test]
+async fn predictions_match_the_recorded_forward_pass() {
+    let e = digits_engine();
+    let expected = expected();
+    let entries = expected["inputs"].as_object().unwrap();
+    assert!(entries.len() >= 6);
+    for (file, entry) in entries {
+        let outputs = e.infer("digits", digits_input(file)).await.unwrap();
+        assert_matches_expected(&outputs, entry);
+    }
+    assert_eq!(e.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn batch_of_eight_gives_eight_rows() {
+    let e = digits_engine();
+    let (shape, _) = read_npy_f32("batch_8.npy");
+    assert_eq!(shape, [8, 64]);
+    let outputs = e
+        .infer("digits", digits_input("batch_8.npy"))
+        .await
+        .unwrap();
+    assert_matches_expected(&outputs, &expected()["inputs"]["batch_8.npy"]);
+}
+
+#[tokio::test]
+async fn integer_model_adds_and_shares_its_symbol_across_inputs() {
+    let e = engine();
+    let info = e.load_model("add", &add_onnx()).unwrap();
+    assert_eq!(info.inputs.len(), 2);
+    assert_eq!(info.inputs[0].shape, [None]);
+    assert_eq!(info.outputs[0].dtype, Some(DType::I64));
+    // Inputs in any order; outputs in declared order.
+    let out = e
+        .infer(
+            "add",
+            vec![
+                i64_tensor("b", &[10, -20, i64::MAX - 3]),
+                i64_tensor("a", &[1, 2, 3]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(out[0].name, "sum");
+    assert_eq!(out[0].tensor.to_i64().unwrap(), [11, -18, i64::MAX]);
+
+    let err = e
+        .infer(
+            "add",
+            vec![i64_tensor("a", &[1, 2, 3]), i64_tensor("b", &[1, 2])],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InputMismatch, "{err}");
+}
+
+#[tokio::test]
+async fn inputs_that_do_not_match_the_declaration_are_refused_before_running() {
+    let e = digits_engine();
+    let good = || f32_input("input", vec![2, 64]);
+    assert!(e.infer("digits", good()).await.is_ok());
+
+    let mut extra = good();
+    extra.push(NamedTensor {
+        name: "other".into(),
+        tensor: Tensor::from_f32(vec![1], &[0.0]).unwrap(),
+    });
+    let mut twice = good();
+    twice.extend(good());
+    let cases: Vec<(&str, Vec<NamedTensor>)> = vec![
+        ("wrong name", f32_input("pixels", vec![1, 64])),
+        (
+            "wrong dtype",
+            vec![NamedTensor {
+                name: "input".into(),
+                tensor: Tensor::from_f64(vec![1, 64], &[0.0; 64]).unwrap(),
+            }],
+        ),
+        ("wrong fixed dim", f32_input("input", vec![1, 63])),
+        ("wrong rank", f32_input("input", vec![64])),
+        ("too high rank", f32_input("input", vec![1, 1, 64])),
+        ("empty batch", f32_input("input", vec![0, 64])),
+        ("extra input", extra),
+        ("input twice", twice),
+        ("missing input", vec![]),
+    ];
+    for (case, inputs) in cases {
+        let err = e.infer("digits", inputs).await.unwrap_err();
+        assert!(
+            matches!(err, EngineError::InputMismatch(_)),
+            "{case}: {err:?}"
+        );
+        assert_eq!(err.code(), ErrorCode::InputMismatch);
+    }
+    assert_eq!(e.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn mismatch_messages_do_not_echo_values_or_unknown_names() {
+    let e = digits_engine();
+    let err = e
+        .infer(
+            "digits",
+            vec![NamedTensor {
+                name: "secret-name".into(),
+                tensor: Tensor::from_f32(vec![1, 64], &[123.456; 64]).unwrap(),
+            }],
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        !err.contains("secret-name") && !err.contains("123.4"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_model_is_refused() {
+    let e = digits_engine();
+    let err = e
+        .infer("nope", f32_input("input", vec![1, 64]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::UnknownModel(ref id) if id == "nope"));
+    assert_eq!(err.code(), ErrorCode::UnknownModel);
+}
+
+#[test]
+fn bad_model_bytes_are_rejected() {
+    let e = engine();
+    let digits = digits_onnx();
+    // The op type "Relu" → "Relx": a well-formed protobuf naming an operator tract lacks.
+    let pos = digits.windows(4).position(|w| w == b"Relu").unwrap();
+    let mut unsupported = digits.clone();
+    unsupported[pos + 3] = b'x';
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"this is not an onnx model at all".to_vec()),
+        ("truncated", digits[..digits.len() / 2].to_vec()),
+        ("unsupported operator", unsupported),
+        ("empty", vec![]),
+    ];
+    for (case, bytes) in cases {
+        let err = e.load_model("m", &bytes).unwrap_err();
+        assert!(
+            matches!(err, EngineError::ModelRejected(_)),
+            "{case}: {err:?}"
+        );
+        assert_eq!(err.code(), ErrorCode::ModelRejected);
+    }
+    assert!(e.models().is_empty());
+    assert!(e.manifest().models.is_empty());
+}
+
+#[test]
+fn oversized_model_and_invalid_id_are_refused_before_parsing() {
+    let e = engine();
+    let err = e
+        .load_model("big", &vec![0u8; MAX_MODEL_LEN + 1])
+        .unwrap_err();
+    assert!(matches!(err, EngineError::ModelTooLarge { .. }));
+    assert_eq!(err.code(), ErrorCode::ModelTooLarge);
+    for id in ["", "has space", "slash/id", &"x".repeat(129)] {
+        let err = e.load_model(id, &add_onnx()).unwrap_err();
+        assert!(matches!(err, EngineError::InvalidModelId), "{id:?}");
+    }
+}
+
+#[test]
+fn duplicate_id_is_refused_and_manifest_lists_models_sorted() {
+    let e = engine();
+    e.load_model("zeta", &add_onnx()).unwrap();
+    e.load_model("alpha", &digits_onnx()).unwrap();
+    let err = e.load_model("zeta", &digits_onnx()).unwrap_err();
+    assert!(matches!(err, EngineError::ModelAlreadyLoaded(ref id) if id == "zeta"));
+    assert_eq!(err.code(), ErrorCode::ModelAlreadyLoaded);
+
+    let manifest = e.manifest();
+    let ids: Vec<&str> = manifest
+        .models
+        .iter()
+        .map(|m| m.model_id.as_str())
+        .collect();
+    assert_eq!(ids, ["alpha", "zeta"]);
+    assert_eq!(
+        manifest.models[0].sha384,
+        Sha384::digest(digits_onnx()).to_vec()
+    );
+    // The first model stays the one that was loaded under the id.
+    assert_eq!(
+        manifest.models[1].sha384,
+        Sha384::digest(add_onnx()).to_vec()
+    );
+    assert!(manifest.encode().is_ok());
+}
+
+#[test]
+fn loading_more_than_max_models_is_refused() {
+    let e = engine();
+    let add = add_onnx();
+    for i in 0..MAX_MODELS {
+        e.load_model(&format!("m{i:02}"), &add).unwrap();
+    }
+    let err = e.load_model("one-more", &add).unwrap_err();
+    assert!(matches!(err, EngineError::TooManyModels { max } if max == MAX_MODELS));
+    assert_eq!(err.code(), ErrorCode::TooManyModels);
+    assert_eq!(e.models().len(), MAX_MODELS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_inferences_from_several_tasks_all_succeed() {
+    let e = Arc::new(digits_engine());
+    let expected = expected();
+    let entries: Vec<(String, serde_json::Value)> = expected["inputs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut tasks = Vec::new();
+    for t in 0..12 {
+        let (e, entries) = (Arc::clone(&e), entries.clone());
+        tasks.push(tokio::spawn(async move {
+            for round in 0..5 {
+                let (file, entry) = &entries[(t + round) % entries.len()];
+                let out = e.infer("digits", digits_input(file)).await.unwrap();
+                assert_matches_expected(&out, entry);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(e.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn full_queue_answers_busy_without_waiting() {
+    let e = Engine::new(EngineConfig {
+        workers: 1,
+        queue_depth: 1,
+    });
+    e.load_model("digits", &digits_onnx()).unwrap();
+    assert_eq!(e.workers(), 1);
+
+    // Occupy the only worker, and wait until it has taken the job off the queue.
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    e.enqueue(Job::Hold {
+        started: started_tx,
+        release: release_rx,
+    })
+    .unwrap();
+    started_rx.recv().unwrap();
+
+    // One request fits in the queue; the next one does not.
+    let queued = e.submit("digits", digits_input("digit_0_1.npy")).unwrap();
+    assert_eq!(e.in_flight(), 2);
+    let err = e
+        .infer("digits", digits_input("digit_2_0.npy"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Busy));
+    assert_eq!(err.code(), ErrorCode::Busy);
+    assert_eq!(e.in_flight(), 2);
+
+    release_tx.send(()).unwrap();
+    let out = queued.await.unwrap().unwrap();
+    assert_matches_expected(&out, &expected()["inputs"]["digit_0_1.npy"]);
+    // Room again.
+    assert!(
+        e.infer("digits", digits_input("digit_2_0.npy"))
+            .await
+            .is_ok()
+    );
+    assert_eq!(e.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn panic_in_a_worker_fails_one_request_and_the_worker_keeps_serving() {
+    let e = Engine::new(EngineConfig {
+        workers: 1,
+        queue_depth: 4,
+    });
+    e.load_model("digits", &digits_onnx()).unwrap();
+    let (reply, receiver) = tokio::sync::oneshot::channel();
+    e.enqueue(Job::Panic { reply }).unwrap();
+    let err = receiver.await.unwrap().unwrap_err();
+    assert!(matches!(err, EngineError::InferenceFailed(_)));
+    assert_eq!(err.code(), ErrorCode::InferenceFailed);
+
+    // Same single worker, still alive.
+    let out = e
+        .infer("digits", digits_input("digit_9_3.npy"))
+        .await
+        .unwrap();
+    assert_matches_expected(&out, &expected()["inputs"]["digit_9_3.npy"]);
+    assert_eq!(e.in_flight(), 0);
+}
+
+#[test]
+fn config_defaults_to_one_worker_per_cpu_and_clamps_zero() {
+    let d = EngineConfig::default();
+    assert_eq!(
+        d.workers,
+        std::thread::available_parallelism().unwrap().get()
+    );
+    assert_eq!(d.queue_depth, DEFAULT_QUEUE_DEPTH);
+    let e = Engine::new(EngineConfig {
+        workers: 0,
+        queue_depth: 0,
+    });
+    assert_eq!(e.workers(), 1);
+}
+
+#[test]
+fn every_error_maps_to_its_stable_code() {
+    let cases = [
+        (
+            EngineError::UnknownModel("m".into()),
+            ErrorCode::UnknownModel,
+        ),
+        (
+            EngineError::InputMismatch("x".into()),
+            ErrorCode::InputMismatch,
+        ),
+        (
+            EngineError::InvalidTensor("x".into()),
+            ErrorCode::InvalidTensor,
+        ),
+        (EngineError::OutputTooLarge, ErrorCode::InvalidTensor),
+        (
+            EngineError::InferenceFailed("x"),
+            ErrorCode::InferenceFailed,
+        ),
+        (
+            EngineError::ModelRejected("x".into()),
+            ErrorCode::ModelRejected,
+        ),
+        (
+            EngineError::ModelTooLarge { len: 2, max: 1 },
+            ErrorCode::ModelTooLarge,
+        ),
+        (EngineError::InvalidModelId, ErrorCode::MalformedMessage),
+        (
+            EngineError::ModelAlreadyLoaded("m".into()),
+            ErrorCode::ModelAlreadyLoaded,
+        ),
+        (
+            EngineError::TooManyModels { max: 1 },
+            ErrorCode::TooManyModels,
+        ),
+        (EngineError::Busy, ErrorCode::Busy),
+        (EngineError::Internal("x"), ErrorCode::Internal),
+    ];
+    for (err, code) in cases {
+        assert_eq!(err.code(), code, "{err}");
+    }
+}

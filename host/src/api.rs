@@ -1,0 +1,410 @@
+//! The client-facing HTTP API (axum). Every handler turns an HTTP request into one
+//! [`EnclaveRequest`], relays it through the [`EnclavePool`], and turns the answer back into HTTP.
+//!
+//! | route | enclave request | success |
+//! | --- | --- | --- |
+//! | `GET /v1/attestation?nonce=HEX` | `Attestation` | `{"document": b64, "manifest": b64}` |
+//! | `POST /v1/infer` (sealed bytes) | `Infer` | sealed response bytes |
+//! | `GET /v1/health` | `Health` | `{"status": "ok", "enclave": HealthStatus}` |
+//! | `GET /v1/models` | `Health` | `[ModelInfo, …]` |
+//!
+//! Errors are `{"error": {"code": u16, "name": "snake_case", "message": "…"}}` with the HTTP status
+//! from [`status_for`].
+//!
+//! What it does not do: open, parse or log sealed bodies (the host cannot open them, and their size
+//! and timing are all it learns), or log nonces (the route is logged by path only, never its query).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use sealed_wire::limits::{MAX_NONCE_LEN, MAX_SEALED_MESSAGE_LEN, MIN_NONCE_LEN};
+use sealed_wire::{
+    EnclaveRequest, EnclaveResponse, ErrorCode, HealthStatus, PROTOCOL_VERSION, WireError,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{Instrument as _, info, info_span, warn};
+
+use crate::enclave_pool::{EnclavePool, PoolError};
+
+/// Longest request path written to the log (paths come from clients).
+const MAX_LOGGED_PATH: usize = 128;
+
+#[derive(Clone)]
+struct ApiState {
+    pool: Arc<EnclavePool>,
+    http_timeout: Duration,
+    next_http_request: Arc<AtomicU64>,
+}
+
+/// The HTTP API over `pool`. `http_timeout` bounds a whole HTTP request, body transfer included.
+pub fn router(pool: Arc<EnclavePool>, http_timeout: Duration) -> Router {
+    let state = ApiState {
+        pool,
+        http_timeout,
+        next_http_request: Arc::new(AtomicU64::new(1)),
+    };
+    Router::new()
+        .route("/v1/attestation", get(attestation))
+        .route("/v1/infer", post(infer))
+        .route("/v1/health", get(health))
+        .route("/v1/models", get(models))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // A sealed request is at most MAX_SEALED_MESSAGE_LEN; the limit applies while the body is
+        // read, so a larger upload is cut off without buffering it.
+        .layer(DefaultBodyLimit::max(MAX_SEALED_MESSAGE_LEN))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// An HTTP error in the contract's JSON shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: u16,
+    name: &'static str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An error the enclave answered with. Its message is operator-facing text that the enclave
+    /// guarantees free of payload details, so it is relayed as is.
+    fn from_enclave(e: WireError) -> ApiError {
+        ApiError::new(status_for(e.code), e.code, e.message)
+    }
+
+    fn unexpected(response: &EnclaveResponse) -> ApiError {
+        warn!(response = ?response, "enclave answered with the wrong response kind");
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            ErrorCode::Internal,
+            "unexpected response from the enclave",
+        )
+    }
+}
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> ApiError {
+        let message = match &e {
+            PoolError::Unavailable => "the enclave is not reachable".to_string(),
+            PoolError::Busy => "the enclave is at capacity; retry later".to_string(),
+            PoolError::Timeout(_) => "the enclave did not answer in time".to_string(),
+            PoolError::TooLarge { .. } => "request too large".to_string(),
+            // Internal details stay in the host log.
+            PoolError::Encode(_) | PoolError::Decode(_) => {
+                let detail = std::error::Error::source(&e).map(ToString::to_string);
+                warn!(error = %e, detail = ?detail, "enclave exchange failed");
+                "invalid exchange with the enclave".to_string()
+            }
+        };
+        let status = match e {
+            // The enclave sent something we cannot decode: a bad gateway, not a bad request.
+            PoolError::Decode(_) | PoolError::Encode(_) => StatusCode::BAD_GATEWAY,
+            _ => status_for(e.code()),
+        };
+        ApiError::new(status, e.code(), message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.as_u16(),
+                name: self.code.as_str(),
+                message: &self.message,
+            },
+        };
+        let mut response = (self.status, axum::Json(body)).into_response();
+        // Read back by `observe` so that the access log carries the error code.
+        response.extensions_mut().insert(self.code);
+        response
+    }
+}
+
+/// The HTTP status for an error code: 400 for what the client sent, 413 for sizes, 503 when the
+/// enclave cannot take the request now, 504 for timeouts, 502 for failures inside the enclave.
+pub fn status_for(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::InvalidNonce
+        | ErrorCode::SealedRequestInvalid
+        | ErrorCode::UnsupportedKeyConfig
+        | ErrorCode::UnsupportedVersion
+        | ErrorCode::UnknownModel
+        | ErrorCode::InputMismatch
+        | ErrorCode::InvalidTensor => StatusCode::BAD_REQUEST,
+        ErrorCode::RequestTooLarge | ErrorCode::FrameTooLarge | ErrorCode::ModelTooLarge => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        ErrorCode::Busy | ErrorCode::EnclaveUnavailable | ErrorCode::AttestationUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        // The host builds these messages, so a framing or schema complaint from the enclave is
+        // not the client's fault.
+        ErrorCode::MalformedFrame
+        | ErrorCode::MalformedMessage
+        | ErrorCode::InferenceFailed
+        | ErrorCode::ModelRejected
+        | ErrorCode::PlaintextModelsDisabled
+        | ErrorCode::ModelAlreadyLoaded
+        | ErrorCode::TooManyModels
+        | ErrorCode::Internal
+        | ErrorCode::Unknown(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// Access log and whole-request timeout. Logs an id, method, path (never the query: it carries
+/// the client's nonce), status, error code, sizes and duration; never bodies.
+async fn observe(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let id = state.next_http_request.fetch_add(1, Ordering::Relaxed);
+    let method = request.method().clone();
+    let path: String = request.uri().path().chars().take(MAX_LOGGED_PATH).collect();
+    let request_len = request.body().size_hint().exact();
+    let started = Instant::now();
+    // The span ties the pool's per-exchange debug lines (enclave request ids) to this request.
+    let handled = next.run(request).instrument(info_span!("http", id));
+    let response = match tokio::time::timeout(state.http_timeout, handled).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::Timeout,
+            "request timed out",
+        )
+        .into_response(),
+    };
+    let status = response.status().as_u16();
+    let response_len = response.body().size_hint().exact();
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match response.extensions().get::<ErrorCode>() {
+        Some(code) => warn!(
+            http_request = id, %method, path = ?path, status, error = code.as_str(),
+            request_len, duration_ms, "request failed"
+        ),
+        None => info!(
+            http_request = id, %method, path = ?path, status,
+            request_len, response_len, duration_ms, "request served"
+        ),
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct AttestationQuery {
+    nonce: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AttestationBody {
+    document: String,
+    manifest: String,
+}
+
+fn invalid_nonce(message: &str) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidNonce, message)
+}
+
+/// Parses the nonce, checking its length before decoding (and before the enclave is involved).
+fn parse_nonce(nonce: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    let hex_nonce = nonce.ok_or_else(|| invalid_nonce("missing nonce query parameter"))?;
+    let len = hex_nonce.len();
+    if len % 2 != 0 || len / 2 < MIN_NONCE_LEN || len / 2 > MAX_NONCE_LEN {
+        return Err(invalid_nonce(&format!(
+            "nonce must be {MIN_NONCE_LEN} to {MAX_NONCE_LEN} bytes, hex-encoded"
+        )));
+    }
+    hex::decode(hex_nonce).map_err(|_| invalid_nonce("nonce is not valid hex"))
+}
+
+async fn attestation(
+    State(state): State<ApiState>,
+    query: Result<Query<AttestationQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let query = query.map_err(|_| invalid_nonce("malformed query string"))?;
+    let nonce = parse_nonce(query.nonce.as_deref())?;
+    match state
+        .pool
+        .call(&EnclaveRequest::Attestation { nonce })
+        .await?
+    {
+        EnclaveResponse::Attestation { document, manifest } => Ok(axum::Json(AttestationBody {
+            document: STANDARD.encode(document),
+            manifest: STANDARD.encode(manifest),
+        })
+        .into_response()),
+        EnclaveResponse::Error(e) => Err(ApiError::from_enclave(e)),
+        other => Err(ApiError::unexpected(&other)),
+    }
+}
+
+async fn infer(
+    State(state): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::RequestTooLarge,
+                format!("sealed request exceeds {MAX_SEALED_MESSAGE_LEN} bytes"),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedMessage,
+                "request body could not be read",
+            )
+        }
+    })?;
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedMessage,
+            "empty request body: expected a sealed request",
+        ));
+    }
+    let request = EnclaveRequest::Infer {
+        sealed: Vec::from(body),
+    };
+    match state.pool.call(&request).await? {
+        EnclaveResponse::Infer { sealed } => Ok((
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Body::from(sealed),
+        )
+            .into_response()),
+        EnclaveResponse::Error(e) => Err(ApiError::from_enclave(e)),
+        other => Err(ApiError::unexpected(&other)),
+    }
+}
+
+#[derive(Serialize)]
+struct HealthBody {
+    status: &'static str,
+    enclave: Option<HealthStatus>,
+}
+
+/// 200 only when the enclave answers, says it is ready and speaks our protocol version.
+async fn health(State(state): State<ApiState>) -> Response {
+    let enclave = match state.pool.call(&EnclaveRequest::Health).await {
+        Ok(EnclaveResponse::Health(h)) => Some(h),
+        Ok(other) => {
+            warn!(response = ?other, "enclave answered a health check with the wrong kind");
+            None
+        }
+        Err(e) => {
+            warn!(error = %e, "enclave health check failed");
+            None
+        }
+    };
+    let ok = enclave
+        .as_ref()
+        .is_some_and(|h| h.ready && h.protocol_version == PROTOCOL_VERSION);
+    let (status, text) = if ok {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    let body = HealthBody {
+        status: text,
+        enclave,
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn models(State(state): State<ApiState>) -> Result<Response, ApiError> {
+    match state.pool.call(&EnclaveRequest::Health).await? {
+        EnclaveResponse::Health(h) => Ok(axum::Json(h.models).into_response()),
+        EnclaveResponse::Error(e) => Err(ApiError::from_enclave(e)),
+        other => Err(ApiError::unexpected(&other)),
+    }
+}
+
+// The error codes are the enclave protocol's; there is no dedicated "not found" code, so routing
+// errors use `malformed_message` (the request does not match the API) with the HTTP status saying
+// which.
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::MalformedMessage,
+        "no such route",
+    )
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MalformedMessage,
+        "method not allowed on this route",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_is_checked_for_presence_length_and_hex() {
+        assert_eq!(parse_nonce(Some(&"ab".repeat(16))).unwrap(), vec![0xab; 16]);
+        assert_eq!(parse_nonce(Some(&"00".repeat(64))).unwrap(), vec![0; 64]);
+        for bad in [
+            None,
+            Some("ab".repeat(15)),
+            Some("ab".repeat(65)),
+            Some(format!("{}a", "ab".repeat(16))),
+            Some("zz".repeat(16)),
+        ] {
+            let err = parse_nonce(bad.as_deref()).unwrap_err();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert_eq!(err.code, ErrorCode::InvalidNonce);
+        }
+    }
+
+    #[test]
+    fn every_error_code_maps_to_an_error_status() {
+        for &code in ErrorCode::ALL {
+            let s = status_for(code);
+            assert!(s.is_client_error() || s.is_server_error(), "{code}: {s}");
+        }
+        assert_eq!(
+            status_for(ErrorCode::EnclaveUnavailable),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(status_for(ErrorCode::Timeout), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            status_for(ErrorCode::SealedRequestInvalid),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(status_for(ErrorCode::Internal), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_for(ErrorCode::Unknown(999)), StatusCode::BAD_GATEWAY);
+    }
+}

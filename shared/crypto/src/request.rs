@@ -1,0 +1,235 @@
+//! Sealed requests: [`seal_request`] on the client, [`ServerKey::open_request`] in the enclave.
+//!
+//! The encapsulated request is RFC 9458 §4.1 with this project's label (§4.3 steps):
+//! `hdr = key_id | kem_id | kdf_id | aead_id`, `info = REQUEST_LABEL | 0x00 | hdr`,
+//! `(enc, ctx) = SetupBaseS(pkR, info)` (RFC 9180 §5.1.1), `ct = ctx.Seal("", plaintext)`,
+//! request `= hdr | enc | ct`. Both sides then export the response secret from `ctx`
+//! (see [`crate::response`]).
+
+use hpke::inout::InOutBuf;
+use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
+use rand_core::CryptoRng;
+use zeroize::{ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{HeaderError, OpenError, SealError};
+use crate::key_config::KeyConfig;
+use crate::response::{ResponseOpener, ResponseSealer, ResponseSecret};
+use crate::{
+    AEAD_ID, Aead, KDF_ID, KEM_ID, Kdf, Kem, MAX_ENCAPSULATED_REQUEST_LEN, MAX_PLAINTEXT_LEN,
+    PUBLIC_KEY_LEN, REQUEST_HEADER_LEN, REQUEST_LABEL, REQUEST_OVERHEAD, TAG_LEN,
+};
+
+pub(crate) type PrivateKey = <Kem as hpke::Kem>::PrivateKey;
+pub(crate) type PublicKey = <Kem as hpke::Kem>::PublicKey;
+pub(crate) type EncappedKey = <Kem as hpke::Kem>::EncappedKey;
+pub(crate) type SenderContext = hpke::aead::AeadCtxS<Aead, Kdf, Kem>;
+pub(crate) type ReceiverContext = hpke::aead::AeadCtxR<Aead, Kdf, Kem>;
+type Tag = hpke::aead::AeadTag<Aead>;
+
+/// The request header for `key_id` under the one suite (RFC 9458 §4.1).
+pub(crate) fn header(key_id: u8) -> [u8; REQUEST_HEADER_LEN] {
+    let [kem0, kem1] = KEM_ID.to_be_bytes();
+    let [kdf0, kdf1] = KDF_ID.to_be_bytes();
+    let [aead0, aead1] = AEAD_ID.to_be_bytes();
+    [key_id, kem0, kem1, kdf0, kdf1, aead0, aead1]
+}
+
+/// HPKE `info` for a request header (RFC 9458 §4.3: label, a zero byte, the header).
+fn info(hdr: &[u8; REQUEST_HEADER_LEN]) -> Vec<u8> {
+    let mut info = Vec::with_capacity(REQUEST_LABEL.len() + 1 + REQUEST_HEADER_LEN);
+    info.extend_from_slice(REQUEST_LABEL);
+    info.push(0);
+    info.extend_from_slice(hdr);
+    info
+}
+
+/// `SetupBaseS(pkR, info)` (RFC 9180 §5.1.1). The ephemeral key is `DeriveKeyPair(random(32))`,
+/// with the 32 bytes drawn from `rng`.
+pub(crate) fn setup_sender<R: CryptoRng + ?Sized>(
+    public_key: &[u8; PUBLIC_KEY_LEN],
+    info: &[u8],
+    mut rng: &mut R,
+) -> Result<([u8; PUBLIC_KEY_LEN], SenderContext), SealError> {
+    // Any 32 bytes are an X25519 public key (RFC 7748 §5); low-order points fail below.
+    let pk = PublicKey::from_bytes(public_key).map_err(|_| SealError::InvalidPublicKey)?;
+    let (encapped, ctx) =
+        hpke::setup_sender_with_rng::<Aead, Kdf, Kem>(&OpModeS::Base, &pk, info, &mut rng)
+            // The only error is EncapError: an all-zero DH output (RFC 9180 §7.1.4).
+            .map_err(|_| SealError::InvalidPublicKey)?;
+    Ok((encapped.to_bytes().into(), ctx))
+}
+
+/// `SetupBaseR(enc, skR, info)` (RFC 9180 §5.1.1).
+pub(crate) fn setup_receiver(
+    secret: &PrivateKey,
+    enc: &[u8; PUBLIC_KEY_LEN],
+    info: &[u8],
+) -> Result<ReceiverContext, OpenError> {
+    let encapped = EncappedKey::from_bytes(enc).map_err(|_| OpenError)?;
+    hpke::setup_receiver::<Aead, Kdf, Kem>(&OpModeR::Base, secret, &encapped, info)
+        .map_err(|_| OpenError)
+}
+
+/// Seals `plaintext` to the server described by `config`. Returns the encapsulated request and
+/// the opener for its response (RFC 9458 §4.3).
+///
+/// `rng` supplies the 32 bytes of the ephemeral key; it must be a CSPRNG.
+pub fn seal_request<R: CryptoRng + ?Sized>(
+    config: &KeyConfig,
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<(Vec<u8>, ResponseOpener), SealError> {
+    if plaintext.len() > MAX_PLAINTEXT_LEN {
+        return Err(SealError::PlaintextTooLarge {
+            len: plaintext.len(),
+            max: MAX_PLAINTEXT_LEN,
+        });
+    }
+    let hdr = header(config.key_id);
+    let (enc, mut ctx) = setup_sender(&config.public_key, &info(&hdr), rng)?;
+
+    // Exact capacity: the plaintext copied in below is encrypted in place and never reallocated,
+    // so no stray plaintext copy is left in freed memory.
+    let mut out = Vec::with_capacity(REQUEST_OVERHEAD + plaintext.len());
+    out.extend_from_slice(&hdr);
+    out.extend_from_slice(&enc);
+    out.extend_from_slice(plaintext);
+    let sealed = match out.get_mut(REQUEST_HEADER_LEN + PUBLIC_KEY_LEN..) {
+        Some(body) => ctx.seal_inout_detached(InOutBuf::from(body), b""),
+        None => Err(hpke::HpkeError::SealError),
+    };
+    match sealed {
+        Ok(tag) => out.extend_from_slice(&tag.to_bytes()),
+        Err(_) => {
+            zeroize::Zeroize::zeroize(&mut out);
+            return Err(SealError::Internal);
+        }
+    }
+    let secret = ResponseSecret::export(&ctx, enc).map_err(|_| SealError::Internal)?;
+    Ok((out, ResponseOpener::new(secret)))
+}
+
+/// The enclave's HPKE key pair and key id.
+///
+/// The private key is wiped on drop (`x25519-dalek`'s `StaticSecret` zeroizes itself). There is
+/// deliberately no `Debug`, `Clone` or accessor for the private key.
+pub struct ServerKey {
+    key_id: u8,
+    pub(crate) secret: PrivateKey,
+    public: [u8; PUBLIC_KEY_LEN],
+}
+
+// The only secret field zeroizes itself on drop.
+impl ZeroizeOnDrop for ServerKey {}
+
+impl ServerKey {
+    /// A fresh key pair: `DeriveKeyPair(random(32))`, the 32 bytes drawn from `rng`
+    /// (RFC 9180 §7.1.3). `rng` must be a CSPRNG (in the enclave: seeded from the NSM).
+    pub fn generate<R: CryptoRng + ?Sized>(key_id: u8, mut rng: &mut R) -> ServerKey {
+        let (secret, public) = Kem::gen_keypair_with_rng(&mut rng);
+        ServerKey::from_pair(key_id, secret, &public)
+    }
+
+    /// The key pair `DeriveKeyPair(ikm)` (RFC 9180 §7.1.3). `ikm` must be 32 secret, uniformly
+    /// random bytes; this exists for known-answer tests and for keys derived from a sealed seed.
+    pub fn derive(key_id: u8, ikm: &[u8; 32]) -> ServerKey {
+        let (secret, public) = Kem::derive_keypair(ikm);
+        ServerKey::from_pair(key_id, secret, &public)
+    }
+
+    fn from_pair(key_id: u8, secret: PrivateKey, public: &PublicKey) -> ServerKey {
+        ServerKey {
+            key_id,
+            secret,
+            public: public.to_bytes().into(),
+        }
+    }
+
+    /// This key's id.
+    pub fn key_id(&self) -> u8 {
+        self.key_id
+    }
+
+    /// The public configuration that clients seal to (and that the attestation carries).
+    pub fn config(&self) -> KeyConfig {
+        KeyConfig {
+            key_id: self.key_id,
+            public_key: self.public,
+        }
+    }
+
+    /// Checks only the cleartext parts of an encapsulated request: its length bounds, key id and
+    /// suite. Lets the server answer `unsupported_key_config` rather than an opaque failure; the
+    /// header is public, so this reveals nothing an observer could not read.
+    pub fn check_header(&self, encapsulated: &[u8]) -> Result<(), HeaderError> {
+        let len = encapsulated.len();
+        if len > MAX_ENCAPSULATED_REQUEST_LEN {
+            return Err(HeaderError::TooLarge {
+                len,
+                max: MAX_ENCAPSULATED_REQUEST_LEN,
+            });
+        }
+        let truncated = HeaderError::Truncated {
+            len,
+            min: REQUEST_OVERHEAD,
+        };
+        if len < REQUEST_OVERHEAD {
+            return Err(truncated);
+        }
+        let Some((&[key_id, kem0, kem1, kdf0, kdf1, aead0, aead1], _)) =
+            encapsulated.split_first_chunk::<REQUEST_HEADER_LEN>()
+        else {
+            return Err(truncated);
+        };
+        let (kem_id, kdf_id, aead_id) = (
+            u16::from_be_bytes([kem0, kem1]),
+            u16::from_be_bytes([kdf0, kdf1]),
+            u16::from_be_bytes([aead0, aead1]),
+        );
+        if (kem_id, kdf_id, aead_id) != (KEM_ID, KDF_ID, AEAD_ID) {
+            return Err(HeaderError::UnsupportedSuite {
+                kem_id,
+                kdf_id,
+                aead_id,
+            });
+        }
+        if key_id != self.key_id {
+            return Err(HeaderError::UnknownKeyId {
+                key_id,
+                expected: self.key_id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Opens an encapsulated request (RFC 9458 §4.3, server side). Returns the plaintext and the
+    /// sealer for the response. Every failure is the same opaque [`OpenError`].
+    pub fn open_request(
+        &self,
+        encapsulated: &[u8],
+    ) -> Result<(Zeroizing<Vec<u8>>, ResponseSealer), OpenError> {
+        // Bounded before any allocation; the one allocation below is smaller than the input.
+        if encapsulated.len() > MAX_ENCAPSULATED_REQUEST_LEN {
+            return Err(OpenError);
+        }
+        let (hdr, rest) = encapsulated
+            .split_first_chunk::<REQUEST_HEADER_LEN>()
+            .ok_or(OpenError)?;
+        // Key id and suite must be exactly ours; `info` then uses the header as received.
+        if *hdr != header(self.key_id) {
+            return Err(OpenError);
+        }
+        let (enc, rest) = rest
+            .split_first_chunk::<PUBLIC_KEY_LEN>()
+            .ok_or(OpenError)?;
+        let (ciphertext, tag) = rest.split_last_chunk::<TAG_LEN>().ok_or(OpenError)?;
+        let tag = Tag::from_bytes(tag).map_err(|_| OpenError)?;
+
+        let mut ctx = setup_receiver(&self.secret, enc, &info(hdr))?;
+        let mut plaintext = Zeroizing::new(ciphertext.to_vec());
+        ctx.open_inout_detached(InOutBuf::from(plaintext.as_mut_slice()), b"", &tag)
+            .map_err(|_| OpenError)?;
+        let secret = ResponseSecret::export(&ctx, *enc).map_err(|_| OpenError)?;
+        Ok((plaintext, ResponseSealer::new(secret)))
+    }
+}
