@@ -115,7 +115,7 @@ pub struct InferArgs {
     /// An input tensor: NAME=FILE.npy. Repeat for several inputs.
     #[arg(long, value_name = "NAME=FILE", value_parser = parse_input, required = true)]
     pub input: Vec<InputArg>,
-    /// Write each output to DIR/<name>.npy.
+    /// Write each output to DIR/NAME.npy.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }

@@ -46,6 +46,15 @@
 //! # Ok(())
 //! # }
 //! ```
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 pub mod error;
 pub mod http;

@@ -1,4 +1,13 @@
 //! `sealed`: the Sealed Inference command line. Wiring only; the commands live in [`cli`].
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 mod cli;
 

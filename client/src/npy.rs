@@ -120,7 +120,7 @@ pub fn write(tensor: &Tensor) -> Vec<u8> {
     out
 }
 
-/// Writes a tensor to a `.npy` file (see [`write`]).
+/// Writes a tensor to a `.npy` file (see [`write()`]).
 pub fn write_file(path: &Path, tensor: &Tensor) -> Result<(), NpyError> {
     std::fs::write(path, write(tensor))?;
     Ok(())

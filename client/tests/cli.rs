@@ -1,10 +1,14 @@
 //! The `sealed` binary, run as a user would, on real AWS Nitro attestation documents
 //! (`tests/data/README.md` gives their origin).
 
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use sealed_wire::Tensor;
 use serde_json::Value;
+use support::Misbehave;
 
 /// Inside the leaf certificate's validity (14:37:36 → 17:37:39 UTC), 22 minutes after the
 /// document's timestamp (2024-09-07T14:37:39.545Z).
@@ -265,4 +269,110 @@ fn attest_reports_an_unreachable_host_as_a_failure_not_a_verification_result() {
         err.starts_with("attestation_request: HTTP request failed"),
         "{err}"
     );
+}
+
+/// The policy flags that trust the stand-in host of `support/`.
+fn stand_in_flags(dir: &std::path::Path, s: &support::StandIn) -> Vec<String> {
+    let root = dir.join("root.pem");
+    std::fs::write(&root, &s.root_pem).unwrap();
+    vec![
+        "--host".into(),
+        s.url.clone(),
+        "--trust-root".into(),
+        root.to_string_lossy().into_owned(),
+        "--expect-pcr".into(),
+        format!("0={}", hex::encode(support::PCR0)),
+    ]
+}
+
+#[test]
+fn attest_prints_the_verified_document_and_the_manifest() {
+    let s = support::start(Misbehave::Nothing);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["attest".to_string()];
+    args.extend(stand_in_flags(dir.path(), &s));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sealed(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["pcrs"]["0"], hex::encode(support::PCR0));
+    assert_eq!(json["nonce"].as_str().unwrap().len(), 64);
+    assert_eq!(json["manifest"][0]["model_id"], "add");
+    assert_eq!(json["manifest"][0]["sha384"], "ab".repeat(48));
+    assert_eq!(json["manifest"][1]["model_id"], "digits");
+}
+
+#[test]
+fn attest_names_the_failed_check_when_the_host_replays_a_document() {
+    let s = support::start(Misbehave::StaleNonce);
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["attest".to_string()];
+    args.extend(stand_in_flags(dir.path(), &s));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sealed(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("verification failed: nonce: "),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn infer_runs_a_model_on_npy_inputs_and_writes_npy_outputs() {
+    let s = support::start(Misbehave::Nothing);
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.npy");
+    let b = dir.path().join("b.npy");
+    let a_tensor = Tensor::from_i64(vec![3], &[1, 2, 3]).unwrap();
+    sealed_client::npy::write_file(&a, &a_tensor).unwrap();
+    sealed_client::npy::write_file(&b, &Tensor::from_i64(vec![3], &[10, 20, -30]).unwrap())
+        .unwrap();
+    let out_dir = dir.path().join("out");
+    let mut args = vec!["infer".to_string()];
+    args.extend(stand_in_flags(dir.path(), &s));
+    args.extend([
+        "--model".into(),
+        "add".into(),
+        "--input".into(),
+        format!("a={}", a.display()),
+        "--input".into(),
+        format!("b={}", b.display()),
+        "--out".into(),
+        out_dir.to_string_lossy().into_owned(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sealed(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "sum: i64 [3] = [11, 22, -27]\n"
+    );
+    let sum = sealed_client::npy::read_file(&out_dir.join("sum.npy")).unwrap();
+    assert_eq!(sum.to_i64().unwrap(), vec![11, 22, -27]);
+}
+
+#[test]
+fn infer_refuses_a_model_the_enclave_did_not_attest() {
+    let s = support::start(Misbehave::Nothing);
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a.npy");
+    sealed_client::npy::write_file(&a, &Tensor::from_i64(vec![1], &[1]).unwrap()).unwrap();
+    let mut args = vec!["infer".to_string()];
+    args.extend(stand_in_flags(dir.path(), &s));
+    args.extend([
+        "--model".into(),
+        "resnet".into(),
+        "--input".into(),
+        format!("a={}", a.display()),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = sealed(&args);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not in the attested manifest"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(s.posts.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

@@ -1,1 +1,134 @@
-fn main() {}
+//! `sealed-enclave`: wiring only — arguments, tracing, the NSM, then [`sealed_enclave::run`].
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use sealed_enclave::engine::EngineConfig;
+use sealed_enclave::nsm::Nsm;
+use sealed_transport::Endpoint;
+
+/// The Sealed Inference enclave.
+#[derive(Parser)]
+#[command(name = "sealed-enclave", version)]
+struct Args {
+    /// Where to listen for the host: `vsock:any:PORT` on Nitro, `unix:/PATH` in simulation.
+    #[arg(long)]
+    listen: Endpoint,
+    /// Inference worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Inference jobs that may wait for a worker before requests are refused as busy.
+    #[arg(long, default_value_t = 64)]
+    queue_depth: usize,
+    /// Directory with the mock CA made by `sealed-sim` (simulation builds only).
+    #[cfg(feature = "simulation")]
+    #[arg(long)]
+    mock_ca_dir: std::path::PathBuf,
+}
+
+fn main() {
+    if let Err(err) = real_main() {
+        eprintln!("sealed-enclave: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing();
+    // The default hook prints panic messages, which may quote data; log the location only.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(%location, "panic caught (message withheld)");
+    }));
+    let nsm = open_nsm(&args)?;
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let config = sealed_enclave::Config {
+        listen: args.listen.clone(),
+        engine: EngineConfig {
+            workers,
+            queue_depth: args.queue_depth,
+        },
+        nsm,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let serve = sealed_enclave::run(config, |endpoint| {
+            // A launcher waits for this line on stdout.
+            println!("sealed-enclave listening on {endpoint}");
+        });
+        tokio::select! {
+            r = serve => r.context("enclave server"),
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Everything the enclave logs leaves through the untrusted host. tract logs model weights and
+/// tensors at trace level through `log`, so its crates are silenced whatever RUST_LOG says.
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for directive in [
+        "tract_onnx=off",
+        "tract_core=off",
+        "tract_hir=off",
+        "tract_linalg=off",
+        "tract_data=off",
+        "tract_nnef=off",
+        "tract_onnx_opl=off",
+    ] {
+        if let Ok(d) = directive.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(feature = "simulation")]
+fn open_nsm(args: &Args) -> anyhow::Result<Arc<dyn Nsm>> {
+    let ca = sealed_mock_ca::MockCa::load_dir(&args.mock_ca_dir)
+        .with_context(|| format!("loading the mock CA from {}", args.mock_ca_dir.display()))?;
+    // PCR0 of the mock NSM is the SHA-384 of this very binary, as the image measurement would be.
+    let image = std::env::current_exe().context("locating the enclave binary")?;
+    let nsm = sealed_enclave::nsm::mock::MockNsm::new(ca, &image).context("starting the mock NSM")?;
+    tracing::warn!(
+        "SIMULATION BUILD: mock NSM, documents signed by the mock CA; not for production"
+    );
+    Ok(Arc::new(nsm))
+}
+
+#[cfg(not(feature = "simulation"))]
+fn open_nsm(_args: &Args) -> anyhow::Result<Arc<dyn Nsm>> {
+    let nsm = sealed_enclave::nsm::real::RealNsm::open().context("opening /dev/nsm")?;
+    Ok(Arc::new(nsm))
+}

@@ -97,6 +97,13 @@ impl Service {
 
     /// Sealed inference (DESIGN.md flow 2).
     async fn infer(&self, sealed: Vec<u8>) -> EnclaveResponse {
+        // The header is plaintext (RFC 9458 §4.1), so naming a wrong key id or suite reveals nothing.
+        if self.key.check_header(&sealed).is_err() {
+            return EnclaveResponse::error(
+                ErrorCode::UnsupportedKeyConfig,
+                "sealed request names a key id or suite this enclave does not serve",
+            );
+        }
         let (plaintext, sealer) = match self.key.open_request(&sealed) {
             Ok(opened) => opened,
             // Opaque on purpose: the host and the sender learn only that it did not open.

@@ -170,6 +170,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
         // The host builds these messages, so a framing or schema complaint from the enclave is
         // not the client's fault.
         ErrorCode::MalformedFrame
@@ -349,13 +350,11 @@ async fn models(State(state): State<ApiState>) -> Result<Response, ApiError> {
     }
 }
 
-// The error codes are the enclave protocol's; there is no dedicated "not found" code, so routing
-// errors use `malformed_message` (the request does not match the API) with the HTTP status saying
-// which.
+// Routing errors share one code; the HTTP status says which.
 async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        ErrorCode::MalformedMessage,
+        ErrorCode::NotFound,
         "no such route",
     )
 }
@@ -363,7 +362,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        ErrorCode::MalformedMessage,
+        ErrorCode::NotFound,
         "method not allowed on this route",
     )
 }

@@ -404,10 +404,10 @@ async fn reconnects_after_the_enclave_drops_the_connection() {
 async fn unknown_routes_and_methods_get_json_errors() {
     let fake = FakeEnclave::canned().await;
     let host = Host::with_defaults(&fake).await;
-    let (status, _, _) = error_of(host.get("/v1/nope").await).await;
-    assert_eq!(status, 404);
+    let (status, code, _) = error_of(host.get("/v1/nope").await).await;
+    assert_eq!((status, code), (404, 105));
     let r = host.client.get(host.url("/v1/infer")).send().await.unwrap();
-    let (status, _, _) = error_of(r).await;
-    assert_eq!(status, 405);
+    let (status, code, _) = error_of(r).await;
+    assert_eq!((status, code), (405, 105));
     assert_eq!(fake.requests(), 0);
 }

@@ -48,6 +48,8 @@ error_codes! {
     UnsupportedVersion = 103, "unsupported_version";
     /// A request body exceeded its limit.
     RequestTooLarge = 104, "request_too_large";
+    /// No such HTTP route or method on the host.
+    NotFound = 105, "not_found";
     // 2xx: the sealed channel.
     /// The sealed request could not be opened (deliberately opaque).
     SealedRequestInvalid = 200, "sealed_request_invalid";
@@ -118,6 +120,7 @@ mod tests {
         (ErrorCode::MalformedMessage, 102, "malformed_message"),
         (ErrorCode::UnsupportedVersion, 103, "unsupported_version"),
         (ErrorCode::RequestTooLarge, 104, "request_too_large"),
+        (ErrorCode::NotFound, 105, "not_found"),
         (
             ErrorCode::SealedRequestInvalid,
             200,
