@@ -120,7 +120,8 @@ fn open_nsm(args: &Args) -> anyhow::Result<Arc<dyn Nsm>> {
         .with_context(|| format!("loading the mock CA from {}", args.mock_ca_dir.display()))?;
     // PCR0 of the mock NSM is the SHA-384 of this very binary, as the image measurement would be.
     let image = std::env::current_exe().context("locating the enclave binary")?;
-    let nsm = sealed_enclave::nsm::mock::MockNsm::new(ca, &image).context("starting the mock NSM")?;
+    let nsm =
+        sealed_enclave::nsm::mock::MockNsm::new(ca, &image).context("starting the mock NSM")?;
     tracing::warn!(
         "SIMULATION BUILD: mock NSM, documents signed by the mock CA; not for production"
     );

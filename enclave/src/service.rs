@@ -13,7 +13,7 @@ use sealed_wire::{
     EnclaveRequest, EnclaveResponse, ErrorCode, HealthStatus, InferRequest, InferResponse,
     PROTOCOL_VERSION,
 };
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::engine::Engine;
 use crate::nsm::{self, Nsm};
@@ -44,7 +44,9 @@ impl Service {
             EnclaveRequest::Health => EnclaveResponse::Health(self.health()),
             EnclaveRequest::Attestation { nonce } => self.attest(nonce).await,
             EnclaveRequest::Infer { sealed } => self.infer(sealed).await,
-            EnclaveRequest::LoadModel { model_id, onnx } => self.load_plaintext(model_id, onnx).await,
+            EnclaveRequest::LoadModel { model_id, onnx } => {
+                self.load_plaintext(model_id, onnx).await
+            }
         }
     }
 
@@ -151,10 +153,8 @@ impl Service {
         // Parsing and optimising a model is CPU-bound work.
         let loaded = tokio::task::spawn_blocking(move || engine.load_model(&id, &onnx)).await;
         match loaded {
-            Ok(Ok(info)) => {
-                info!(model_id = %info.model_id, sha384 = %hex::encode(&info.sha384), "model loaded");
-                EnclaveResponse::ModelLoaded(info)
-            }
+            // The engine logs the load (id, size, digest, duration).
+            Ok(Ok(info)) => EnclaveResponse::ModelLoaded(info),
             Ok(Err(e)) => {
                 warn!(model_id = %model_id, code = %e.code(), error = %e, "model load failed");
                 EnclaveResponse::error(e.code(), e.to_string())

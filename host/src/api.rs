@@ -352,11 +352,7 @@ async fn models(State(state): State<ApiState>) -> Result<Response, ApiError> {
 
 // Routing errors share one code; the HTTP status says which.
 async fn not_found() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        ErrorCode::NotFound,
-        "no such route",
-    )
+    ApiError::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -173,7 +173,10 @@ async fn fails_startup_on_a_missing_model_file() {
     assert!(last.starts_with("sealed-host: "), "{stderr}");
     assert!(last.contains("cannot read model file"), "{stderr}");
     // The path is checked before any connection attempt.
-    assert!(!stderr.contains("cannot connect to the enclave"), "{stderr}");
+    assert!(
+        !stderr.contains("cannot connect to the enclave"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -39,7 +39,10 @@ impl Digits {
                 .and_then(Value::as_array)
                 .ok_or_else(|| anyhow!("expected.json: missing {key}"))?
                 .iter()
-                .map(|x| x.as_i64().ok_or_else(|| anyhow!("expected.json: bad {key}")))
+                .map(|x| {
+                    x.as_i64()
+                        .ok_or_else(|| anyhow!("expected.json: bad {key}"))
+                })
                 .collect()
         };
         let inputs = v

@@ -33,7 +33,9 @@ fn models(digits: &Digits) -> Vec<ModelFile> {
 pub async fn demo(paths: &Paths) -> Result<()> {
     let digits = Digits::load(&paths.assets)?;
     println!("== Sealed Inference: simulation demo");
-    println!("   (mock NSM and mock CA: simulation only; nothing trusts the mock root unless named)");
+    println!(
+        "   (mock NSM and mock CA: simulation only; nothing trusts the mock root unless named)"
+    );
     let stack = Stack::start(paths, &models(&digits)).await?;
     let result = run_demo(&stack, &digits).await;
     stack.stop().await;
@@ -66,7 +68,9 @@ async fn run_demo(stack: &Stack, digits: &Digits) -> Result<()> {
         );
     }
 
-    println!("[5] sealed inferences (inputs sealed to the attested key; the host sees ciphertext only):");
+    println!(
+        "[5] sealed inferences (inputs sealed to the attested key; the host sees ciphertext only):"
+    );
     let mut correct = 0usize;
     let mut total = 0usize;
     let mut mismatches = 0usize;
@@ -124,14 +128,22 @@ async fn run_demo(stack: &Stack, digits: &Digits) -> Result<()> {
     let pem = std::fs::read_to_string(&stack.root_pem)?;
     let strict = Client::new(
         &stack.host_url,
-        Policy::new().trust_root_pem(&pem)?.expect_pcr(0, other.to_vec()),
+        Policy::new()
+            .trust_root_pem(&pem)?
+            .expect_pcr(0, other.to_vec()),
     )?;
     match strict.attest().await {
         Ok(_) => bail!("a client expecting another PCR0 accepted the enclave"),
-        Err(e) => println!("[6] a client expecting PCR0 = {}… refuses: {e}", &hex::encode(other)[..16]),
+        Err(e) => println!(
+            "[6] a client expecting PCR0 = {}… refuses: {e}",
+            &hex::encode(other)[..16]
+        ),
     }
     // And a client that trusts only the AWS root (the default) refuses the mock enclave.
-    let default_root = Client::new(&stack.host_url, Policy::new().expect_pcr(0, stack.pcr0.to_vec()))?;
+    let default_root = Client::new(
+        &stack.host_url,
+        Policy::new().expect_pcr(0, stack.pcr0.to_vec()),
+    )?;
     match default_root.attest().await {
         Ok(_) => bail!("a client trusting only the AWS root accepted the mock enclave"),
         Err(e) => println!("[7] a client trusting only the AWS Nitro root refuses: {e}"),

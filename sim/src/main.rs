@@ -54,6 +54,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         assets: cli.assets.unwrap_or_else(assets::default_dir),
         workdir,
+        child_log: match cli.command {
+            Command::Demo => "warn".to_string(),
+            Command::Up => "info".to_string(),
+        },
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

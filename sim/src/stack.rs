@@ -20,6 +20,8 @@ pub struct Paths {
     pub bin_dir: PathBuf,
     pub assets: PathBuf,
     pub workdir: PathBuf,
+    /// Child log filter when RUST_LOG is not set (`warn` keeps the demo readable).
+    pub child_log: String,
 }
 
 impl Paths {
@@ -88,9 +90,10 @@ impl Stack {
             .arg(format!("unix:{}", paths.socket().display()))
             .arg("--mock-ca-dir")
             .arg(paths.mock_ca_dir());
-        let (enclave, _) = spawn_and_wait(enclave, "sealed-enclave listening on ")
-            .await
-            .context("starting sealed-enclave (is it a simulation build?)")?;
+        let (enclave, _) =
+            spawn_and_wait(enclave, &paths.child_log, "sealed-enclave listening on ")
+                .await
+                .context("starting sealed-enclave (is it a simulation build?)")?;
 
         let mut host = Command::new(paths.host());
         host.arg("--enclave")
@@ -101,7 +104,7 @@ impl Stack {
             host.arg("--load-model")
                 .arg(format!("{}={}", m.id, m.path.display()));
         }
-        let (host, rest) = spawn_and_wait(host, "sealed-host listening on ")
+        let (host, rest) = spawn_and_wait(host, &paths.child_log, "sealed-host listening on ")
             .await
             .context("starting sealed-host")?;
         let host_url = rest.trim().to_string();
@@ -132,7 +135,14 @@ impl Stack {
 /// Spawns a child whose stdout is read until a line starting with `ready_prefix`; returns the
 /// rest of that line. Its stderr (logs) is inherited so the user sees them; the rest of its stdout
 /// is forwarded too.
-async fn spawn_and_wait(mut cmd: Command, ready_prefix: &str) -> Result<(Child, String)> {
+async fn spawn_and_wait(
+    mut cmd: Command,
+    child_log: &str,
+    ready_prefix: &str,
+) -> Result<(Child, String)> {
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", child_log);
+    }
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .stdin(Stdio::null())

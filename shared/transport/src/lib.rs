@@ -11,7 +11,12 @@
 //! - [`Listener`] / [`connect`]: bind or connect an endpoint, yielding boxed stream halves.
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
 )]
 
 use std::path::PathBuf;
@@ -145,9 +150,9 @@ impl Listener {
                 }
                 Ok(Listener::Unix(tokio::net::UnixListener::bind(path)?))
             }
-            Endpoint::Vsock { cid, port } => Ok(Listener::Vsock(
-                tokio_vsock::VsockListener::bind(tokio_vsock::VsockAddr::new(*cid, *port))?,
-            )),
+            Endpoint::Vsock { cid, port } => Ok(Listener::Vsock(tokio_vsock::VsockListener::bind(
+                tokio_vsock::VsockAddr::new(*cid, *port),
+            )?)),
         }
     }
 
@@ -177,7 +182,8 @@ pub async fn connect(endpoint: &Endpoint) -> Result<(BoxRead, BoxWrite), Transpo
             Ok((Box::pin(r), Box::pin(w)))
         }
         Endpoint::Vsock { cid, port } => {
-            let s = tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await?;
+            let s =
+                tokio_vsock::VsockStream::connect(tokio_vsock::VsockAddr::new(*cid, *port)).await?;
             let (r, w) = s.into_split();
             Ok((Box::pin(r), Box::pin(w)))
         }
@@ -210,7 +216,10 @@ mod tests {
         let (mut br, _) = b.into_split();
         write_frame(&mut aw, 1, &[0u8; 100]).await.unwrap();
         let err = read_frame(&mut br, 50).await.unwrap_err();
-        assert!(matches!(err, TransportError::Frame(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            err,
+            TransportError::Frame(FrameError::TooLarge { .. })
+        ));
     }
 
     #[tokio::test]
@@ -236,7 +245,10 @@ mod tests {
         );
         assert_eq!(
             "vsock:16:5000".parse::<Endpoint>().unwrap(),
-            Endpoint::Vsock { cid: 16, port: 5000 }
+            Endpoint::Vsock {
+                cid: 16,
+                port: 5000
+            }
         );
         assert!("tcp:1.2.3.4:5".parse::<Endpoint>().is_err());
         assert!("vsock:x:1".parse::<Endpoint>().is_err());
