@@ -19,7 +19,7 @@ use zeroize::Zeroizing;
 use sealed_attestation::{VerifiedDocument, commitment};
 use sealed_crypto::{KeyConfig, REQUEST_OVERHEAD, RESPONSE_OVERHEAD, seal_request};
 use sealed_wire::limits::{
-    MAX_ATTESTATION_DOC_LEN, MAX_MANIFEST_LEN, MAX_NAME_LEN, MAX_SEALED_MESSAGE_LEN, MAX_TENSORS,
+    MAX_ATTESTATION_DOC_LEN, MAX_MANIFEST_LEN, MAX_SEALED_MESSAGE_LEN, MAX_TENSORS,
 };
 use sealed_wire::message::valid_model_id;
 use sealed_wire::{InferRequest, InferResponse, ModelManifest, NamedTensor};
@@ -273,7 +273,7 @@ impl Session {
         }
         for (i, input) in inputs.iter().enumerate() {
             let name = &input.name;
-            if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
+            if !sealed_wire::message::valid_name(name) {
                 return Err(ClientError::InvalidRequest(format!(
                     "invalid input name {:?}",
                     sanitize(name, 64)

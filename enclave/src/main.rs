@@ -75,28 +75,29 @@ fn real_main() -> anyhow::Result<()> {
     })
 }
 
-/// Everything the enclave logs leaves through the untrusted host. tract logs model weights and
-/// tensors at trace level through `log`, so its crates are silenced whatever RUST_LOG says.
+/// Everything the enclave logs leaves through the untrusted host, so the filter is an allow-list:
+/// `RUST_LOG` may only name a level (`error`…`trace`), which applies to our own crates; every other
+/// crate logs warnings at most, and tract (which prints weights and tensors at trace level) nothing.
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    for directive in [
-        "tract_onnx=off",
-        "tract_core=off",
-        "tract_hir=off",
-        "tract_linalg=off",
-        "tract_data=off",
-        "tract_nnef=off",
-        "tract_onnx_opl=off",
-    ] {
-        if let Ok(d) = directive.parse() {
-            filter = filter.add_directive(d);
-        }
-    }
+    const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+    let requested = std::env::var("RUST_LOG").unwrap_or_default();
+    let level = if LEVELS.contains(&requested.trim()) {
+        requested.trim().to_string()
+    } else {
+        "info".to_string()
+    };
+    let directives = format!(
+        "warn,tract=off,sealed_enclave={level},sealed_transport={level},sealed_wire={level}"
+    );
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(EnvFilter::new(directives))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    if !requested.is_empty() && !LEVELS.contains(&requested.trim()) {
+        tracing::warn!("RUST_LOG accepts only a level in the enclave; using {level}");
+    }
 }
 
 async fn shutdown_signal() {

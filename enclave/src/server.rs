@@ -22,6 +22,19 @@ use crate::service::Service;
 pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Frame bodies (and the work they cause) held at once across all connections. A frame reserves
+/// its share before its body is read and keeps it until its response is queued, so many large
+/// requests wait at the socket instead of exhausting the enclave's memory.
+pub const MAX_BUFFERED_BYTES: usize = 256 * 1024 * 1024;
+/// Granularity of that reservation.
+const BUDGET_UNIT: usize = 64 * 1024;
+/// Largest frame accepted. Only simulation builds take plaintext models in a frame; a production
+/// enclave never needs more than one sealed message plus framing.
+pub const MAX_ACCEPTED_FRAME_LEN: u32 = if crate::service::PLAINTEXT_MODELS_ALLOWED {
+    MAX_FRAME_LEN
+} else {
+    (sealed_wire::limits::MAX_SEALED_MESSAGE_LEN + 64 * 1024) as u32
+};
 
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +57,7 @@ pub fn bind(endpoint: &Endpoint) -> Result<Listener, ServerError> {
 /// Serves connections until the task is cancelled.
 pub async fn serve(listener: Listener, service: Arc<Service>) {
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let budget = Arc::new(Semaphore::new(MAX_BUFFERED_BYTES / BUDGET_UNIT));
     let mut next_conn: u64 = 0;
     loop {
         let permit = match Arc::clone(&connections).acquire_owned().await {
@@ -54,11 +68,12 @@ pub async fn serve(listener: Listener, service: Arc<Service>) {
             Ok((reader, writer)) => {
                 next_conn = next_conn.wrapping_add(1);
                 let service = Arc::clone(&service);
+                let budget = Arc::clone(&budget);
                 let span = info_span!("connection", id = next_conn);
                 tokio::spawn(
                     async move {
                         info!("host connected");
-                        serve_connection(reader, writer, service).await;
+                        serve_connection(reader, writer, service, budget).await;
                         info!("host disconnected");
                         drop(permit);
                     }
@@ -74,8 +89,14 @@ pub async fn serve(listener: Listener, service: Arc<Service>) {
     }
 }
 
-/// Serves one connection until the host closes it or breaks the framing.
-pub async fn serve_connection(mut reader: BoxRead, mut writer: BoxWrite, service: Arc<Service>) {
+/// Serves one connection until the host closes it or breaks the framing. `budget` holds
+/// [`MAX_BUFFERED_BYTES`] in units shared by every connection.
+pub async fn serve_connection(
+    mut reader: BoxRead,
+    mut writer: BoxWrite,
+    service: Arc<Service>,
+    budget: Arc<Semaphore>,
+) {
     let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(MAX_IN_FLIGHT_PER_CONNECTION);
     let write_task = tokio::spawn(async move {
         while let Some((id, body)) = rx.recv().await {
@@ -91,8 +112,9 @@ pub async fn serve_connection(mut reader: BoxRead, mut writer: BoxWrite, service
             Ok(p) => p,
             Err(_) => break,
         };
-        let frame = match sealed_transport::read_frame(&mut reader, MAX_FRAME_LEN).await {
-            Ok(Some(frame)) => frame,
+        let header = match sealed_transport::read_header(&mut reader, MAX_ACCEPTED_FRAME_LEN).await
+        {
+            Ok(Some(header)) => header,
             Ok(None) => break,
             Err(TransportError::Frame(e)) => {
                 // The stream cannot be resynchronised after a bad length: say why, then close.
@@ -104,6 +126,20 @@ pub async fn serve_connection(mut reader: BoxRead, mut writer: BoxWrite, service
                 send(&tx, 0, &EnclaveResponse::error(code, e.to_string())).await;
                 break;
             }
+            Err(e) => {
+                debug!(error = %e, "read failed; closing connection");
+                break;
+            }
+        };
+        // Reserve memory for this request before reading its body (the length is bounded).
+        let units = header.body_len.div_ceil(BUDGET_UNIT).max(1);
+        let reserved = match u32::try_from(units) {
+            Ok(units) => Arc::clone(&budget).acquire_many_owned(units).await,
+            Err(_) => break,
+        };
+        let Ok(reserved) = reserved else { break };
+        let frame = match sealed_transport::read_body(&mut reader, header).await {
+            Ok(frame) => frame,
             Err(e) => {
                 debug!(error = %e, "read failed; closing connection");
                 break;
@@ -131,6 +167,7 @@ pub async fn serve_connection(mut reader: BoxRead, mut writer: BoxWrite, service
                     debug!(elapsed_ms = started.elapsed().as_millis() as u64, "request done");
                 }
                 send(&tx, request_id, &response).await;
+                drop(reserved);
                 drop(permit);
             }
             .instrument(info_span!("request", id = request_id)),

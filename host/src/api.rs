@@ -45,7 +45,13 @@ struct ApiState {
     pool: Arc<EnclavePool>,
     http_timeout: Duration,
     next_http_request: Arc<AtomicU64>,
+    /// Inference bodies being received or relayed at once. Taken before the body is read, so a
+    /// burst of uploads waits for `busy` instead of buffering gigabytes on the host.
+    infer_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most `/v1/infer` requests in progress at once (each may carry up to MAX_SEALED_MESSAGE_LEN).
+pub const MAX_CONCURRENT_INFER: usize = 64;
 
 /// The HTTP API over `pool`. `http_timeout` bounds a whole HTTP request, body transfer included.
 pub fn router(pool: Arc<EnclavePool>, http_timeout: Duration) -> Router {
@@ -53,10 +59,17 @@ pub fn router(pool: Arc<EnclavePool>, http_timeout: Duration) -> Router {
         pool,
         http_timeout,
         next_http_request: Arc::new(AtomicU64::new(1)),
+        infer_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INFER)),
     };
     Router::new()
         .route("/v1/attestation", get(attestation))
-        .route("/v1/infer", post(infer))
+        .route(
+            "/v1/infer",
+            post(infer).layer(middleware::from_fn_with_state(
+                state.clone(),
+                infer_admission,
+            )),
+        )
         .route("/v1/health", get(health))
         .route("/v1/models", get(models))
         .fallback(not_found)
@@ -66,6 +79,24 @@ pub fn router(pool: Arc<EnclavePool>, http_timeout: Duration) -> Router {
         .layer(DefaultBodyLimit::max(MAX_SEALED_MESSAGE_LEN))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Admits an inference request only if a slot is free; answers 503 `busy` otherwise, before the
+/// body is read.
+async fn infer_admission(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    match Arc::clone(&state.infer_slots).try_acquire_owned() {
+        Ok(slot) => {
+            let response = next.run(request).await;
+            drop(slot);
+            response
+        }
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Busy,
+            "too many inference requests in progress",
+        )
+        .into_response(),
+    }
 }
 
 /// An HTTP error in the contract's JSON shape.

@@ -123,6 +123,10 @@ fn encode<T: Datum, const N: usize>(
     Ok(())
 }
 
+/// Room kept in a sealed response for everything but tensor data: CBOR framing, up to
+/// `MAX_TENSORS` names of `MAX_NAME_LEN` bytes with their shapes, and the 48-byte seal overhead.
+const RESPONSE_FRAMING_MARGIN: u64 = 64 * 1024;
+
 /// Running total of output bytes, so that a response stays within one sealed message.
 #[derive(Debug, Default)]
 pub(super) struct OutputBudget {
@@ -144,7 +148,7 @@ pub(super) fn from_tract(value: &TValue, budget: &mut OutputBudget) -> Result<Te
     budget.used = budget
         .used
         .checked_add(len)
-        .filter(|&n| n <= MAX_SEALED_MESSAGE_LEN as u64)
+        .filter(|&n| n <= MAX_SEALED_MESSAGE_LEN as u64 - RESPONSE_FRAMING_MARGIN)
         .ok_or(EngineError::OutputTooLarge)?;
     let capacity = usize::try_from(len).map_err(|_| EngineError::OutputTooLarge)?;
     let mut data = Vec::with_capacity(capacity);

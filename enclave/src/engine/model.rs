@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use sealed_wire::limits::{MAX_NAME_LEN, MAX_TENSOR_RANK, MAX_TENSORS};
+use sealed_wire::limits::{MAX_TENSOR_RANK, MAX_TENSORS};
+use sealed_wire::message::valid_name;
 use sealed_wire::{DType, ModelInfo, NamedTensor, Tensor, TensorSpec};
 use tract_onnx::prelude::{
     Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, TDim, TVec,
@@ -59,10 +60,6 @@ impl std::fmt::Debug for LoadedModel {
 
 /// Same rule as `sealed-wire` applies to tensor names in requests and responses: a model whose
 /// input or output names could never travel on the wire is refused at load time.
-fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
-}
-
 fn rejected(reason: impl Into<String>) -> EngineError {
     EngineError::ModelRejected(reason.into())
 }

@@ -28,6 +28,7 @@
 )]
 
 pub mod cbor;
+pub mod digest_bytes;
 pub mod error;
 pub mod frame;
 pub mod limits;

@@ -12,7 +12,7 @@ use crate::limits::{MAX_MANIFEST_LEN, MAX_MODELS};
 pub struct ManifestEntry {
     pub model_id: String,
     /// SHA-384 of the model's ONNX bytes.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::digest_bytes")]
     pub sha384: Vec<u8>,
 }
 

@@ -64,7 +64,8 @@ pub fn valid_model_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn valid_name(name: &str) -> bool {
+/// A tensor name: 1–256 bytes, no control characters (names appear in errors and CLI output).
+pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
 }
 
@@ -139,7 +140,7 @@ pub struct TensorSpec {
 pub struct ModelInfo {
     pub model_id: String,
     /// SHA-384 of the ONNX bytes, as in the manifest.
-    #[serde(with = "serde_bytes")]
+    #[serde(with = "crate::digest_bytes")]
     pub sha384: Vec<u8>,
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,

@@ -3,6 +3,7 @@
 //! from a declared size.
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 use crate::limits::{MAX_TENSOR_BYTES, MAX_TENSOR_ELEMENTS, MAX_TENSOR_RANK};
 
@@ -95,8 +96,8 @@ pub enum TensorError {
 }
 
 /// A validated tensor. Fields are private so that every value in the program has passed the limits.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "RawTensor", into = "RawTensor")]
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawTensor")]
 pub struct Tensor {
     dtype: DType,
     shape: Vec<u64>,
@@ -115,7 +116,7 @@ impl std::fmt::Debug for Tensor {
 }
 
 /// The serde shape of a tensor; converted into [`Tensor`] only through validation.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct RawTensor {
     dtype: DType,
     #[serde(deserialize_with = "de_shape")]
@@ -131,18 +132,42 @@ fn de_shape<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error
 
 impl TryFrom<RawTensor> for Tensor {
     type Error = TensorError;
-    fn try_from(raw: RawTensor) -> Result<Self, TensorError> {
-        Tensor::new(raw.dtype, raw.shape, raw.data)
+    fn try_from(mut raw: RawTensor) -> Result<Self, TensorError> {
+        let shape = std::mem::take(&mut raw.shape);
+        let data = std::mem::take(&mut raw.data);
+        Tensor::new(raw.dtype, shape, data)
     }
 }
 
-impl From<Tensor> for RawTensor {
-    fn from(t: Tensor) -> Self {
-        RawTensor {
-            dtype: t.dtype,
-            shape: t.shape,
-            data: t.data,
+// Serialised by reference (no copy of the data), with the same shape as `RawTensor`.
+impl Serialize for Tensor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct RawTensorRef<'a> {
+            dtype: DType,
+            shape: &'a [u64],
+            #[serde(with = "serde_bytes")]
+            data: &'a [u8],
         }
+        RawTensorRef {
+            dtype: self.dtype,
+            shape: &self.shape,
+            data: &self.data,
+        }
+        .serialize(s)
+    }
+}
+
+// Tensor data may be client plaintext: wipe it when the tensor goes away.
+impl Drop for Tensor {
+    fn drop(&mut self) {
+        self.data.zeroize();
+    }
+}
+
+impl Drop for RawTensor {
+    fn drop(&mut self) {
+        self.data.zeroize();
     }
 }
 
@@ -218,15 +243,17 @@ macro_rules! typed_access {
 impl Tensor {
     /// A tensor from raw little-endian bytes, checked against the limits and the shape.
     pub fn new(dtype: DType, shape: Vec<u64>, data: Vec<u8>) -> Result<Self, TensorError> {
-        let expected = checked_byte_len(dtype, &shape)?;
-        let actual = u64::try_from(data.len()).unwrap_or(u64::MAX);
+        // From here on the data is wiped on drop, whether or not it passes the checks.
+        let tensor = Tensor { dtype, shape, data };
+        let expected = checked_byte_len(dtype, &tensor.shape)?;
+        let actual = u64::try_from(tensor.data.len()).unwrap_or(u64::MAX);
         if actual != expected {
             return Err(TensorError::DataLengthMismatch { expected, actual });
         }
-        if dtype == DType::Bool && data.iter().any(|&b| b > 1) {
+        if dtype == DType::Bool && tensor.data.iter().any(|&b| b > 1) {
             return Err(TensorError::InvalidBool);
         }
-        Ok(Tensor { dtype, shape, data })
+        Ok(tensor)
     }
 
     pub fn dtype(&self) -> DType {
@@ -256,8 +283,12 @@ impl Tensor {
     }
 
     /// Takes the parts apart.
-    pub fn into_parts(self) -> (DType, Vec<u64>, Vec<u8>) {
-        (self.dtype, self.shape, self.data)
+    pub fn into_parts(mut self) -> (DType, Vec<u64>, Vec<u8>) {
+        (
+            self.dtype,
+            std::mem::take(&mut self.shape),
+            std::mem::take(&mut self.data),
+        )
     }
 
     typed_access!(from_f32, to_f32, f32, DType::F32);

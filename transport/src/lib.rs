@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
 
-use sealed_wire::frame::{self, Frame, FrameError, HEADER_LEN};
+use sealed_wire::frame::{self, Frame, FrameError, FrameHeader, HEADER_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Boxed read half of a connection.
@@ -95,6 +95,18 @@ pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
     r: &mut R,
     max: u32,
 ) -> Result<Option<Frame>, TransportError> {
+    match read_header(r, max).await? {
+        Some(header) => read_body(r, header).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads and checks a frame header; `Ok(None)` on a clean end of stream. Lets a server reserve
+/// memory for the body (whose length is now known and bounded) before reading it.
+pub async fn read_header<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    max: u32,
+) -> Result<Option<FrameHeader>, TransportError> {
     let mut header = [0u8; HEADER_LEN];
     let mut filled = 0;
     while filled < HEADER_LEN {
@@ -109,16 +121,25 @@ pub async fn read_frame<R: AsyncRead + Unpin + ?Sized>(
         }
         filled += n;
     }
-    let h = frame::decode_header(&header, max)?;
-    let mut body = vec![0u8; h.body_len];
-    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => TransportError::Truncated,
-        _ => TransportError::Io(e),
-    })?;
-    Ok(Some(Frame {
-        request_id: h.request_id,
+    Ok(Some(frame::decode_header(&header, max)?))
+}
+
+/// Reads the body announced by `header`. The buffer grows as bytes arrive rather than being sized
+/// up front, so a peer that announces a large frame and stalls holds no large allocation.
+pub async fn read_body<R: AsyncRead + Unpin + ?Sized>(
+    r: &mut R,
+    header: FrameHeader,
+) -> Result<Frame, TransportError> {
+    let mut body = Vec::with_capacity(header.body_len.min(64 * 1024));
+    let want = header.body_len as u64;
+    let got = r.take(want).read_to_end(&mut body).await?;
+    if got as u64 != want {
+        return Err(TransportError::Truncated);
+    }
+    Ok(Frame {
+        request_id: header.request_id,
         body,
-    }))
+    })
 }
 
 /// Writes one frame and flushes it.
