@@ -227,8 +227,9 @@ mod tests {
 
     #[test]
     fn outputs_together_over_one_sealed_message_are_an_error() {
-        // Each output is within the per-tensor limit; together they exceed the message limit.
-        let each = (sealed_wire::limits::MAX_TENSOR_BYTES / 4) as usize;
+        // Each output (half a message) is within the limits; together, with the room kept for
+        // framing, they exceed one sealed message.
+        let each = sealed_wire::limits::MAX_SEALED_MESSAGE_LEN / 2 / 4;
         let t: TValue = TractTensor::zero::<f32>(&[each]).unwrap().into();
         let mut budget = OutputBudget::default();
         assert!(from_tract(&t, &mut budget).is_ok());
