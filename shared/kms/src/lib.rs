@@ -1,0 +1,1 @@
+//! KMS and CMS for Nitro key release (in progress).

@@ -1,0 +1,1 @@
+//! Sealed-model file format (in progress).
