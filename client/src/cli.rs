@@ -241,10 +241,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 
 fn print_json(value: &Value) {
     // A `Value` always serialises; fall back to compact output rather than fail.
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+    print_line(&serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string()));
+}
+
+/// Prints a line to stdout. A closed pipe (`sealed verify … | head`) is not an error worth a
+/// panic: the reader has what it wanted.
+fn print_line(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
 }
 
 /// Builds the policy from the flags; `max_age` None drops the age check.
@@ -385,7 +390,7 @@ pub async fn infer(args: &InferArgs) -> Result<(), CliError> {
     );
     let outputs = session.infer(&args.model, inputs).await?;
     for output in &outputs {
-        println!("{}", describe_output(output));
+        print_line(&describe_output(output));
     }
     if let Some(dir) = &args.out {
         write_outputs(dir, &outputs)?;
