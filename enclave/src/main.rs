@@ -1,4 +1,13 @@
 //! `sealed-enclave`: wiring only — arguments, tracing, the NSM, then [`sealed_enclave::run`].
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 use std::sync::Arc;
 
