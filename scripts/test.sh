@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # The project's test command (README "Run the tests"; CI runs it too). One build profile (debug).
+#
+# Every build here uses `--workspace --all-targets`, so cargo resolves the same dependency features
+# each time and builds tract once; only the enclave crate differs between the two builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. The production enclave: built without the `simulation` feature, it must contain no mock code.
-cargo build -p sealed-enclave
+# 1. The production enclave (no `simulation` feature): it must contain no mock code, and its own
+#    unit tests (e.g. plaintext models refused) run against it.
+cargo build --workspace --all-targets
 cp target/debug/sealed-enclave target/debug/sealed-enclave-production
 if grep -a -q -e 'sealed_mock_ca' -e 'MockNsm' target/debug/sealed-enclave-production; then
     echo "FAIL: the production enclave build contains simulation (mock) code" >&2
     exit 1
 fi
 echo "ok: production enclave build has no mock code"
+cargo test --workspace --lib --bins
 
 # 2. Simulation binaries (the enclave with the mock NSM), then every test in the workspace.
-cargo build --workspace --bins --features sealed-enclave/simulation
+cargo build --workspace --all-targets --features sealed-enclave/simulation
 if ! grep -a -q -e 'sealed_mock_ca' target/debug/sealed-enclave; then
     echo "FAIL: the simulation enclave build does not contain the mock NSM (check is blind)" >&2
     exit 1
