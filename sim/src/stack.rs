@@ -65,7 +65,7 @@ impl Stack {
         for bin in [paths.enclave(), paths.host()] {
             if !bin.is_file() {
                 bail!(
-                    "{} not found: build with `cargo build --workspace --bins --features sealed-enclave/simulation`",
+                    "{} not found: build with `cargo build --workspace --all-targets --features sealed-enclave/simulation`",
                     bin.display()
                 );
             }
