@@ -97,6 +97,31 @@ pub struct HostArgs {
     /// Refuse documents older than SECONDS.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub max_age: u64,
+    /// Require the attested manifest to list model ID with SHA-384 HEX (of its ONNX bytes).
+    /// Repeat for several models.
+    #[arg(long = "expect-model", value_name = "ID=HEX", value_parser = parse_model)]
+    pub expect_model: Vec<ModelArg>,
+}
+
+/// `--expect-model ID=HEX`.
+#[derive(Debug, Clone)]
+pub struct ModelArg {
+    pub model_id: String,
+    pub sha384: Vec<u8>,
+}
+
+fn parse_model(s: &str) -> Result<ModelArg, String> {
+    let (id, digest) = s
+        .split_once('=')
+        .ok_or_else(|| "expected ID=HEX (the model's SHA-384)".to_string())?;
+    if !sealed_wire::message::valid_model_id(id) {
+        return Err(format!("{id:?} is not a valid model id"));
+    }
+    let sha384 = hex::decode(digest.trim()).map_err(|e| format!("model {id} digest: {e}"))?;
+    Ok(ModelArg {
+        model_id: id.to_string(),
+        sha384,
+    })
 }
 
 #[derive(Debug, Args)]
@@ -349,7 +374,11 @@ fn manifest_json(manifest: &ModelManifest) -> Value {
 }
 
 fn client(args: &HostArgs) -> Result<Client, CliError> {
-    let policy = build_policy(&args.policy, Some(Duration::from_secs(args.max_age)))?;
+    let mut policy = build_policy(&args.policy, Some(Duration::from_secs(args.max_age)))?;
+    for m in &args.expect_model {
+        policy = policy.expect_model(m.model_id.clone(), m.sha384.clone());
+    }
+    policy.validate()?;
     Ok(Client::new(&args.host, policy)?)
 }
 

@@ -44,6 +44,8 @@ pub enum ClientError {
     NoPublicKey,
     #[error("attested public key is not a usable key configuration: {0}")]
     KeyConfig(#[from] KeyConfigError),
+    #[error("the attested manifest does not list model {model_id:?} with the expected SHA-384")]
+    ModelDigestMismatch { model_id: String },
     #[error("model {model_id:?} is not in the attested manifest; the enclave serves: {available}")]
     ModelNotAttested { model_id: String, available: String },
     #[error("invalid request: {0}")]
@@ -84,6 +86,7 @@ impl ClientError {
             ClientError::Commitment(e) => return format!("commitment:{}", e.check()),
             ClientError::NoPublicKey | ClientError::KeyConfig(_) => "key_config",
             ClientError::ModelNotAttested { .. } => "model_not_attested",
+            ClientError::ModelDigestMismatch { .. } => "model_policy",
             ClientError::InvalidRequest(_) => "request",
             ClientError::Encode(_) => "encode",
             ClientError::Seal(_) => "seal",
@@ -103,6 +106,7 @@ impl ClientError {
                 | ClientError::Commitment(_)
                 | ClientError::NoPublicKey
                 | ClientError::KeyConfig(_)
+                | ClientError::ModelDigestMismatch { .. }
         )
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use sealed_attestation::document::MAX_PCRS;
 use sealed_attestation::{AnchorError, PcrPolicy, TrustAnchor, VerifyOptions};
+use sealed_wire::ModelManifest;
 
 /// Default [`Policy::max_age`]: a document older than this at verification time is refused.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(5 * 60);
@@ -34,6 +35,10 @@ pub enum InvalidPolicy {
     PcrLength { index: u16, len: usize },
     #[error("an alternative PCR set lists no PCRs")]
     EmptyAlternative,
+    #[error(
+        "expected digest of model {model_id:?} is {len} bytes; model digests are SHA-384 ({PCR_LEN} bytes)"
+    )]
+    ModelDigestLength { model_id: String, len: usize },
     #[error("trust root: {0}")]
     TrustRoot(#[from] AnchorError),
 }
@@ -57,6 +62,8 @@ pub struct Policy {
     accept_any_pcrs: bool,
     max_age: Option<Duration>,
     allow_debug: bool,
+    /// Models the attested manifest must list with exactly these SHA-384 digests.
+    models: BTreeMap<String, Vec<u8>>,
 }
 
 impl Default for Policy {
@@ -75,7 +82,31 @@ impl Policy {
             accept_any_pcrs: false,
             max_age: Some(DEFAULT_MAX_AGE),
             allow_debug: false,
+            models: BTreeMap::new(),
         }
+    }
+
+    /// Requires the attested manifest to list `model_id` with SHA-384 `sha384` (of its ONNX bytes).
+    /// PCRs pin the enclave's code; this pins the model it serves.
+    pub fn expect_model(
+        mut self,
+        model_id: impl Into<String>,
+        sha384: impl Into<Vec<u8>>,
+    ) -> Policy {
+        self.models.insert(model_id.into(), sha384.into());
+        self
+    }
+
+    /// Checks an attested manifest against [`Policy::expect_model`]: every expected model must be
+    /// listed with exactly the expected digest. Returns the first model that is not.
+    pub fn check_manifest(&self, manifest: &ModelManifest) -> Result<(), String> {
+        for (model_id, digest) in &self.models {
+            let listed = manifest.models.iter().find(|m| &m.model_id == model_id);
+            if listed.is_none_or(|m| &m.sha384 != digest) {
+                return Err(model_id.clone());
+            }
+        }
+        Ok(())
     }
 
     /// Trusts `anchor` instead of the AWS root (for example the mock CA in simulation).
@@ -148,6 +179,14 @@ impl Policy {
             (false, true) => return Err(InvalidPolicy::Conflicting),
             _ => {}
         }
+        for (model_id, digest) in &self.models {
+            if digest.len() != PCR_LEN {
+                return Err(InvalidPolicy::ModelDigestLength {
+                    model_id: model_id.clone(),
+                    len: digest.len(),
+                });
+            }
+        }
         for set in &self.pcrs {
             if set.is_empty() {
                 return Err(InvalidPolicy::EmptyAlternative);
@@ -202,6 +241,29 @@ mod tests {
 
     fn pcr(b: u8) -> Vec<u8> {
         vec![b; PCR_LEN]
+    }
+
+    #[test]
+    fn expected_models_must_be_listed_with_the_same_digest() {
+        let mut manifest = ModelManifest::default();
+        manifest.insert("digits".into(), pcr(1));
+        manifest.insert("other".into(), pcr(2));
+        let p = Policy::new().expect_pcr(0, pcr(9));
+        assert_eq!(p.check_manifest(&manifest), Ok(()));
+        let p = p.expect_model("digits", pcr(1));
+        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(p.check_manifest(&manifest), Ok(()));
+        let wrong = p.clone().expect_model("digits", pcr(3));
+        assert_eq!(wrong.check_manifest(&manifest), Err("digits".to_string()));
+        let missing = p.expect_model("absent", pcr(1));
+        assert_eq!(missing.check_manifest(&manifest), Err("absent".to_string()));
+        let short = Policy::new()
+            .expect_pcr(0, pcr(9))
+            .expect_model("digits", vec![1; 32]);
+        assert!(matches!(
+            short.validate(),
+            Err(InvalidPolicy::ModelDigestLength { len: 32, .. })
+        ));
     }
 
     #[test]

@@ -165,6 +165,11 @@ impl Session {
         let document = sealed_attestation::verify(document, opts)?;
         // user_data = version ‖ SHA-384(manifest bytes): the manifest is what this enclave serves.
         let manifest = commitment::verify_document(document.user_data.as_deref(), manifest_bytes)?;
+        // The models it serves must be the ones the policy pins, digest for digest.
+        client
+            .policy()
+            .check_manifest(&manifest)
+            .map_err(|model_id| ClientError::ModelDigestMismatch { model_id })?;
         // public_key = the RFC 9458 key configuration requests are sealed to.
         let key_config = KeyConfig::decode(
             document

@@ -142,6 +142,24 @@ async fn a_client_expecting_another_pcr0_refuses_to_send() {
     assert!(err.is_verification_failure(), "{err}");
     assert_eq!(err.step(), "verify:pcr_policy");
 
+    // Right measurements, but a model digest other than the one served: refused too.
+    let client = Client::new(
+        &run.stack().host_url,
+        run.policy().expect_model("digits", vec![0u8; 48]),
+    )
+    .unwrap();
+    let err = client.attest().await.err().unwrap();
+    assert!(err.is_verification_failure(), "{err}");
+    assert_eq!(err.step(), "model_policy");
+    // And the digest that is served passes.
+    let served = hex::decode(&run.digits.model_sha384).unwrap();
+    let client = Client::new(
+        &run.stack().host_url,
+        run.policy().expect_model("digits", served),
+    )
+    .unwrap();
+    assert!(client.attest().await.is_ok());
+
     // The default trust anchor (AWS Nitro root) never accepts the mock CA.
     let client = Client::new(
         &run.stack().host_url,
