@@ -60,6 +60,13 @@ impl Service {
             EnclaveRequest::LoadModel { model_id, onnx } => {
                 self.load_plaintext(model_id, onnx).await
             }
+            // The sealed-model store is not wired in yet (issue 3 in progress).
+            EnclaveRequest::LoadSealedModelBegin { .. }
+            | EnclaveRequest::LoadSealedModelChunk { .. }
+            | EnclaveRequest::LoadSealedModelEnd { .. } => EnclaveResponse::error(
+                ErrorCode::KmsNotConfigured,
+                "this enclave cannot load sealed models",
+            ),
         }
     }
 

@@ -202,6 +202,14 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         }
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        // Sealed-model loads (admin API): the key policy refused this enclave; the file itself
+        // is bad; KMS is unreachable or the enclave has no KMS settings; KMS refused otherwise.
+        ErrorCode::ModelAccessDenied => StatusCode::FORBIDDEN,
+        ErrorCode::ModelCorrupt
+        | ErrorCode::ModelDigestMismatch
+        | ErrorCode::UnsupportedOperator => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorCode::KmsUnavailable | ErrorCode::KmsNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::KmsError | ErrorCode::UnknownUpload => StatusCode::BAD_GATEWAY,
         // The host builds these messages, so a framing or schema complaint from the enclave is
         // not the client's fault.
         ErrorCode::MalformedFrame

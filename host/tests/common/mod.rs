@@ -14,7 +14,9 @@ use std::time::Duration;
 use sealed_host::{EnclavePool, PoolConfig};
 use sealed_transport::{BoxWrite, Endpoint, Listener};
 use sealed_wire::limits::MAX_FRAME_LEN;
-use sealed_wire::{EnclaveRequest, EnclaveResponse, HealthStatus, ModelInfo, TensorSpec};
+use sealed_wire::{
+    EnclaveRequest, EnclaveResponse, ErrorCode, HealthStatus, ModelInfo, TensorSpec,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tokio::task::{JoinHandle, JoinSet};
@@ -171,6 +173,11 @@ pub fn canned(request: EnclaveRequest) -> Action {
         },
         EnclaveRequest::LoadModel { model_id, .. } => {
             EnclaveResponse::ModelLoaded(model_info(&model_id))
+        }
+        EnclaveRequest::LoadSealedModelBegin { .. }
+        | EnclaveRequest::LoadSealedModelChunk { .. }
+        | EnclaveRequest::LoadSealedModelEnd { .. } => {
+            EnclaveResponse::error(ErrorCode::KmsNotConfigured, "canned enclave")
         }
     })
 }

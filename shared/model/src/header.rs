@@ -19,6 +19,9 @@ pub const FORMAT_VERSION: u64 = 1;
 pub const PREFIX_LEN: usize = MAGIC.len() + 4;
 /// Largest CBOR header accepted (a KMS CiphertextBlob is at most 6144 bytes; the rest is small).
 pub const MAX_HEADER_LEN: usize = 64 * 1024;
+// The wire limit on the header a host sends to start a sealed load must fit every valid prefix.
+const _: () =
+    assert!(sealed_wire::limits::MAX_SEALED_MODEL_HEADER_LEN == PREFIX_LEN + MAX_HEADER_LEN);
 /// Largest model accepted: 8 GiB.
 pub const MAX_MODEL_LEN: u64 = 8 * 1024 * 1024 * 1024;
 /// Smallest chunk size accepted.

@@ -75,6 +75,26 @@ error_codes! {
     ModelAlreadyLoaded = 403, "model_already_loaded";
     /// Too many models are loaded.
     TooManyModels = 404, "too_many_models";
+    /// KMS refused to release the model's data key to this enclave: the key policy's
+    /// attestation conditions (`kms:RecipientAttestation:*`) or principal do not match.
+    ModelAccessDenied = 405, "model_access_denied";
+    /// Every chunk authenticated but the plaintext's SHA-384 differs from the sealed header's.
+    ModelDigestMismatch = 406, "model_digest_mismatch";
+    /// The sealed model file is malformed, truncated, has trailing data or a chunk that fails
+    /// authentication.
+    ModelCorrupt = 407, "model_corrupt";
+    /// The decrypted model uses an ONNX operator the engine does not implement.
+    UnsupportedOperator = 408, "unsupported_operator";
+    /// KMS could not be reached or did not answer in time (proxy, TLS, 5xx, throttling).
+    KmsUnavailable = 409, "kms_unavailable";
+    /// KMS answered with an error other than access denied (invalid ciphertext, unknown or
+    /// disabled key, rejected credentials or signature).
+    KmsError = 410, "kms_error";
+    /// A sealed-model chunk or end refers to an upload the enclave does not know (never started,
+    /// expired, or already failed).
+    UnknownUpload = 411, "unknown_upload";
+    /// The enclave was started without KMS settings, so it cannot load sealed models.
+    KmsNotConfigured = 412, "kms_not_configured";
     // 5xx: attestation and the enclave itself.
     /// The attestation request was invalid (nonce length).
     InvalidNonce = 500, "invalid_nonce";
@@ -144,6 +164,14 @@ mod tests {
         ),
         (ErrorCode::ModelAlreadyLoaded, 403, "model_already_loaded"),
         (ErrorCode::TooManyModels, 404, "too_many_models"),
+        (ErrorCode::ModelAccessDenied, 405, "model_access_denied"),
+        (ErrorCode::ModelDigestMismatch, 406, "model_digest_mismatch"),
+        (ErrorCode::ModelCorrupt, 407, "model_corrupt"),
+        (ErrorCode::UnsupportedOperator, 408, "unsupported_operator"),
+        (ErrorCode::KmsUnavailable, 409, "kms_unavailable"),
+        (ErrorCode::KmsError, 410, "kms_error"),
+        (ErrorCode::UnknownUpload, 411, "unknown_upload"),
+        (ErrorCode::KmsNotConfigured, 412, "kms_not_configured"),
         (ErrorCode::InvalidNonce, 500, "invalid_nonce"),
         (
             ErrorCode::AttestationUnavailable,

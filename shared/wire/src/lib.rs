@@ -28,6 +28,7 @@
 )]
 
 pub mod cbor;
+pub mod credentials;
 pub mod digest_bytes;
 pub mod error;
 pub mod frame;
@@ -36,6 +37,7 @@ pub mod manifest;
 pub mod message;
 pub mod tensor;
 
+pub use credentials::AwsCredentials;
 pub use error::ErrorCode;
 pub use manifest::{ManifestEntry, ModelManifest};
 pub use message::{

@@ -32,3 +32,16 @@ pub const MAX_MANIFEST_LEN: usize = 64 * 1024;
 pub const MAX_ERROR_MESSAGE_LEN: usize = 512;
 /// Nesting depth allowed when decoding CBOR.
 pub const MAX_CBOR_DEPTH: usize = 32;
+
+/// Largest sealed-model file prefix (magic, length, CBOR header) sent to start a sealed model
+/// load: `sealed_model::PREFIX_LEN` (12) + `sealed_model::MAX_HEADER_LEN` (64 KiB). The
+/// sealed-model crate asserts that the two agree.
+pub const MAX_SEALED_MODEL_HEADER_LEN: usize = 12 + 64 * 1024;
+/// Largest piece of sealed-model ciphertext in one `LoadSealedModelChunk` frame.
+pub const MAX_UPLOAD_CHUNK_LEN: usize = 8 * 1024 * 1024;
+/// Longest AWS access key id (IAM allows 16..=128 characters).
+pub const MAX_ACCESS_KEY_ID_LEN: usize = 128;
+/// Longest AWS secret access key handed to the enclave.
+pub const MAX_SECRET_ACCESS_KEY_LEN: usize = 256;
+/// Longest AWS session token (STS tokens are a few hundred to about 2 KB; headroom for growth).
+pub const MAX_SESSION_TOKEN_LEN: usize = 8 * 1024;

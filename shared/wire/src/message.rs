@@ -11,11 +11,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::cbor::{self, CborError};
+use crate::credentials::AwsCredentials;
 use crate::error::ErrorCode;
 use crate::limits::{
     MAX_ATTESTATION_DOC_LEN, MAX_ERROR_MESSAGE_LEN, MAX_FRAME_LEN, MAX_MANIFEST_LEN,
     MAX_MODEL_ID_LEN, MAX_MODEL_LEN, MAX_MODELS, MAX_NAME_LEN, MAX_NONCE_LEN,
-    MAX_SEALED_MESSAGE_LEN, MAX_TENSORS, MIN_NONCE_LEN,
+    MAX_SEALED_MESSAGE_LEN, MAX_SEALED_MODEL_HEADER_LEN, MAX_TENSORS, MAX_UPLOAD_CHUNK_LEN,
+    MIN_NONCE_LEN,
 };
 use crate::tensor::{DType, Tensor};
 
@@ -39,6 +41,8 @@ pub enum MessageError {
     TooManyTensors { max: usize },
     #[error("tensor name {0:?} appears twice")]
     DuplicateName(String),
+    #[error("invalid AWS credentials")]
+    InvalidCredentials,
 }
 
 impl MessageError {
@@ -200,6 +204,28 @@ pub enum EnclaveRequest {
         #[serde(with = "serde_bytes")]
         onnx: Vec<u8>,
     },
+    /// Starts loading a sealed model (DESIGN.md flow 2). `header` is the exact sealed-file prefix
+    /// (magic, header length, CBOR header); the enclave asks KMS for the data key with these
+    /// credentials, signing with `host_time` (seconds since the Unix epoch) when it is close to its
+    /// own clock. Answered by [`EnclaveResponse::SealedModelReady`] once the key is unwrapped.
+    LoadSealedModelBegin {
+        #[serde(with = "serde_bytes")]
+        header: Vec<u8>,
+        credentials: AwsCredentials,
+        host_time: u64,
+    },
+    /// The next bytes of the sealed file after the header, in order; any split is allowed.
+    /// Answered by [`EnclaveResponse::SealedChunkAccepted`].
+    LoadSealedModelChunk {
+        upload_id: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    /// All bytes sent: the enclave checks the digest, builds the plan and answers
+    /// [`EnclaveResponse::ModelLoaded`].
+    LoadSealedModelEnd {
+        upload_id: u64,
+    },
 }
 
 // Model bytes and sealed payloads never reach a log through Debug.
@@ -219,6 +245,23 @@ impl std::fmt::Debug for EnclaveRequest {
                     "LoadModel {{ model_id: {model_id:?}, len: {} }}",
                     onnx.len()
                 )
+            }
+            EnclaveRequest::LoadSealedModelBegin {
+                header,
+                credentials,
+                host_time,
+            } => write!(
+                f,
+                "LoadSealedModelBegin {{ header_len: {}, credentials: {credentials:?}, host_time: {host_time} }}",
+                header.len()
+            ),
+            EnclaveRequest::LoadSealedModelChunk { upload_id, data } => write!(
+                f,
+                "LoadSealedModelChunk {{ upload_id: {upload_id}, len: {} }}",
+                data.len()
+            ),
+            EnclaveRequest::LoadSealedModelEnd { upload_id } => {
+                write!(f, "LoadSealedModelEnd {{ upload_id: {upload_id} }}")
             }
         }
     }
@@ -245,6 +288,18 @@ impl EnclaveRequest {
                 }
                 check_len("onnx", onnx.len(), 1, MAX_MODEL_LEN)?
             }
+            EnclaveRequest::LoadSealedModelBegin {
+                header,
+                credentials,
+                ..
+            } => {
+                check_len("header", header.len(), 1, MAX_SEALED_MODEL_HEADER_LEN)?;
+                credentials.validate()?;
+            }
+            EnclaveRequest::LoadSealedModelChunk { data, .. } => {
+                check_len("data", data.len(), 1, MAX_UPLOAD_CHUNK_LEN)?
+            }
+            EnclaveRequest::LoadSealedModelEnd { .. } => {}
         }
         Ok(msg)
     }
@@ -268,6 +323,17 @@ pub enum EnclaveResponse {
         sealed: Vec<u8>,
     },
     ModelLoaded(ModelInfo),
+    /// KMS released the data key; the enclave now expects `sealed_len` bytes of chunks (the file
+    /// length minus the header) under `upload_id`.
+    SealedModelReady {
+        upload_id: u64,
+        sealed_len: u64,
+    },
+    /// A chunk was authenticated and decrypted; `received` counts sealed bytes so far.
+    SealedChunkAccepted {
+        upload_id: u64,
+        received: u64,
+    },
     Error(WireError),
 }
 
@@ -285,6 +351,20 @@ impl std::fmt::Debug for EnclaveResponse {
                 write!(f, "Infer {{ sealed_len: {} }}", sealed.len())
             }
             EnclaveResponse::ModelLoaded(m) => f.debug_tuple("ModelLoaded").field(m).finish(),
+            EnclaveResponse::SealedModelReady {
+                upload_id,
+                sealed_len,
+            } => write!(
+                f,
+                "SealedModelReady {{ upload_id: {upload_id}, sealed_len: {sealed_len} }}"
+            ),
+            EnclaveResponse::SealedChunkAccepted {
+                upload_id,
+                received,
+            } => write!(
+                f,
+                "SealedChunkAccepted {{ upload_id: {upload_id}, received: {received} }}"
+            ),
             EnclaveResponse::Error(e) => f.debug_tuple("Error").field(e).finish(),
         }
     }
@@ -313,7 +393,9 @@ impl EnclaveResponse {
             EnclaveResponse::Error(e) => {
                 check_len("message", e.message.len(), 0, MAX_ERROR_MESSAGE_LEN)?
             }
-            EnclaveResponse::ModelLoaded(_) => {}
+            EnclaveResponse::ModelLoaded(_)
+            | EnclaveResponse::SealedModelReady { .. }
+            | EnclaveResponse::SealedChunkAccepted { .. } => {}
         }
         Ok(msg)
     }
@@ -415,10 +497,76 @@ mod tests {
                 model_id: "resnet-50_v1.2".into(),
                 onnx: PATTERN.to_vec(),
             },
+            EnclaveRequest::LoadSealedModelBegin {
+                header: PATTERN.to_vec(),
+                credentials: credentials(),
+                host_time: 1_764_000_000,
+            },
+            EnclaveRequest::LoadSealedModelChunk {
+                upload_id: 7,
+                data: PATTERN.to_vec(),
+            },
+            EnclaveRequest::LoadSealedModelEnd { upload_id: 7 },
         ] {
             let enc = req.encode().unwrap();
             assert_eq!(EnclaveRequest::decode(&enc).unwrap(), req);
         }
+    }
+
+    fn credentials() -> AwsCredentials {
+        AwsCredentials {
+            access_key_id: "ASIAEXAMPLE12345".into(),
+            secret_access_key: zeroize::Zeroizing::new("SECRET-ACCESS-KEY".into()),
+            session_token: Some(zeroize::Zeroizing::new("SECRET-TOKEN".into())),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn sealed_model_load_fields_are_bounded_and_debug_hides_secrets() {
+        let begin = |header: usize, credentials: AwsCredentials| {
+            EnclaveRequest::decode(
+                &EnclaveRequest::LoadSealedModelBegin {
+                    header: vec![1; header],
+                    credentials,
+                    host_time: 0,
+                }
+                .encode()
+                .unwrap(),
+            )
+        };
+        assert!(begin(MAX_SEALED_MODEL_HEADER_LEN, credentials()).is_ok());
+        assert!(begin(0, credentials()).is_err());
+        assert!(begin(MAX_SEALED_MODEL_HEADER_LEN + 1, credentials()).is_err());
+        let mut bad = credentials();
+        bad.secret_access_key = zeroize::Zeroizing::new("x\ny".into());
+        assert_eq!(
+            begin(10, bad).unwrap_err().code(),
+            ErrorCode::MalformedMessage
+        );
+        let chunk = |n: usize| {
+            EnclaveRequest::decode(
+                &EnclaveRequest::LoadSealedModelChunk {
+                    upload_id: 1,
+                    data: vec![0; n],
+                }
+                .encode()
+                .unwrap(),
+            )
+        };
+        assert!(chunk(MAX_UPLOAD_CHUNK_LEN).is_ok());
+        assert!(chunk(0).is_err());
+        assert!(chunk(MAX_UPLOAD_CHUNK_LEN + 1).is_err());
+        let debug = format!(
+            "{:?}",
+            EnclaveRequest::LoadSealedModelBegin {
+                header: PATTERN.to_vec(),
+                credentials: credentials(),
+                host_time: 0,
+            }
+        );
+        assert!(!leaks(&debug), "{debug}");
+        assert!(debug.contains("ASIAEXAMPLE12345"));
     }
 
     #[test]
@@ -752,6 +900,14 @@ mod tests {
                 sealed: PATTERN.to_vec(),
             },
             EnclaveResponse::ModelLoaded(model_info("m")),
+            EnclaveResponse::SealedModelReady {
+                upload_id: u64::MAX,
+                sealed_len: 1 << 40,
+            },
+            EnclaveResponse::SealedChunkAccepted {
+                upload_id: 3,
+                received: 4096,
+            },
             EnclaveResponse::error(ErrorCode::Busy, "queue full"),
         ] {
             assert_eq!(

@@ -101,6 +101,9 @@ fn enclave_request() -> impl Strategy<Value = EnclaveRequest> {
         vec(any::<u8>(), 1..512).prop_map(|sealed| EnclaveRequest::Infer { sealed }),
         (model_id(), vec(any::<u8>(), 1..512))
             .prop_map(|(model_id, onnx)| EnclaveRequest::LoadModel { model_id, onnx }),
+        (any::<u64>(), vec(any::<u8>(), 1..512))
+            .prop_map(|(upload_id, data)| EnclaveRequest::LoadSealedModelChunk { upload_id, data }),
+        any::<u64>().prop_map(|upload_id| EnclaveRequest::LoadSealedModelEnd { upload_id }),
     ]
 }
 
@@ -130,6 +133,18 @@ fn enclave_response() -> impl Strategy<Value = EnclaveResponse> {
             .prop_map(|(document, manifest)| EnclaveResponse::Attestation { document, manifest }),
         vec(any::<u8>(), 1..512).prop_map(|sealed| EnclaveResponse::Infer { sealed }),
         model_info().prop_map(EnclaveResponse::ModelLoaded),
+        (any::<u64>(), any::<u64>()).prop_map(|(upload_id, sealed_len)| {
+            EnclaveResponse::SealedModelReady {
+                upload_id,
+                sealed_len,
+            }
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(upload_id, received)| {
+            EnclaveResponse::SealedChunkAccepted {
+                upload_id,
+                received,
+            }
+        }),
         // Any message, even over the limit: `error` truncates it to something decodable.
         (error_code(), "\\PC{0,300}").prop_map(|(code, m)| EnclaveResponse::error(code, m)),
     ]
