@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 success; 1 verification failure (printed as `verification failed: <check>:
 //! <message>`) or any other failure (network, host, inference, files); 2 usage errors (clap's own,
-//! and a policy that says nothing: no `--expect-pcr` and no `--no-pcr-policy`).
+//! and a policy that says nothing: no `--expect-pcr` and no `--no-pcr-policy`). `seal-model` adds
+//! codes 3–7 so that scripts can tell its failures apart ([`SEAL_MODEL_EXIT_CODES`]).
 //!
 //! The flags build one accepted PCR set (repeating `--expect-pcr` adds PCRs to that set); the SDK's
 //! [`Policy::or_pcrs`] accepts several alternative sets.
@@ -19,7 +20,9 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use sealed_attestation::VerifiedDocument;
+use sealed_client::kms::{self, KmsClientConfig, KmsError};
 use sealed_client::npy;
+use sealed_client::seal::{self, SealError, SealRequest, SealSummary};
 use sealed_client::{Client, ClientError, InvalidPolicy, Policy};
 use sealed_wire::limits::MAX_ATTESTATION_DOC_LEN;
 use sealed_wire::{DType, ModelManifest, NamedTensor, Tensor};
@@ -33,7 +36,8 @@ const PRINT_VALUES: usize = 20;
     version,
     about = "Sealed Inference client: verify AWS Nitro attestation documents, attest a host's \
              enclave, and run encrypted inferences.",
-    after_help = "Exit codes: 0 success, 1 verification or other failure, 2 usage error."
+    after_help = "Exit codes: 0 success, 1 verification or other failure, 2 usage error \
+                  (seal-model: see `sealed seal-model --help`)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -48,6 +52,125 @@ pub enum Command {
     Attest(AttestArgs),
     /// Attest the host's enclave, then run a model on .npy inputs through the sealed channel.
     Infer(InferArgs),
+    /// Seal an ONNX model with a fresh AWS KMS data key, for loading into an enclave.
+    #[command(long_about = SEAL_MODEL_ABOUT, after_long_help = SEAL_MODEL_EXIT_CODES)]
+    SealModel(SealModelArgs),
+}
+
+const SEAL_MODEL_ABOUT: &str = "\
+Seal an ONNX model with a fresh AWS KMS data key, for loading into an enclave.
+
+Asks KMS for a data key (GenerateDataKey, KeySpec AES_256) under --key-id, encrypts the model \
+with it in the sealed-model format (AES-256-GCM chunks; the header carries the model id, the key \
+ARN, the key's CiphertextBlob, the model's size and SHA-384), and wipes the key. Only a caller \
+that KMS lets Decrypt the CiphertextBlob can open the file: write the key policy so that only \
+the enclave's measurements may (kms:RecipientAttestation:ImageSha384 or :PCR0).
+
+The model is read twice (hash, then seal) chunk by chunk, so memory stays small for any size up \
+to 8 GiB. The result goes to a temporary file next to --out and is renamed into place only when \
+complete. On success, a JSON summary is printed to stdout: model_id, out, kms_key_id, \
+plaintext_len, sealed_len, sha384 (hex, of the ONNX bytes: what attestations and \
+`--expect-model` name), chunk_size. A progress bar is drawn on stderr when it is a terminal.
+
+Credentials come from the standard AWS sources, in order: AWS_ACCESS_KEY_ID / \
+AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN; the shared files ~/.aws/credentials and ~/.aws/config \
+(AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE) with --profile or AWS_PROFILE; web identity; ECS; \
+and the EC2 instance role through IMDSv2. The region is --region, else the key ARN's region, else \
+AWS_REGION or the profile's.
+
+Example:
+  sealed seal-model --model digits.onnx --model-id digits \\
+      --key-id arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab \\
+      --out digits.sealed
+
+Against the simulation's mock KMS:
+  sealed seal-model --model digits.onnx --model-id digits --key-id <ARN> --out digits.sealed \\
+      --kms-endpoint https://127.0.0.1:<PORT> --ca-bundle <TLS-DIR>/kms-ca.pem";
+
+/// Exit codes of `sealed seal-model`.
+pub const SEAL_MODEL_EXIT_CODES: &str = "\
+Exit codes:
+  0  sealed
+  1  internal failure
+  2  usage: bad model id, key id, chunk size, endpoint URL, CA bundle or region; --out exists
+  3  the model cannot be read or the output cannot be written (or the model changed meanwhile)
+  4  no AWS credentials, or KMS rejected them (unknown key id, bad signature, expired token)
+  5  access denied by the key policy or IAM policy (AccessDeniedException)
+  6  KMS unreachable, timed out or unavailable (network, TLS, throttling, 5xx)
+  7  the KMS key cannot be used (not found, disabled, wrong usage) or another KMS error";
+
+#[derive(Debug, Args)]
+pub struct SealModelArgs {
+    /// The ONNX model to seal.
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Model id recorded in the sealed header: 1-128 characters from A-Z a-z 0-9 . _ -
+    #[arg(long, value_name = "ID", value_parser = parse_model_id)]
+    pub model_id: String,
+    /// KMS key: key id, key ARN, alias name (alias/NAME) or alias ARN. A key ARN also gives the
+    /// region.
+    #[arg(long, value_name = "KEY")]
+    pub key_id: String,
+    /// Where to write the sealed model.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// KMS endpoint (https:// only), instead of https://kms.REGION.amazonaws.com.
+    #[arg(long, value_name = "URL", env = "AWS_ENDPOINT_URL_KMS")]
+    pub kms_endpoint: Option<String>,
+    /// AWS region (default: the key ARN's region, else AWS_REGION or the profile's).
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+    /// Trust only the CA certificates in this PEM file for the KMS endpoint (instead of the
+    /// system roots), e.g. the mock KMS CA in simulation.
+    #[arg(long, value_name = "PEM", env = "AWS_CA_BUNDLE")]
+    pub ca_bundle: Option<PathBuf>,
+    /// Plaintext bytes per encrypted chunk: a number with an optional K or M suffix (KiB, MiB),
+    /// from 4K to 16M.
+    #[arg(long, value_name = "N", value_parser = parse_chunk_size,
+          default_value_t = sealed_model::DEFAULT_CHUNK_SIZE)]
+    pub chunk_size: u32,
+    /// Profile of the shared AWS config and credentials files.
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_model_id(s: &str) -> Result<String, String> {
+    if sealed_wire::message::valid_model_id(s) {
+        Ok(s.to_string())
+    } else {
+        Err("expected 1-128 characters from A-Z a-z 0-9 . _ -".to_string())
+    }
+}
+
+/// `N`, `NK` or `NM` (KiB / MiB), within the format's chunk bounds.
+fn parse_chunk_size(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => t.split_at(i),
+        None => (t, ""),
+    };
+    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1024,
+        "m" | "mib" => 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?}: use a number of bytes, or K / M"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 1048576, 256K or 1M"))?;
+    let bytes = n.saturating_mul(multiplier);
+    let (min, max) = (sealed_model::MIN_CHUNK_SIZE, sealed_model::MAX_CHUNK_SIZE);
+    match u32::try_from(bytes) {
+        Ok(size) if (min..=max).contains(&size) => Ok(size),
+        _ => Err(format!("chunk size must be {min}..={max} bytes (4K..16M)")),
+    }
 }
 
 /// What the enclave must satisfy.
@@ -205,6 +328,9 @@ pub enum CliError {
     Verification { check: String, message: String },
     #[error("{0}")]
     Failed(String),
+    /// A failure with its own exit code (`seal-model`, [`SEAL_MODEL_EXIT_CODES`]).
+    #[error("{message}")]
+    Exit { code: u8, message: String },
 }
 
 impl CliError {
@@ -212,6 +338,44 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Verification { .. } | CliError::Failed(_) => 1,
+            CliError::Exit { code, .. } => *code,
+        }
+    }
+}
+
+/// Exit code of a `seal-model` failure ([`SEAL_MODEL_EXIT_CODES`]).
+pub fn seal_exit_code(e: &SealError) -> u8 {
+    match e {
+        SealError::InvalidModelId(_)
+        | SealError::InvalidKeyId(_)
+        | SealError::InvalidChunkSize { .. }
+        | SealError::OutputExists { .. }
+        | SealError::OutputIsInput { .. } => 2,
+        SealError::ReadModel { .. }
+        | SealError::NotAFile { .. }
+        | SealError::ModelTooLarge { .. }
+        | SealError::ModelChanged
+        | SealError::WriteOutput { .. } => 3,
+        SealError::Kms(k) => kms_exit_code(k),
+        SealError::Format(_) | SealError::Random(_) | SealError::Task(_) => 1,
+    }
+}
+
+fn kms_exit_code(e: &KmsError) -> u8 {
+    match e.kind() {
+        "config" => 2,
+        "credentials" => 4,
+        "access_denied" => 5,
+        "unreachable" => 6,
+        _ => 7,
+    }
+}
+
+impl From<SealError> for CliError {
+    fn from(e: SealError) -> Self {
+        CliError::Exit {
+            code: seal_exit_code(&e),
+            message: format!("seal-model: {e}"),
         }
     }
 }
@@ -260,8 +424,86 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print_json(&summary);
         }
         Command::Infer(args) => infer(&args).await?,
+        Command::SealModel(args) => {
+            let summary = seal_model(&args).await?;
+            print_json(&seal_summary_json(&summary, &args.out));
+        }
     }
     Ok(())
+}
+
+/// `sealed seal-model`: check the request, build the KMS client, seal.
+pub async fn seal_model(args: &SealModelArgs) -> Result<SealSummary, CliError> {
+    let request = SealRequest {
+        model: &args.model,
+        out: &args.out,
+        model_id: &args.model_id,
+        key_id: &args.key_id,
+        chunk_size: args.chunk_size,
+        overwrite: args.force,
+    };
+    // File and argument mistakes first: they should not cost a credentials lookup.
+    seal::check_request(&request)?;
+    let region = args
+        .region
+        .as_deref()
+        .or_else(|| kms::region_from_key_arn(&args.key_id));
+    let client = kms::sdk_client_with(KmsClientConfig {
+        endpoint: args.kms_endpoint.as_deref().filter(|e| !e.is_empty()),
+        region,
+        ca_bundle: args
+            .ca_bundle
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty()),
+        profile: args.profile.as_deref(),
+        credentials: None,
+    })
+    .await
+    .map_err(SealError::from)?;
+    let progress = progress_bar();
+    let result = seal::seal_model_file(&client, &request, progress.clone()).await;
+    progress.finish_and_clear();
+    let summary = result?;
+    eprintln!(
+        "sealed {} ({} bytes) into {} ({} bytes) under {}",
+        summary.model_id,
+        summary.plaintext_len,
+        args.out.display(),
+        summary.sealed_len,
+        summary.kms_key_id
+    );
+    Ok(summary)
+}
+
+/// Phase ("hashing", "sealing"), bar, bytes done of the model size, rate, time left.
+const PROGRESS_TEMPLATE: &str =
+    "{msg:8} [{wide_bar}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}";
+
+/// A byte progress bar on stderr when stderr is a terminal; otherwise a hidden one.
+fn progress_bar() -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(PROGRESS_TEMPLATE) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+/// The JSON printed by `seal-model`.
+pub fn seal_summary_json(summary: &SealSummary, out: &Path) -> Value {
+    json!({
+        "model_id": summary.model_id,
+        "out": out.display().to_string(),
+        "kms_key_id": summary.kms_key_id,
+        "plaintext_len": summary.plaintext_len,
+        "sealed_len": summary.sealed_len,
+        "sha384": hex::encode(summary.sha384),
+        "chunk_size": summary.chunk_size,
+    })
 }
 
 fn print_json(value: &Value) {
@@ -690,6 +932,82 @@ mod tests {
             },
         ];
         assert!(write_outputs(&out, &clash).is_err());
+    }
+
+    #[test]
+    fn chunk_sizes_parse_with_units_and_bounds() {
+        assert_eq!(parse_chunk_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_chunk_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_chunk_size("256k"), Ok(256 << 10));
+        assert_eq!(parse_chunk_size("4KiB"), Ok(4096));
+        assert_eq!(parse_chunk_size("16M"), Ok(16 << 20));
+        for bad in [
+            "",
+            "1",
+            "4095",
+            "17M",
+            "1G",
+            "x",
+            "1.5M",
+            "99999999999999999999999M",
+        ] {
+            assert!(parse_chunk_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn progress_template_is_valid() {
+        assert!(indicatif::ProgressStyle::with_template(PROGRESS_TEMPLATE).is_ok());
+    }
+
+    #[test]
+    fn seal_model_ids_are_checked_by_the_parser() {
+        assert_eq!(parse_model_id("digits-v1.2_x"), Ok("digits-v1.2_x".into()));
+        assert!(parse_model_id("").is_err());
+        assert!(parse_model_id("a/b").is_err());
+        assert!(parse_model_id(&"x".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn seal_failures_map_to_distinct_exit_codes() {
+        use sealed_client::kms::classify_service_error;
+        let code = |e: SealError| CliError::from(e).exit_code();
+        assert_eq!(code(SealError::InvalidModelId("x y".into())), 2);
+        assert_eq!(code(SealError::Kms(KmsError::NoRegion)), 2);
+        assert_eq!(
+            code(SealError::ReadModel {
+                path: "m.onnx".into(),
+                source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            }),
+            3
+        );
+        assert_eq!(
+            code(SealError::Kms(KmsError::NoCredentials {
+                detail: String::new()
+            })),
+            4
+        );
+        let denied = classify_service_error(Some("AccessDeniedException"), Some("no"));
+        let e = CliError::from(SealError::Kms(denied));
+        assert_eq!(e.exit_code(), 5);
+        assert!(
+            e.to_string().starts_with("seal-model: KMS denied access"),
+            "{e}"
+        );
+        assert_eq!(
+            code(SealError::Kms(KmsError::Unreachable {
+                endpoint: "https://127.0.0.1:1".into(),
+                detail: "connection refused".into(),
+            })),
+            6
+        );
+        assert_eq!(
+            code(SealError::Kms(classify_service_error(
+                Some("NotFoundException"),
+                None
+            ))),
+            7
+        );
     }
 
     #[test]

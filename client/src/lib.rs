@@ -8,6 +8,10 @@
 //! are sealed to that key (`sealed-crypto`, RFC 9180 / RFC 9458 layout), so the host relays bytes it
 //! cannot read, and the response opens only with this request's secret.
 //!
+//! For model owners, [`seal::seal_model_file`] seals an ONNX file so that only an enclave the KMS
+//! key policy admits can open it: a fresh data key from KMS `GenerateDataKey`, the model encrypted
+//! in the `sealed-model` format chunk by chunk, the key's `CiphertextBlob` in the header.
+//!
 //! There is no way to skip verification: no flag, no feature, no constructor of [`Session`]
 //! outside [`Client::attest`]. A policy must name the measurements it trusts or opt out in so many
 //! words ([`Policy::no_pcr_policy`]); the AWS Nitro root is the default anchor and a mock CA is
@@ -19,13 +23,14 @@
 //!   the enclave, but an on-path attacker can still see sizes, timing, model ids in errors, and the
 //!   host's plain metadata endpoints.
 //! - Replay protection of requests (a host may replay a sealed request; the enclave answers again).
-//! - Model sealing (`sealed seal-model`) — not in this version.
 //!
 //! # Layout
 //! - [`policy`]: [`Policy`], the builder of what an enclave must satisfy.
 //! - [`session`]: [`Client`] and the attested [`Session`].
 //! - [`http`]: base URL checks, bounded body reads, the host's JSON error shape.
 //! - [`npy`]: NumPy `.npy` files ↔ [`sealed_wire::Tensor`].
+//! - [`kms`]: the model owner's AWS KMS client (`aws-sdk-kms` on rustls/ring) and `GenerateDataKey`.
+//! - [`seal`]: sealing an ONNX file for the enclave with a KMS data key (`sealed seal-model`).
 //! - [`error`]: [`ClientError`], naming the step that failed.
 //!
 //! The `sealed` binary (`src/main.rs`, `src/cli.rs`) is a thin command line over this crate.
@@ -58,8 +63,10 @@
 
 pub mod error;
 pub mod http;
+pub mod kms;
 pub mod npy;
 pub mod policy;
+pub mod seal;
 pub mod session;
 
 pub use error::ClientError;

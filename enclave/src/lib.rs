@@ -14,6 +14,9 @@
 //! - [`nsm`]: the `Nsm` trait, the `/dev/nsm` driver and (simulation) the mock NSM.
 //! - [`engine`]: tract behind one module: load, optimise once, bounded worker pool.
 //! - [`service`]: one request in, one response out: attestation, sealed inference, model loading.
+//! - [`model_store`]: sealed-model uploads: header, KMS data key, chunked unsealing, engine load.
+//! - [`kms`]: the KMS client: RSA recipient key, attestation, SigV4, HTTPS through the host's
+//!   proxy, `CiphertextForRecipient`.
 //! - [`server`]: listener and per-connection multiplexing by request id.
 //! - [`rng`]: the OS randomness source.
 #![cfg_attr(
@@ -27,6 +30,8 @@
 )]
 
 pub mod engine;
+pub mod kms;
+pub mod model_store;
 pub mod nsm;
 pub mod rng;
 pub mod server;
@@ -37,6 +42,8 @@ use std::sync::Arc;
 use sealed_transport::Endpoint;
 
 use crate::engine::{Engine, EngineConfig};
+use crate::kms::{DataKeySource, KmsClient, KmsConfig};
+use crate::model_store::{ModelStore, StoreConfig};
 use crate::nsm::Nsm;
 use crate::service::Service;
 
@@ -45,6 +52,9 @@ pub struct Config {
     pub listen: Endpoint,
     pub engine: EngineConfig,
     pub nsm: Arc<dyn Nsm>,
+    /// KMS access for sealed models; `None` answers every sealed load `KmsNotConfigured`.
+    pub kms: Option<KmsConfig>,
+    pub store: StoreConfig,
 }
 
 /// Why the enclave could not start.
@@ -52,7 +62,12 @@ pub struct Config {
 pub enum StartError {
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Kms(#[from] kms::KmsConfigError),
 }
+
+/// How often idle sealed-model uploads are looked for.
+const UPLOAD_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Generates the HPKE key pair, binds the listener and serves until cancelled. `on_ready` is called
 /// once the listener is bound (the binary prints a line a launcher can wait for).
@@ -61,8 +76,27 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Endpoint)) -> Result<(),
     // Key id 0: one key per enclave boot; a restart attests a new key.
     let key = sealed_crypto::ServerKey::generate(0, &mut rng);
     let engine = Arc::new(Engine::new(config.engine));
-    let service = Arc::new(Service::new(config.nsm, key, engine));
+    let keys: Option<Arc<dyn DataKeySource>> = match config.kms {
+        Some(kms) => {
+            tracing::info!(proxy = %kms.proxy, "sealed models enabled: KMS through the host proxy");
+            Some(Arc::new(KmsClient::new(kms, Arc::clone(&config.nsm))?))
+        }
+        None => None,
+    };
+    let store = ModelStore::new(Arc::clone(&engine), keys, config.store);
+    let service = Arc::new(Service::with_store(config.nsm, key, engine, store));
     let listener = server::bind(&config.listen)?;
+    let sweeper = Arc::downgrade(&service);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPLOAD_SWEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            let Some(service) = sweeper.upgrade() else {
+                return;
+            };
+            service.model_store().expire_idle(std::time::Instant::now());
+        }
+    });
     on_ready(&config.listen);
     server::serve(listener, service).await;
     Ok(())

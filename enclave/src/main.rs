@@ -14,6 +14,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use sealed_enclave::engine::EngineConfig;
+use sealed_enclave::kms::{KmsConfig, KmsEndpoint};
+use sealed_enclave::model_store::{DEFAULT_MAX_MODEL_BYTES, StoreConfig};
 use sealed_enclave::nsm::Nsm;
 use sealed_transport::Endpoint;
 
@@ -34,6 +36,28 @@ struct Args {
     #[cfg(feature = "simulation")]
     #[arg(long)]
     mock_ca_dir: std::path::PathBuf,
+    /// The host's proxy to KMS, which forwards bytes to the KMS endpoint: `vsock:3:8000` on Nitro
+    /// (the parent's vsock-proxy), `unix:/PATH` in simulation. Without it, sealed models are
+    /// refused with `kms_not_configured`. TLS to KMS ends inside the enclave.
+    #[arg(long, value_name = "ENDPOINT")]
+    kms_proxy: Option<Endpoint>,
+    /// KMS host name (and port) for TLS and the signed Host header. Default:
+    /// `kms.<region>.amazonaws.com:443`, the region taken from the sealed model's key ARN. The
+    /// host's proxy must forward to the same place.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "kms_proxy")]
+    kms_endpoint: Option<KmsEndpoint>,
+    /// Region used when a sealed model names its key by alias or bare key id instead of an ARN.
+    #[arg(long, value_name = "REGION", requires = "kms_proxy")]
+    kms_region: Option<String>,
+    /// Plaintext bytes that sealed-model uploads in progress may hold together; also the largest
+    /// single model (the engine caps a model at 64 MiB in this version).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_MODEL_BYTES)]
+    max_model_bytes: u64,
+    /// PEM file with the CA that signed the mock KMS's TLS certificate; it then becomes the only
+    /// KMS trust root (simulation builds only; production builds trust the public web PKI roots).
+    #[cfg(feature = "simulation")]
+    #[arg(long, value_name = "FILE", requires = "kms_proxy")]
+    kms_ca: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -60,6 +84,7 @@ fn real_main() -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    let kms = kms_config(&args)?;
     let config = sealed_enclave::Config {
         listen: args.listen.clone(),
         engine: EngineConfig {
@@ -67,6 +92,11 @@ fn real_main() -> anyhow::Result<()> {
             queue_depth: args.queue_depth,
         },
         nsm,
+        kms,
+        store: StoreConfig {
+            max_model_bytes: args.max_model_bytes,
+            ..StoreConfig::default()
+        },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -122,6 +152,28 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// KMS settings from the flags; `None` without `--kms-proxy`.
+fn kms_config(args: &Args) -> anyhow::Result<Option<KmsConfig>> {
+    let Some(proxy) = args.kms_proxy.clone() else {
+        return Ok(None);
+    };
+    let mut config = KmsConfig::new(proxy);
+    config.endpoint = args.kms_endpoint.clone();
+    config.region = args.kms_region.clone();
+    #[cfg(feature = "simulation")]
+    if let Some(path) = &args.kms_ca {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading the KMS CA from {}", path.display()))?;
+        config.roots = sealed_enclave::kms::roots_from_pem(&pem)
+            .with_context(|| format!("loading the KMS CA from {}", path.display()))?;
+        tracing::warn!(
+            ca = %path.display(),
+            "SIMULATION BUILD: KMS TLS trusts only the named CA"
+        );
+    }
+    Ok(Some(config))
 }
 
 #[cfg(feature = "simulation")]

@@ -1,6 +1,7 @@
 //! Request handling: one [`EnclaveRequest`] in, one [`EnclaveResponse`] out. This is where the
 //! attestation binds the HPKE key and the model manifest, where sealed requests are opened, run and
-//! sealed back, and where plaintext model loading is refused outside simulation builds.
+//! sealed back, where sealed-model uploads are handed to the [`ModelStore`], and where plaintext
+//! model loading is refused outside simulation builds.
 //!
 //! Everything that can go wrong *after* a sealed request has been opened is answered inside the
 //! sealed response, so the host learns only that a request was answered, never why it failed.
@@ -16,6 +17,7 @@ use sealed_wire::{
 use tracing::{debug, warn};
 
 use crate::engine::Engine;
+use crate::model_store::{ModelStore, StoreConfig};
 use crate::nsm::{self, Nsm};
 
 /// Whether this build accepts plaintext models from the host. Compile-time only: no runtime flag
@@ -27,6 +29,8 @@ pub struct Service {
     nsm: Arc<dyn Nsm>,
     key: ServerKey,
     engine: Arc<Engine>,
+    /// Sealed-model uploads (KMS key release, chunked unsealing).
+    store: ModelStore,
     /// Bounds concurrent NSM calls, so a flood of attestation requests cannot take every blocking
     /// thread and the CPU from inference and model loading.
     attest_slots: tokio::sync::Semaphore,
@@ -38,17 +42,34 @@ pub const MAX_CONCURRENT_ATTESTATIONS: usize = 4;
 const ATTEST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Service {
+    /// A service with no KMS: sealed-model uploads are answered `KmsNotConfigured`.
     pub fn new(nsm: Arc<dyn Nsm>, key: ServerKey, engine: Arc<Engine>) -> Self {
+        let store = ModelStore::new(Arc::clone(&engine), None, StoreConfig::default());
+        Self::with_store(nsm, key, engine, store)
+    }
+
+    /// A service whose sealed-model uploads go to `store` (built over the same `engine`).
+    pub fn with_store(
+        nsm: Arc<dyn Nsm>,
+        key: ServerKey,
+        engine: Arc<Engine>,
+        store: ModelStore,
+    ) -> Self {
         Service {
             nsm,
             key,
             engine,
+            store,
             attest_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_ATTESTATIONS),
         }
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    pub fn model_store(&self) -> &ModelStore {
+        &self.store
     }
 
     /// Handles one request. Never panics on input; every failure becomes an error response.
@@ -60,13 +81,36 @@ impl Service {
             EnclaveRequest::LoadModel { model_id, onnx } => {
                 self.load_plaintext(model_id, onnx).await
             }
-            // The sealed-model store is not wired in yet (issue 3 in progress).
-            EnclaveRequest::LoadSealedModelBegin { .. }
-            | EnclaveRequest::LoadSealedModelChunk { .. }
-            | EnclaveRequest::LoadSealedModelEnd { .. } => EnclaveResponse::error(
-                ErrorCode::KmsNotConfigured,
-                "this enclave cannot load sealed models",
-            ),
+            EnclaveRequest::LoadSealedModelBegin {
+                header,
+                credentials,
+                host_time,
+            } => match self
+                .store
+                .begin(header, credentials, host_time, std::time::SystemTime::now())
+                .await
+            {
+                Ok((upload_id, sealed_len)) => EnclaveResponse::SealedModelReady {
+                    upload_id,
+                    sealed_len,
+                },
+                Err(e) => store_error(&e),
+            },
+            EnclaveRequest::LoadSealedModelChunk { upload_id, data } => {
+                match self.store.chunk(upload_id, data).await {
+                    Ok(received) => EnclaveResponse::SealedChunkAccepted {
+                        upload_id,
+                        received,
+                    },
+                    Err(e) => store_error(&e),
+                }
+            }
+            EnclaveRequest::LoadSealedModelEnd { upload_id } => {
+                match self.store.end(upload_id).await {
+                    Ok(info) => EnclaveResponse::ModelLoaded(info),
+                    Err(e) => store_error(&e),
+                }
+            }
         }
     }
 
@@ -200,6 +244,11 @@ impl Service {
             Err(_) => EnclaveResponse::error(ErrorCode::Internal, "model load task failed"),
         }
     }
+}
+
+/// The store's errors name stages, sizes, ids and KMS's own answer; never key material or bytes.
+fn store_error(e: &crate::model_store::StoreError) -> EnclaveResponse {
+    EnclaveResponse::error(e.code(), e.to_string())
 }
 
 fn seal_response(sealer: ResponseSealer, response: &InferResponse) -> EnclaveResponse {

@@ -5,13 +5,16 @@
 //! (for example with a 200 ms request timeout) without going through the command line.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use sealed_transport::Endpoint;
 
+use crate::credentials::{CredentialSourceKind, DEFAULT_REFRESH_MARGIN};
 use crate::enclave_pool::PoolConfig;
 use crate::model_loader::ModelSpec;
+use crate::proxy::{ProxyConfig, ProxySpec};
 
 /// Default number of persistent connections to the enclave.
 pub const DEFAULT_CONNECTIONS: usize = 4;
@@ -56,6 +59,41 @@ pub struct Args {
     /// refuses with `plaintext_models_disabled` and startup fails). Repeatable.
     #[arg(long = "load-model", value_name = "ID=PATH")]
     pub load_model: Vec<ModelSpec>,
+
+    /// Forward connections from the enclave on LISTEN (`vsock:3:8000` on Nitro, `unix:/PATH` in
+    /// simulation) to HOST:PORT, which must be in --proxy-allowlist. The enclave reaches KMS
+    /// through this; TLS runs end to end. Repeatable.
+    #[arg(
+        long = "kms-proxy",
+        value_name = "LISTEN=HOST:PORT",
+        requires = "proxy_allowlist"
+    )]
+    pub kms_proxy: Vec<ProxySpec>,
+
+    /// Allowlist for --kms-proxy remotes, in the AWS vsock-proxy YAML format
+    /// (`allowlist: - {address: kms.us-east-1.amazonaws.com, port: 443}`).
+    #[arg(long, value_name = "FILE")]
+    pub proxy_allowlist: Option<PathBuf>,
+
+    /// Where the AWS credentials handed to the enclave for KMS come from: `imds` (the instance
+    /// role, IMDSv2), `env` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), or
+    /// `none` (sealed models cannot be loaded).
+    #[arg(long, value_name = "SOURCE", value_enum, default_value_t = CredentialSourceKind::None)]
+    pub aws_credentials: CredentialSourceKind,
+
+    /// IMDS base URL for --aws-credentials imds (default: AWS_EC2_METADATA_SERVICE_ENDPOINT, else
+    /// http://169.254.169.254); the mock IMDS in simulation.
+    #[arg(long, value_name = "URL")]
+    pub imds_endpoint: Option<String>,
+
+    /// Load every `*.sealed` file in DIR at startup, in name order; startup fails if one fails.
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+
+    /// Address for the admin API (`POST /v1/admin/models`); off unless given. Bind it where only
+    /// operators can reach it: it has no authentication of its own.
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 /// Resolved configuration of a host instance.
@@ -72,6 +110,15 @@ pub struct Config {
     pub startup_timeout: Duration,
     pub model_load_timeout: Duration,
     pub models: Vec<ModelSpec>,
+    pub kms_proxies: Vec<ProxySpec>,
+    pub proxy_allowlist: Option<PathBuf>,
+    pub proxy: ProxyConfig,
+    pub aws_credentials: CredentialSourceKind,
+    pub imds_endpoint: Option<String>,
+    /// Cached credentials are fetched again this long before they expire.
+    pub credentials_refresh_margin: Duration,
+    pub models_dir: Option<PathBuf>,
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -87,6 +134,24 @@ impl Config {
             startup_timeout: DEFAULT_STARTUP_TIMEOUT,
             model_load_timeout: DEFAULT_MODEL_LOAD_TIMEOUT,
             models: Vec::new(),
+            kms_proxies: Vec::new(),
+            proxy_allowlist: None,
+            proxy: ProxyConfig::default(),
+            aws_credentials: CredentialSourceKind::None,
+            imds_endpoint: None,
+            credentials_refresh_margin: DEFAULT_REFRESH_MARGIN,
+            models_dir: None,
+            admin_listen: None,
+        }
+    }
+
+    /// Timeouts of sealed-model loads: `Begin` and each chunk get the request timeout, `End` (digest
+    /// check and plan building) the model-load timeout.
+    pub fn loader_config(&self) -> crate::sealed_loader::LoaderConfig {
+        crate::sealed_loader::LoaderConfig {
+            call_timeout: self.request_timeout,
+            finish_timeout: self.model_load_timeout,
+            ..crate::sealed_loader::LoaderConfig::default()
         }
     }
 
@@ -110,6 +175,12 @@ impl From<Args> for Config {
             request_timeout,
             http_timeout: request_timeout + HTTP_TIMEOUT_MARGIN,
             models: args.load_model,
+            kms_proxies: args.kms_proxy,
+            proxy_allowlist: args.proxy_allowlist,
+            aws_credentials: args.aws_credentials,
+            imds_endpoint: args.imds_endpoint,
+            models_dir: args.models_dir,
+            admin_listen: args.admin_listen,
             ..Config::new(args.enclave, args.listen)
         }
     }
@@ -134,6 +205,46 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_secs(30));
         assert!(c.http_timeout > c.request_timeout);
         assert!(c.models.is_empty());
+        assert!(c.kms_proxies.is_empty());
+        assert_eq!(c.aws_credentials, CredentialSourceKind::None);
+        assert!(c.admin_listen.is_none(), "the admin API is off by default");
+        assert!(c.models_dir.is_none());
+    }
+
+    #[test]
+    fn parses_sealed_model_flags() {
+        let c = parse(&[
+            "--enclave",
+            "unix:/e",
+            "--kms-proxy",
+            "unix:/tmp/kms.sock=localhost:4443",
+            "--kms-proxy",
+            "vsock:3:8000=kms.us-east-1.amazonaws.com:443",
+            "--proxy-allowlist",
+            "/etc/nitro_enclaves/vsock-proxy.yaml",
+            "--aws-credentials",
+            "imds",
+            "--imds-endpoint",
+            "http://127.0.0.1:1338",
+            "--models-dir",
+            "/models",
+            "--admin-listen",
+            "127.0.0.1:9090",
+        ])
+        .unwrap();
+        assert_eq!(c.kms_proxies.len(), 2);
+        assert_eq!(c.kms_proxies[1].remote_port, 443);
+        assert_eq!(c.aws_credentials, CredentialSourceKind::Imds);
+        assert_eq!(c.imds_endpoint.as_deref(), Some("http://127.0.0.1:1338"));
+        assert_eq!(c.models_dir, Some(PathBuf::from("/models")));
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_kms_proxy_needs_an_allowlist() {
+        assert!(parse(&["--enclave", "unix:/e", "--kms-proxy", "unix:/k=localhost:1"]).is_err());
+        assert!(parse(&["--enclave", "unix:/e", "--kms-proxy", "unix:/k"]).is_err());
+        assert!(parse(&["--enclave", "unix:/e", "--aws-credentials", "ec2"]).is_err());
     }
 
     #[test]

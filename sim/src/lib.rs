@@ -12,4 +12,5 @@
 
 pub mod assets;
 pub mod demo;
+pub mod imds;
 pub mod stack;

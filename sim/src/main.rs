@@ -28,6 +28,85 @@ enum Command {
     Demo,
     /// Start everything and keep it running; prints the host URL, mock root and PCR policy.
     Up,
+    /// Run the mock AWS KMS alone (simulation only) until interrupted.
+    Kms(Box<KmsArgs>),
+}
+
+/// `sealed-sim kms`: the mock KMS (see the `sealed-mock-kms` crate docs).
+#[derive(clap::Args, Clone)]
+struct KmsArgs {
+    /// Loopback address to listen on (port 0 picks one; the URL is printed).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Key state file (created 0600 if absent; keys persist across restarts).
+    #[arg(long)]
+    state: PathBuf,
+    /// Directory for the TLS material (kms-ca.pem, kms-cert.pem, kms-key.pem), generated if absent.
+    #[arg(long)]
+    tls_dir: PathBuf,
+    /// Mock Nitro root (PEM) that Recipient attestation documents must chain to; without it,
+    /// Recipient requests are refused.
+    #[arg(long)]
+    attestation_root: Option<PathBuf>,
+    /// JSON array of {access_key_id, secret_access_key, session_token?, principal_arn?};
+    /// takes precedence over the single-key flags and AWS_* variables.
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    secret_access_key: Option<String>,
+    #[arg(long, env = "AWS_SESSION_TOKEN", hide_env_values = true)]
+    session_token: Option<String>,
+    /// Principal the flag/env credentials authenticate as.
+    #[arg(long)]
+    principal_arn: Option<String>,
+    /// Region in the SigV4 scope and key ARNs.
+    #[arg(long, default_value = sealed_mock_kms::MOCK_REGION)]
+    region: String,
+}
+
+fn run_kms(args: &KmsArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let args = args.clone();
+    let credentials = match args.credentials {
+        Some(path) => sealed_mock_kms::load_credentials_file(&path)?,
+        None => match (args.access_key_id, args.secret_access_key) {
+            (Some(id), Some(secret)) => vec![sealed_mock_kms::Credential::new(
+                id,
+                secret,
+                args.session_token,
+                args.principal_arn,
+            )],
+            _ => anyhow::bail!(
+                "no credentials: pass --credentials FILE, or --access-key-id and \
+                 --secret-access-key (or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            ),
+        },
+    };
+    let mut config = sealed_mock_kms::Config::new(args.state, args.tls_dir);
+    config.listen = args.listen;
+    config.credentials = credentials;
+    config.region = args.region;
+    config.attestation_root = args
+        .attestation_root
+        .as_deref()
+        .map(sealed_mock_kms::load_attestation_root)
+        .transpose()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        let kms = sealed_mock_kms::spawn(config)
+            .await
+            .context("starting the mock KMS")?;
+        println!(
+            "mock KMS (simulation only) listening on {}",
+            kms.endpoint_url()
+        );
+        println!("TLS CA to trust explicitly: {}", kms.ca_file.display());
+        tokio::signal::ctrl_c().await?;
+        kms.shutdown().await;
+        Ok(())
+    })
 }
 
 fn main() {
@@ -47,6 +126,9 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Kms(args) = &cli.command {
+        return run_kms(args);
+    }
     let (workdir, _tmp) = demo::workdir(cli.workdir)?;
     let paths = stack::Paths {
         bin_dir: match cli.bin_dir {
@@ -57,7 +139,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         workdir,
         child_log: match cli.command {
             Command::Demo => "warn".to_string(),
-            Command::Up => "info".to_string(),
+            Command::Up | Command::Kms(_) => "info".to_string(),
         },
     };
     let runtime = tokio::runtime::Runtime::new()?;
@@ -65,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Demo => demo::demo(&paths).await,
             Command::Up => demo::up(&paths).await,
+            Command::Kms(_) => unreachable!("handled before the stack is set up"),
         }
     })
 }

@@ -55,6 +55,10 @@ pub enum EngineError {
     InferenceFailed(&'static str),
     #[error("model rejected: {0}")]
     ModelRejected(String),
+    /// The graph uses an ONNX operator tract does not implement. Which one is not said: the
+    /// message reaches the host, and a sealed model's structure is the owner's business.
+    #[error("the model uses an ONNX operator this engine does not implement")]
+    UnsupportedOperator,
     #[error("model is {len} bytes, over the maximum of {max}")]
     ModelTooLarge { len: usize, max: usize },
     #[error("invalid model id")]
@@ -78,6 +82,7 @@ impl EngineError {
             EngineError::InvalidTensor(_) | EngineError::OutputTooLarge => ErrorCode::InvalidTensor,
             EngineError::InferenceFailed(_) => ErrorCode::InferenceFailed,
             EngineError::ModelRejected(_) => ErrorCode::ModelRejected,
+            EngineError::UnsupportedOperator => ErrorCode::UnsupportedOperator,
             EngineError::ModelTooLarge { .. } => ErrorCode::ModelTooLarge,
             // The same code `sealed-wire` gives an invalid id in a decoded message.
             EngineError::InvalidModelId => ErrorCode::MalformedMessage,

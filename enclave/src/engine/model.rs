@@ -18,6 +18,7 @@ use tract_onnx::prelude::{
     TypedRunnableModel,
 };
 use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::tract_hir::ops::unimpl::UnimplementedOp;
 
 use super::EngineError;
 use super::convert::{self, OutputBudget};
@@ -155,6 +156,11 @@ impl LoadedModel {
             rejected("the ONNX graph could not be translated (unsupported operator?)")
         })?;
         drop(proto);
+        // tract turns an operator it has no builder for into an `UnimplementedOp` node, which
+        // only fails later, at typing: name the cause here.
+        if model.nodes().iter().any(|n| n.op_is::<UnimplementedOp>()) {
+            return Err(EngineError::UnsupportedOperator);
+        }
 
         let input_count = model.input_outlets().map(|o| o.len()).unwrap_or(0);
         let output_outlets = model

@@ -308,7 +308,6 @@ fn bad_model_bytes_are_rejected() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", b"this is not an onnx model at all".to_vec()),
         ("truncated", digits[..digits.len() / 2].to_vec()),
-        ("unsupported operator", unsupported),
         ("empty", vec![]),
     ];
     for (case, bytes) in cases {
@@ -319,6 +318,9 @@ fn bad_model_bytes_are_rejected() {
         );
         assert_eq!(err.code(), ErrorCode::ModelRejected);
     }
+    let err = e.load_model("m", &unsupported).unwrap_err();
+    assert!(matches!(err, EngineError::UnsupportedOperator), "{err:?}");
+    assert_eq!(err.code(), ErrorCode::UnsupportedOperator);
     assert!(e.models().is_empty());
     assert!(e.manifest().models.is_empty());
 }
@@ -520,6 +522,10 @@ fn every_error_maps_to_its_stable_code() {
         (
             EngineError::TooManyModels { max: 1 },
             ErrorCode::TooManyModels,
+        ),
+        (
+            EngineError::UnsupportedOperator,
+            ErrorCode::UnsupportedOperator,
         ),
         (EngineError::Busy, ErrorCode::Busy),
         (EngineError::Internal("x"), ErrorCode::Internal),

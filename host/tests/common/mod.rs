@@ -6,14 +6,15 @@
 //! come back out of order, as a real multi-worker enclave's do.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use sealed_host::{EnclavePool, PoolConfig};
 use sealed_transport::{BoxWrite, Endpoint, Listener};
-use sealed_wire::limits::MAX_FRAME_LEN;
+use sealed_wire::limits::{MAX_FRAME_LEN, MAX_UPLOAD_CHUNK_LEN};
 use sealed_wire::{
     EnclaveRequest, EnclaveResponse, ErrorCode, HealthStatus, ModelInfo, TensorSpec,
 };
@@ -271,4 +272,212 @@ pub async fn error_of(response: reqwest::Response) -> (u16, u16, String) {
         e["code"].as_u64().unwrap() as u16,
         e["name"].as_str().unwrap().to_string(),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealed-model uploads. The fake opens real sealed files (sealed-model format) with a fixed test
+// data key in place of KMS, so that it checks what a real enclave checks: the header, the order
+// and size of every chunk, the byte count, each tag and the digest.
+
+/// The data key the fake "KMS" releases for every file except [`DENIED_BLOB`].
+pub const TEST_DATA_KEY: [u8; 32] = [0x5a; 32];
+/// An `encrypted_data_key` whose key policy "denies" this enclave.
+pub const DENIED_BLOB: &[u8] = b"blob-denied-by-key-policy";
+pub const TEST_KEY_ARN: &str =
+    "arn:aws:kms:us-east-1:111122223333:key/0f4d8a8e-6f1c-4d55-9a31-3b2f3c1e9b77";
+
+/// Seals `plaintext` as the model owner's CLI would (with the test data key).
+pub fn seal_model(model_id: &str, plaintext: &[u8], chunk_size: u32, blob: &[u8]) -> Vec<u8> {
+    sealed_model::seal(
+        sealed_model::SealParams {
+            model_id: model_id.into(),
+            kms_key_id: TEST_KEY_ARN.into(),
+            encrypted_data_key: blob.to_vec(),
+            chunk_size,
+        },
+        &TEST_DATA_KEY,
+        plaintext,
+        [9; sealed_model::NONCE_PREFIX_LEN],
+    )
+    .unwrap()
+}
+
+/// A deterministic, incompressible-enough test "model".
+pub fn model_bytes(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8)
+        .collect()
+}
+
+/// What the fake saw of the upload protocol, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadEvent {
+    Begin {
+        header_len: usize,
+        access_key_id: String,
+        has_session_token: bool,
+    },
+    Chunk {
+        upload_id: u64,
+        len: usize,
+    },
+    End {
+        upload_id: u64,
+    },
+}
+
+struct Upload {
+    model_id: String,
+    sha384: Vec<u8>,
+    opener: sealed_model::Opener,
+    out: zeroize::Zeroizing<Vec<u8>>,
+    pending: Vec<u8>,
+    received: u64,
+    sealed_len: u64,
+}
+
+#[derive(Default)]
+pub struct Uploads {
+    next_id: AtomicU64,
+    open: StdMutex<HashMap<u64, Upload>>,
+    pub events: StdMutex<Vec<UploadEvent>>,
+}
+
+impl Uploads {
+    pub fn events(&self) -> Vec<UploadEvent> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn record(&self, event: UploadEvent) {
+        self.events.lock().unwrap().push(event);
+    }
+
+    /// Answers the three upload messages; `None` for any other request.
+    pub fn handle(&self, request: EnclaveRequest) -> Option<EnclaveResponse> {
+        use ErrorCode as E;
+        Some(match request {
+            EnclaveRequest::LoadSealedModelBegin {
+                header,
+                credentials,
+                host_time,
+            } => {
+                self.record(UploadEvent::Begin {
+                    header_len: header.len(),
+                    access_key_id: credentials.access_key_id.clone(),
+                    has_session_token: credentials.session_token.is_some(),
+                });
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs();
+                if credentials.validate().is_err() || host_time.abs_diff(now) > 300 {
+                    return Some(EnclaveResponse::error(
+                        E::KmsError,
+                        "bad credentials or clock",
+                    ));
+                }
+                let Ok((h, used)) = sealed_model::parse_header(&header) else {
+                    return Some(EnclaveResponse::error(E::ModelCorrupt, "bad header"));
+                };
+                if used != header.len() {
+                    return Some(EnclaveResponse::error(E::ModelCorrupt, "header length"));
+                }
+                if h.encrypted_data_key == DENIED_BLOB {
+                    return Some(EnclaveResponse::error(
+                        E::ModelAccessDenied,
+                        "KMS AccessDeniedException: the key policy does not allow this enclave",
+                    ));
+                }
+                let opener = sealed_model::Opener::new(&h, &header, &TEST_DATA_KEY).unwrap();
+                let sealed_len = h.sealed_len(used).unwrap() - used as u64;
+                let id = self.next_id.fetch_add(1, Ordering::SeqCst) + 1;
+                let out = opener.output_buffer().unwrap();
+                self.open.lock().unwrap().insert(
+                    id,
+                    Upload {
+                        model_id: h.model_id.clone(),
+                        sha384: h.plaintext_sha384.to_vec(),
+                        opener,
+                        out,
+                        pending: Vec::new(),
+                        received: 0,
+                        sealed_len,
+                    },
+                );
+                EnclaveResponse::SealedModelReady {
+                    upload_id: id,
+                    sealed_len,
+                }
+            }
+            EnclaveRequest::LoadSealedModelChunk { upload_id, data } => {
+                self.record(UploadEvent::Chunk {
+                    upload_id,
+                    len: data.len(),
+                });
+                let mut open = self.open.lock().unwrap();
+                let Some(upload) = open.get_mut(&upload_id) else {
+                    return Some(EnclaveResponse::error(E::UnknownUpload, "unknown upload"));
+                };
+                if data.is_empty() || data.len() > MAX_UPLOAD_CHUNK_LEN {
+                    open.remove(&upload_id);
+                    return Some(EnclaveResponse::error(E::MalformedMessage, "chunk size"));
+                }
+                if upload.received + data.len() as u64 > upload.sealed_len {
+                    open.remove(&upload_id);
+                    return Some(EnclaveResponse::error(E::ModelCorrupt, "too many bytes"));
+                }
+                upload.received += data.len() as u64;
+                upload.pending.extend_from_slice(&data);
+                while let Some(n) = upload.opener.next_chunk_len() {
+                    if upload.pending.len() < n {
+                        break;
+                    }
+                    let piece: Vec<u8> = upload.pending.drain(..n).collect();
+                    if upload.opener.open_chunk(&piece, &mut upload.out).is_err() {
+                        open.remove(&upload_id);
+                        return Some(EnclaveResponse::error(
+                            E::ModelCorrupt,
+                            "chunk failed authentication",
+                        ));
+                    }
+                }
+                EnclaveResponse::SealedChunkAccepted {
+                    upload_id,
+                    received: upload.received,
+                }
+            }
+            EnclaveRequest::LoadSealedModelEnd { upload_id } => {
+                self.record(UploadEvent::End { upload_id });
+                let Some(upload) = self.open.lock().unwrap().remove(&upload_id) else {
+                    return Some(EnclaveResponse::error(E::UnknownUpload, "unknown upload"));
+                };
+                if upload.received != upload.sealed_len || !upload.pending.is_empty() {
+                    return Some(EnclaveResponse::error(E::ModelCorrupt, "truncated"));
+                }
+                match upload.opener.finish() {
+                    Ok(()) => EnclaveResponse::ModelLoaded(ModelInfo {
+                        sha384: upload.sha384,
+                        ..model_info(&upload.model_id)
+                    }),
+                    Err(sealed_model::ModelFormatError::DigestMismatch) => {
+                        EnclaveResponse::error(E::ModelDigestMismatch, "digest mismatch")
+                    }
+                    Err(_) => EnclaveResponse::error(E::ModelCorrupt, "truncated"),
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// [`canned`] answers, plus real sealed-model uploads tracked in `uploads`.
+pub fn sealed_handler(uploads: Arc<Uploads>) -> Handler {
+    Arc::new(move |request| match request {
+        EnclaveRequest::LoadSealedModelBegin { .. }
+        | EnclaveRequest::LoadSealedModelChunk { .. }
+        | EnclaveRequest::LoadSealedModelEnd { .. } => {
+            Action::Reply(uploads.handle(request).unwrap())
+        }
+        other => canned(other),
+    })
 }

@@ -7,8 +7,10 @@
 //!   their size limits, the error body, and the fail-closed extraction of `CiphertextForRecipient`.
 //! - [`cms`]: parsing, decrypting and building the CMS EnvelopedData that KMS returns as
 //!   `CiphertextForRecipient` (BER, indefinite lengths), over a small bounded BER reader.
+//! - [`sigv4`]: SigV4 signing of KMS calls (over the `aws-sigv4` crate) and a server-side
+//!   verifier for the mock KMS, checked against the AWS signing test suite.
 //!
-//! What it does not do: HTTP, TLS, SigV4 signing, attestation, key policy. Callers bring the bytes,
+//! What it does not do: HTTP, TLS, attestation, key policy. Callers bring the bytes,
 //! the RSA key and the randomness; nothing here opens a socket or reads a clock.
 #![cfg_attr(
     not(test),
@@ -23,6 +25,7 @@
 pub mod api;
 mod ber;
 pub mod cms;
+pub mod sigv4;
 
 pub use ber::{BerError, MAX_DEPTH as BER_MAX_DEPTH, MAX_INPUT as BER_MAX_INPUT};
 pub use cms::{CmsError, DecryptError, EnvelopedRecipient};

@@ -1,0 +1,445 @@
+//! The enclave's KMS client: unwraps a sealed model's data key with `TrentService.Decrypt`, having
+//! KMS wrap the answer to a key only this enclave holds (DESIGN.md flow 4, nitro-facts.md §3).
+//!
+//! Per request: a fresh RSA-2048 key pair ([`recipient`]), an NSM attestation document carrying
+//! its DER SubjectPublicKeyInfo as `public_key`, a `Decrypt` body with
+//! `Recipient = {AttestationDocument, KeyEncryptionAlgorithm: RSAES_OAEP_SHA_256}`, SigV4-signed
+//! (`sealed_kms::sigv4`) with the credentials the host passed in, sent over TLS that ends here,
+//! through the host's byte proxy ([`https`]). The answer's `CiphertextForRecipient` (CMS
+//! EnvelopedData) is opened with the private key; a response carrying `Plaintext` is refused
+//! (`sealed_kms::api::decrypt_response_for_recipient` fails closed).
+//!
+//! What it does not do: choose credentials (the host's, bounded and redacted in `sealed-wire`),
+//! trust the host's clock blindly (the model store checks skew before calling), keep connections
+//! open, or log anything but key ids, regions, statuses and error kinds.
+//!
+//! # Layout
+//! - [`KmsClient`], [`KmsConfig`], [`KmsEndpoint`]: configuration and the Decrypt call (here).
+//! - [`DataKeySource`]: what the model store needs; [`KmsClient`] implements it, tests fake it.
+//! - [`KmsError`]: failures with their stable wire codes.
+//! - [`recipient`]: the RSA key pair. [`https`]: one POST over TLS over the proxied stream.
+
+pub mod https;
+pub mod recipient;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustls_pki_types::ServerName;
+use sealed_kms::api::{self, Blob, DecryptRequest, KmsErrorBody, KmsErrorKind, Recipient};
+use sealed_kms::sigv4::{self, SigningCredentials};
+use sealed_transport::Endpoint;
+use sealed_wire::{AwsCredentials, ErrorCode};
+use zeroize::Zeroizing;
+
+use crate::nsm::{self, Nsm};
+use https::{HttpsError, HttpsTarget};
+
+/// A 32-byte AES-256 data key, wiped on drop.
+pub type DataKey = Zeroizing<[u8; sealed_model::DATA_KEY_LEN]>;
+
+/// What the model store asks for: the data key in `ciphertext_blob`, released by KMS.
+pub struct DataKeyRequest<'a> {
+    /// The sealed header's `kms_key_id` (key ARN, alias or key id).
+    pub key_id: &'a str,
+    /// The sealed header's `encrypted_data_key` (a KMS `CiphertextBlob`).
+    pub ciphertext_blob: &'a [u8],
+    pub credentials: &'a AwsCredentials,
+    /// The SigV4 signing time (the host's, once the store has checked it against our clock).
+    pub signing_time: SystemTime,
+}
+
+/// A boxed future, so that [`DataKeySource`] can be used as a trait object.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where data keys come from: KMS in the enclave, a fake in tests.
+pub trait DataKeySource: Send + Sync {
+    fn data_key<'a>(
+        &'a self,
+        request: DataKeyRequest<'a>,
+    ) -> BoxFuture<'a, Result<DataKey, KmsError>>;
+}
+
+/// Why a data key was not released. Messages carry statuses, AWS error types and AWS's own
+/// message (which names keys and principals, never key material).
+#[derive(Debug, thiserror::Error)]
+pub enum KmsError {
+    #[error("KMS refused access to the data key: {0}")]
+    AccessDenied(String),
+    #[error("KMS is unavailable: {0}")]
+    Unavailable(String),
+    #[error("KMS error: {0}")]
+    Service(String),
+    #[error("cannot tell the KMS region from key id `{0}`; start the enclave with --kms-region")]
+    NoRegion(String),
+    #[error("cannot sign the KMS request: {0}")]
+    Signing(#[from] sigv4::SigV4Error),
+    #[error("KMS response rejected: {0}")]
+    BadResponse(#[from] api::RecipientResponseError),
+    #[error("the data key released by KMS could not be opened")]
+    Unwrap,
+    #[error("KMS released a data key of {0} bytes, expected 32")]
+    DataKeyLength(usize),
+    #[error("NSM attestation for KMS failed: {0}")]
+    Attestation(String),
+    #[error("internal KMS client error: {0}")]
+    Internal(&'static str),
+}
+
+impl KmsError {
+    /// The stable code the host receives (contract: AccessDeniedException → ModelAccessDenied;
+    /// network, TLS, 5xx and throttling → KmsUnavailable; everything else KMS says → KmsError).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            KmsError::AccessDenied(_) => ErrorCode::ModelAccessDenied,
+            KmsError::Unavailable(_) => ErrorCode::KmsUnavailable,
+            KmsError::Service(_)
+            | KmsError::NoRegion(_)
+            | KmsError::Signing(_)
+            | KmsError::BadResponse(_)
+            | KmsError::Unwrap
+            | KmsError::DataKeyLength(_) => ErrorCode::KmsError,
+            KmsError::Attestation(_) => ErrorCode::AttestationUnavailable,
+            KmsError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<HttpsError> for KmsError {
+    fn from(e: HttpsError) -> Self {
+        match e {
+            // A body over our limit is not an outage: KMS (or something posing as it) said
+            // something no KMS response says.
+            HttpsError::TooLarge { .. } | HttpsError::Request(_) => {
+                KmsError::Service(e.to_string())
+            }
+            _ => KmsError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// `HOST[:PORT]` of the KMS endpoint (port 443 when omitted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsEndpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why a `--kms-endpoint` was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid KMS endpoint `{0}`: expected HOST[:PORT] (a DNS name, no scheme or path)")]
+pub struct EndpointParseError(String);
+
+impl FromStr for KmsEndpoint {
+    type Err = EndpointParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || EndpointParseError(s.chars().take(100).collect());
+        let (host, port) = match s.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse::<u16>().map_err(|_| bad())?),
+            None => (s, 443),
+        };
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid || port == 0 {
+            return Err(bad());
+        }
+        Ok(KmsEndpoint {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl KmsEndpoint {
+    /// The regional endpoint `kms.<region>.<dns suffix>:443` (sdk-c `source/rest.c`; China
+    /// regions use `amazonaws.com.cn`).
+    pub fn for_region(region: &str) -> KmsEndpoint {
+        let suffix = if region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        KmsEndpoint {
+            host: format!("kms.{region}.{suffix}"),
+            port: 443,
+        }
+    }
+
+    /// The `Host` header value: with `:port` only when it is not 443 (RFC 9110 §7.2).
+    pub fn host_header(&self) -> String {
+        if self.port == 443 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for KmsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Which TLS roots to trust for KMS.
+#[derive(Clone)]
+pub enum TrustRoots {
+    /// The public web PKI (webpki-roots): the only choice in production builds.
+    WebPki,
+    /// Exactly these certificates (DER). Simulation builds only (`--kms-ca`), and unit tests.
+    #[cfg(any(test, feature = "simulation"))]
+    Only(Vec<rustls_pki_types::CertificateDer<'static>>),
+}
+
+/// KMS settings from the command line.
+#[derive(Clone)]
+pub struct KmsConfig {
+    /// The host's proxy to KMS (`vsock:3:8000` on Nitro).
+    pub proxy: Endpoint,
+    /// Overrides `kms.<region>.amazonaws.com:443` (the mock KMS in simulation).
+    pub endpoint: Option<KmsEndpoint>,
+    /// Used when the key id is not an ARN (an alias name or a bare key id).
+    pub region: Option<String>,
+    pub roots: TrustRoots,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+impl KmsConfig {
+    /// Defaults: web PKI roots, 10 s to connect and handshake, 30 s for the whole call.
+    pub fn new(proxy: Endpoint) -> KmsConfig {
+        KmsConfig {
+            proxy,
+            endpoint: None,
+            region: None,
+            roots: TrustRoots::WebPki,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the KMS client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KmsConfigError {
+    #[error("invalid KMS region `{0}`")]
+    Region(String),
+    #[error("KMS TLS settings: {0}")]
+    Tls(String),
+    #[error("KMS CA certificate: {0}")]
+    Ca(String),
+}
+
+/// Reads a PEM file's certificates as the only KMS trust roots (simulation's `--kms-ca`).
+#[cfg(any(test, feature = "simulation"))]
+pub fn roots_from_pem(pem: &[u8]) -> Result<TrustRoots, KmsConfigError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| KmsConfigError::Ca(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(KmsConfigError::Ca("no certificate in the file".into()));
+    }
+    Ok(TrustRoots::Only(certs))
+}
+
+/// The KMS client. Cheap to share behind an `Arc`.
+pub struct KmsClient {
+    config: KmsConfig,
+    nsm: Arc<dyn Nsm>,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+/// Region names: `us-east-1`, `cn-north-1`, `us-gov-west-1`…: lowercase letters, digits, dashes.
+fn valid_region(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 32
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The region of a key or alias ARN: `arn:<partition>:kms:<region>:<account>:<resource>`.
+pub fn region_from_key_id(key_id: &str) -> Option<&str> {
+    let mut parts = key_id.splitn(6, ':');
+    let (arn, _partition, service, region) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (arn == "arn" && service == "kms" && valid_region(region)).then_some(region)
+}
+
+impl KmsClient {
+    pub fn new(config: KmsConfig, nsm: Arc<dyn Nsm>) -> Result<KmsClient, KmsConfigError> {
+        if let Some(region) = &config.region
+            && !valid_region(region)
+        {
+            return Err(KmsConfigError::Region(region.clone()));
+        }
+        let roots = match &config.roots {
+            TrustRoots::WebPki => https::web_pki_roots(),
+            #[cfg(any(test, feature = "simulation"))]
+            TrustRoots::Only(certs) => {
+                let mut store = rustls::RootCertStore::empty();
+                for cert in certs {
+                    store
+                        .add(cert.clone())
+                        .map_err(|e| KmsConfigError::Ca(e.to_string()))?;
+                }
+                store
+            }
+        };
+        let tls = https::client_config(roots).map_err(|e| KmsConfigError::Tls(e.to_string()))?;
+        Ok(KmsClient {
+            config,
+            nsm,
+            tls: Arc::new(tls),
+        })
+    }
+
+    /// The region a key id is used in: from its ARN, else `--kms-region`.
+    fn region_for<'a>(&'a self, key_id: &'a str) -> Result<&'a str, KmsError> {
+        region_from_key_id(key_id)
+            .or(self.config.region.as_deref())
+            .ok_or_else(|| KmsError::NoRegion(key_id.chars().take(200).collect()))
+    }
+
+    fn endpoint_for(&self, region: &str) -> KmsEndpoint {
+        self.config
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| KmsEndpoint::for_region(region))
+    }
+
+    /// `TrentService.Decrypt` with a `Recipient`; returns the 32-byte data key.
+    async fn decrypt(&self, request: DataKeyRequest<'_>) -> Result<DataKey, KmsError> {
+        let region = self.region_for(request.key_id)?;
+        let endpoint = self.endpoint_for(region);
+        let server_name = ServerName::try_from(endpoint.host.clone())
+            .map_err(|_| KmsError::Internal("KMS host is not a valid TLS server name"))?;
+
+        // A fresh recipient key and a fresh document for this request (recipient.rs says why).
+        let pair = recipient::generate()
+            .await
+            .map_err(|_| KmsError::Internal("recipient key generation failed"))?;
+        let spki = pair.spki_der().to_vec();
+        let nsm = Arc::clone(&self.nsm);
+        // sdk-c `aws_attestation_request` sets only `public_key`; KMS reads nothing else.
+        let document =
+            tokio::task::spawn_blocking(move || nsm::attest(nsm.as_ref(), Some(spki), None, None))
+                .await
+                .map_err(|_| KmsError::Internal("attestation task failed"))?
+                .map_err(|e| KmsError::Attestation(e.to_string()))?;
+
+        let body = serde_json::to_vec(&DecryptRequest {
+            ciphertext_blob: Blob(request.ciphertext_blob.to_vec()),
+            // Naming the key makes KMS refuse a blob wrapped under another key (IncorrectKeyException).
+            key_id: Some(request.key_id.to_owned()),
+            recipient: Some(Recipient::new(document)),
+            ..Default::default()
+        })
+        .map_err(|_| KmsError::Internal("Decrypt request encoding failed"))?;
+        let credentials = request.credentials;
+        let headers = sigv4::sign_kms_request(
+            &SigningCredentials {
+                access_key_id: &credentials.access_key_id,
+                secret_access_key: &credentials.secret_access_key,
+                session_token: credentials.session_token.as_ref().map(|t| t.as_str()),
+            },
+            region,
+            &endpoint.host_header(),
+            api::Operation::Decrypt.target(),
+            &body,
+            request.signing_time,
+        )?;
+
+        let target = HttpsTarget {
+            proxy: self.config.proxy.clone(),
+            server_name,
+            tls: Arc::clone(&self.tls),
+            connect_timeout: self.config.connect_timeout,
+            request_timeout: self.config.request_timeout,
+            max_response_len: api::MAX_MESSAGE_LEN,
+        };
+        let started = std::time::Instant::now();
+        let response = https::post(&target, &headers, body).await?;
+        tracing::info!(
+            region,
+            endpoint = %endpoint,
+            status = response.status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "KMS Decrypt answered"
+        );
+        if response.status != 200 {
+            return Err(service_error(response.status, &response.body));
+        }
+        let enveloped = api::decrypt_response_for_recipient(&response.body)?;
+        // RSA-OAEP decryption with blinding, then AES-256-CBC: CPU work, off the reactor.
+        let plaintext = tokio::task::spawn_blocking(move || {
+            let mut rng = crate::rng::os_rng();
+            sealed_kms::cms::decrypt(&enveloped, pair.private_key(), &mut rng)
+        })
+        .await
+        .map_err(|_| KmsError::Internal("CMS decryption task failed"))?
+        .map_err(|_| KmsError::Unwrap)?;
+        let mut key: DataKey = Zeroizing::new([0u8; sealed_model::DATA_KEY_LEN]);
+        if plaintext.len() != key.len() {
+            return Err(KmsError::DataKeyLength(plaintext.len()));
+        }
+        key.copy_from_slice(&plaintext);
+        Ok(key)
+    }
+}
+
+impl DataKeySource for KmsClient {
+    fn data_key<'a>(
+        &'a self,
+        request: DataKeyRequest<'a>,
+    ) -> BoxFuture<'a, Result<DataKey, KmsError>> {
+        Box::pin(self.decrypt(request))
+    }
+}
+
+/// Longest piece of AWS's error message passed on.
+const MAX_KMS_MESSAGE_LEN: usize = 200;
+
+/// Maps a non-200 answer: the awsJson error body (`{"__type", "message"}`) when there is one.
+fn service_error(status: u16, body: &[u8]) -> KmsError {
+    let parsed: Option<KmsErrorBody> = serde_json::from_slice(body).ok();
+    let (kind, message) = match &parsed {
+        Some(b) => (Some(b.kind()), b.message.as_deref().unwrap_or("")),
+        None => (None, ""),
+    };
+    // Printable characters only, bounded: it ends up in the host's logs and API answers.
+    let message: String = message
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_KMS_MESSAGE_LEN)
+        .collect();
+    let kind_name = kind.as_ref().map_or("no error type", |k| k.as_str());
+    let text = if message.is_empty() {
+        format!("HTTP {status}, {kind_name}")
+    } else {
+        format!("HTTP {status}, {kind_name}: {message}")
+    };
+    match kind {
+        Some(KmsErrorKind::AccessDenied) => KmsError::AccessDenied(text),
+        Some(
+            KmsErrorKind::Throttling
+            | KmsErrorKind::KeyUnavailable
+            | KmsErrorKind::DependencyTimeout
+            | KmsErrorKind::Internal,
+        ) => KmsError::Unavailable(text),
+        _ if status >= 500 || status == 429 => KmsError::Unavailable(text),
+        _ => KmsError::Service(text),
+    }
+}
+
+#[cfg(test)]
+mod tests;
