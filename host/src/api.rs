@@ -210,6 +210,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::UnsupportedOperator => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::KmsUnavailable | ErrorCode::KmsNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::KmsError | ErrorCode::UnknownUpload => StatusCode::BAD_GATEWAY,
+        // An upload under an id that is already served: the operator's request conflicts.
+        ErrorCode::ModelAlreadyLoaded => StatusCode::CONFLICT,
         // The host builds these messages, so a framing or schema complaint from the enclave is
         // not the client's fault.
         ErrorCode::MalformedFrame
@@ -217,7 +219,6 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         | ErrorCode::InferenceFailed
         | ErrorCode::ModelRejected
         | ErrorCode::PlaintextModelsDisabled
-        | ErrorCode::ModelAlreadyLoaded
         | ErrorCode::TooManyModels
         | ErrorCode::Internal
         | ErrorCode::Unknown(_) => StatusCode::BAD_GATEWAY,

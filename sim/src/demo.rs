@@ -166,10 +166,27 @@ async fn run_demo(paths: &Paths, aws: &SimAws, stack: &Stack, digits: &Digits) -
     let file = std::fs::read(&sealed.path)
         .with_context(|| format!("reading {}", sealed.path.display()))?;
 
+    // A sealed file with one flipped bit is refused: every chunk is authenticated.
+    let mut tampered = file.clone();
+    if let Some(last) = tampered.last_mut() {
+        *last ^= 0x01;
+    }
+    match upload(stack, tampered).await? {
+        Upload::Loaded(_) => bail!("the enclave loaded a tampered sealed model"),
+        Upload::Refused { status, name, .. } => {
+            if name != "model_corrupt" {
+                bail!("a tampered sealed model gave {status} {name}, expected model_corrupt");
+            }
+            println!(
+                "[5] the sealed file with one bit flipped is refused (the key is released, a chunk fails authentication): {status} {name}"
+            );
+        }
+    }
+
     let started = Instant::now();
     match upload(stack, file.clone()).await? {
         Upload::Loaded(info) => println!(
-            "[5] host uploads the sealed file; the enclave attests to KMS (RSA key in the NSM document), unwraps the data key, decrypts and loads {:?} in {:.0} ms",
+            "[6] host uploads the sealed file; the enclave attests to KMS (RSA key in the NSM document), unwraps the data key, decrypts and loads {:?} in {:.0} ms",
             info["model_id"].as_str().unwrap_or_default(),
             ms(started.elapsed())
         ),
@@ -190,7 +207,7 @@ async fn run_demo(paths: &Paths, aws: &SimAws, stack: &Stack, digits: &Digits) -
     let session = client.attest().await.context("attestation")?;
     let doc = session.document();
     println!(
-        "[6] attestation verified in {:.1} ms: ES384 signature, chain to the mock root, PCR0 matches, fresh nonce echoed, manifest committed in user_data lists the sealed model's digest",
+        "[7] attestation verified in {:.1} ms: ES384 signature, chain to the mock root, PCR0 matches, fresh nonce echoed, manifest committed in user_data lists the sealed model's digest",
         ms(started.elapsed())
     );
     println!("      module_id {}", doc.module_id);
@@ -203,7 +220,7 @@ async fn run_demo(paths: &Paths, aws: &SimAws, stack: &Stack, digits: &Digits) -
     }
 
     println!(
-        "[7] sealed inferences (inputs sealed to the attested key; the host sees ciphertext only):"
+        "[8] sealed inferences (inputs sealed to the attested key; the host sees ciphertext only):"
     );
     let mut correct = 0usize;
     let mut total = 0usize;
@@ -254,21 +271,6 @@ async fn run_demo(paths: &Paths, aws: &SimAws, stack: &Stack, digits: &Digits) -
     println!("      {correct}/{total} digits classified correctly");
     if mismatches > 0 {
         bail!("{mismatches} input(s) gave outputs that differ from the model's expected outputs");
-    }
-
-    // A sealed file with one flipped bit is refused: every chunk is authenticated.
-    let mut tampered = file.clone();
-    if let Some(last) = tampered.last_mut() {
-        *last ^= 0x01;
-    }
-    match upload(stack, tampered).await? {
-        Upload::Loaded(_) => bail!("the enclave loaded a tampered sealed model"),
-        Upload::Refused { status, name, .. } => {
-            if name != "model_corrupt" {
-                bail!("a tampered sealed model gave {status} {name}, expected model_corrupt");
-            }
-            println!("[8] the same file with one bit flipped is refused: {status} {name}");
-        }
     }
 
     // An enclave built differently measures differently, and KMS refuses it the key.
