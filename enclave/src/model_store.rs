@@ -497,6 +497,21 @@ impl ModelStore {
         result
     }
 
+    /// Ends an upload the host gave up on: wipes what it holds and releases its model id now.
+    /// Waits for a chunk being decrypted to finish first.
+    pub async fn abort(&self, upload_id: u64) -> Result<(), StoreError> {
+        let mut upload = self.get(upload_id)?.lock_owned().await;
+        if upload.closed {
+            return Err(StoreError::UnknownUpload(upload_id));
+        }
+        let model_id = upload.model_id.clone();
+        upload.close();
+        drop(upload);
+        drop(self.take(upload_id, &model_id));
+        tracing::info!(upload_id, model_id = %model_id, "sealed model upload aborted by the host");
+        Ok(())
+    }
+
     /// Drops uploads idle since before `now - idle_timeout`, wiping what they hold. Uploads busy
     /// with a chunk are active and left alone. Returns how many were dropped.
     pub fn expire_idle(&self, now: Instant) -> usize {

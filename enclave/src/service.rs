@@ -111,6 +111,12 @@ impl Service {
                     Err(e) => store_error(&e),
                 }
             }
+            EnclaveRequest::LoadSealedModelAbort { upload_id } => {
+                match self.store.abort(upload_id).await {
+                    Ok(()) => EnclaveResponse::SealedUploadAborted { upload_id },
+                    Err(e) => store_error(&e),
+                }
+            }
         }
     }
 

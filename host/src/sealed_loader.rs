@@ -186,6 +186,43 @@ where
         header_len, sealed_len, "sealed model upload started"
     );
 
+    // 3–4. The body; on any failure the enclave is told to drop the upload at once, so the
+    // model id is free for a retry instead of waiting for the enclave's idle expiry.
+    if let Err(e) = send_body(pool, &mut reader, upload_id, sealed_len, chunk_len, config).await {
+        abort(pool, upload_id, config).await;
+        return Err(e);
+    }
+
+    let end = EnclaveRequest::LoadSealedModelEnd { upload_id };
+    match pool.call_with_timeout(&end, config.finish_timeout).await? {
+        EnclaveResponse::ModelLoaded(model) => {
+            info!(
+                upload_id,
+                model_id = %model.model_id,
+                sha384 = %hex::encode(&model.sha384),
+                sealed_len,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "sealed model loaded"
+            );
+            Ok(model)
+        }
+        EnclaveResponse::Error(e) => Err(refused(e)),
+        _ => Err(LoadError::Protocol("expected ModelLoaded")),
+    }
+}
+
+/// Streams exactly `sealed_len` bytes after the header and checks that the file ends there.
+async fn send_body<R>(
+    pool: &EnclavePool,
+    reader: &mut R,
+    upload_id: u64,
+    sealed_len: u64,
+    chunk_len: usize,
+    config: &LoaderConfig,
+) -> Result<(), LoadError>
+where
+    R: AsyncRead + Unpin,
+{
     // 3. Exactly `sealed_len` bytes, in pieces, each acknowledged with the running count. One
     // buffer, moved into each request and taken back after the call.
     let mut sent: u64 = 0;
@@ -194,7 +231,7 @@ where
     while sent < sealed_len {
         let want = usize::try_from(sealed_len - sent).map_or(chunk_len, |r| r.min(chunk_len));
         buf.resize(want, 0);
-        let got = read_full(&mut reader, &mut buf, config.read_timeout).await?;
+        let got = read_full(reader, &mut buf, config.read_timeout).await?;
         if got < want {
             return Err(LoadError::Truncated {
                 expected: sealed_len,
@@ -228,25 +265,21 @@ where
 
     // 4. The file must end exactly here: trailing bytes mean a corrupt or concatenated file.
     let mut probe = [0u8; 1];
-    if read_full(&mut reader, &mut probe, config.read_timeout).await? != 0 {
+    if read_full(reader, &mut probe, config.read_timeout).await? != 0 {
         return Err(LoadError::TrailingData);
     }
 
-    let end = EnclaveRequest::LoadSealedModelEnd { upload_id };
-    match pool.call_with_timeout(&end, config.finish_timeout).await? {
-        EnclaveResponse::ModelLoaded(model) => {
-            info!(
-                upload_id,
-                model_id = %model.model_id,
-                sha384 = %hex::encode(&model.sha384),
-                sealed_len,
-                duration_ms = started.elapsed().as_millis() as u64,
-                "sealed model loaded"
-            );
-            Ok(model)
+    Ok(())
+}
+
+/// Best effort: the upload may already be gone (a chunk the enclave refused ends it there).
+async fn abort(pool: &EnclavePool, upload_id: u64, config: &LoaderConfig) {
+    let request = EnclaveRequest::LoadSealedModelAbort { upload_id };
+    match pool.call_with_timeout(&request, config.call_timeout).await {
+        Ok(EnclaveResponse::SealedUploadAborted { .. }) => {
+            info!(upload_id, "sealed model upload aborted")
         }
-        EnclaveResponse::Error(e) => Err(refused(e)),
-        _ => Err(LoadError::Protocol("expected ModelLoaded")),
+        Ok(_) | Err(_) => {}
     }
 }
 

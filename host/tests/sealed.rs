@@ -133,12 +133,18 @@ async fn a_truncated_file_is_refused_before_end() {
         .unwrap_err();
     assert!(matches!(err, LoadError::Truncated { .. }), "{err}");
     assert_eq!(err.code(), ErrorCode::ModelCorrupt);
+    let events = uploads.events();
+    assert!(!events.iter().any(|e| matches!(e, UploadEvent::End { .. })));
+    // The enclave is told at once, so the model id is free for a retry.
     assert!(
-        !uploads
-            .events()
-            .iter()
-            .any(|e| matches!(e, UploadEvent::End { .. }))
+        matches!(events.last(), Some(UploadEvent::Abort { .. })),
+        "{events:?}"
     );
+    let whole =
+        sealed_loader::load_sealed(&pool, &file[..], credentials(), &LoaderConfig::default())
+            .await
+            .unwrap();
+    assert_eq!(whole.model_id, "m");
 }
 
 #[tokio::test]

@@ -462,6 +462,24 @@ async fn idle_uploads_expire_and_release_their_model_id() {
 }
 
 #[tokio::test]
+async fn an_aborted_upload_is_wiped_and_releases_its_model_id_at_once() {
+    let store = new_store(FakeKms::new(Answer::Release));
+    let (header, body) = split(&seal_as("digits", DIGITS));
+    let (id, _) = begin(&store, &header).await.unwrap();
+    store.chunk(id, body[..100].to_vec()).await.unwrap();
+    store.abort(id).await.unwrap();
+    assert_eq!(store.uploads_in_progress(), 0);
+    assert_eq!(
+        code(store.chunk(id, body[100..].to_vec()).await),
+        ErrorCode::UnknownUpload
+    );
+    assert_eq!(code(store.abort(id).await), ErrorCode::UnknownUpload);
+    let (id, _) = begin(&store, &header).await.unwrap();
+    store.chunk(id, body).await.unwrap();
+    store.end(id).await.unwrap();
+}
+
+#[tokio::test]
 async fn inference_is_served_while_an_upload_is_in_progress() {
     let store = new_store(FakeKms::new(Answer::Release));
     upload(&store, &seal_as("digits", DIGITS), &[])

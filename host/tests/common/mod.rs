@@ -177,7 +177,8 @@ pub fn canned(request: EnclaveRequest) -> Action {
         }
         EnclaveRequest::LoadSealedModelBegin { .. }
         | EnclaveRequest::LoadSealedModelChunk { .. }
-        | EnclaveRequest::LoadSealedModelEnd { .. } => {
+        | EnclaveRequest::LoadSealedModelEnd { .. }
+        | EnclaveRequest::LoadSealedModelAbort { .. } => {
             EnclaveResponse::error(ErrorCode::KmsNotConfigured, "canned enclave")
         }
     })
@@ -324,6 +325,9 @@ pub enum UploadEvent {
     End {
         upload_id: u64,
     },
+    Abort {
+        upload_id: u64,
+    },
 }
 
 struct Upload {
@@ -465,6 +469,13 @@ impl Uploads {
                     Err(_) => EnclaveResponse::error(E::ModelCorrupt, "truncated"),
                 }
             }
+            EnclaveRequest::LoadSealedModelAbort { upload_id } => {
+                self.record(UploadEvent::Abort { upload_id });
+                if self.open.lock().unwrap().remove(&upload_id).is_none() {
+                    return Some(EnclaveResponse::error(E::UnknownUpload, "unknown upload"));
+                }
+                EnclaveResponse::SealedUploadAborted { upload_id }
+            }
             _ => return None,
         })
     }
@@ -475,7 +486,8 @@ pub fn sealed_handler(uploads: Arc<Uploads>) -> Handler {
     Arc::new(move |request| match request {
         EnclaveRequest::LoadSealedModelBegin { .. }
         | EnclaveRequest::LoadSealedModelChunk { .. }
-        | EnclaveRequest::LoadSealedModelEnd { .. } => {
+        | EnclaveRequest::LoadSealedModelEnd { .. }
+        | EnclaveRequest::LoadSealedModelAbort { .. } => {
             Action::Reply(uploads.handle(request).unwrap())
         }
         other => canned(other),

@@ -226,6 +226,12 @@ pub enum EnclaveRequest {
     LoadSealedModelEnd {
         upload_id: u64,
     },
+    /// The host gives up on an upload (the file was short, a read stalled, the client went away):
+    /// the enclave wipes what it holds and releases the model id at once instead of waiting for
+    /// the idle expiry. Answered by [`EnclaveResponse::SealedUploadAborted`].
+    LoadSealedModelAbort {
+        upload_id: u64,
+    },
 }
 
 // Model bytes and sealed payloads never reach a log through Debug.
@@ -263,6 +269,9 @@ impl std::fmt::Debug for EnclaveRequest {
             EnclaveRequest::LoadSealedModelEnd { upload_id } => {
                 write!(f, "LoadSealedModelEnd {{ upload_id: {upload_id} }}")
             }
+            EnclaveRequest::LoadSealedModelAbort { upload_id } => {
+                write!(f, "LoadSealedModelAbort {{ upload_id: {upload_id} }}")
+            }
         }
     }
 }
@@ -299,7 +308,8 @@ impl EnclaveRequest {
             EnclaveRequest::LoadSealedModelChunk { data, .. } => {
                 check_len("data", data.len(), 1, MAX_UPLOAD_CHUNK_LEN)?
             }
-            EnclaveRequest::LoadSealedModelEnd { .. } => {}
+            EnclaveRequest::LoadSealedModelEnd { .. }
+            | EnclaveRequest::LoadSealedModelAbort { .. } => {}
         }
         Ok(msg)
     }
@@ -334,6 +344,10 @@ pub enum EnclaveResponse {
         upload_id: u64,
         received: u64,
     },
+    /// The upload is gone and its model id free again.
+    SealedUploadAborted {
+        upload_id: u64,
+    },
     Error(WireError),
 }
 
@@ -365,6 +379,9 @@ impl std::fmt::Debug for EnclaveResponse {
                 f,
                 "SealedChunkAccepted {{ upload_id: {upload_id}, received: {received} }}"
             ),
+            EnclaveResponse::SealedUploadAborted { upload_id } => {
+                write!(f, "SealedUploadAborted {{ upload_id: {upload_id} }}")
+            }
             EnclaveResponse::Error(e) => f.debug_tuple("Error").field(e).finish(),
         }
     }
@@ -395,7 +412,8 @@ impl EnclaveResponse {
             }
             EnclaveResponse::ModelLoaded(_)
             | EnclaveResponse::SealedModelReady { .. }
-            | EnclaveResponse::SealedChunkAccepted { .. } => {}
+            | EnclaveResponse::SealedChunkAccepted { .. }
+            | EnclaveResponse::SealedUploadAborted { .. } => {}
         }
         Ok(msg)
     }
@@ -507,6 +525,7 @@ mod tests {
                 data: PATTERN.to_vec(),
             },
             EnclaveRequest::LoadSealedModelEnd { upload_id: 7 },
+            EnclaveRequest::LoadSealedModelAbort { upload_id: 7 },
         ] {
             let enc = req.encode().unwrap();
             assert_eq!(EnclaveRequest::decode(&enc).unwrap(), req);
@@ -908,6 +927,7 @@ mod tests {
                 upload_id: 3,
                 received: 4096,
             },
+            EnclaveResponse::SealedUploadAborted { upload_id: 3 },
             EnclaveResponse::error(ErrorCode::Busy, "queue full"),
         ] {
             assert_eq!(

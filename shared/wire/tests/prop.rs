@@ -104,6 +104,7 @@ fn enclave_request() -> impl Strategy<Value = EnclaveRequest> {
         (any::<u64>(), vec(any::<u8>(), 1..512))
             .prop_map(|(upload_id, data)| EnclaveRequest::LoadSealedModelChunk { upload_id, data }),
         any::<u64>().prop_map(|upload_id| EnclaveRequest::LoadSealedModelEnd { upload_id }),
+        any::<u64>().prop_map(|upload_id| EnclaveRequest::LoadSealedModelAbort { upload_id }),
     ]
 }
 
@@ -139,6 +140,7 @@ fn enclave_response() -> impl Strategy<Value = EnclaveResponse> {
                 sealed_len,
             }
         }),
+        any::<u64>().prop_map(|upload_id| EnclaveResponse::SealedUploadAborted { upload_id }),
         (any::<u64>(), any::<u64>()).prop_map(|(upload_id, received)| {
             EnclaveResponse::SealedChunkAccepted {
                 upload_id,
