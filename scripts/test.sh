@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 #    unit tests (e.g. plaintext models refused) run against it.
 cargo build --workspace --all-targets
 cp target/debug/sealed-enclave target/debug/sealed-enclave-production
-if grep -a -q -e 'sealed_mock_ca' -e 'MockNsm' target/debug/sealed-enclave-production; then
+# `kms-ca` is the simulation-only flag that makes the enclave trust a named CA for KMS TLS.
+if grep -a -q -e 'sealed_mock_ca' -e 'MockNsm' -e 'sealed_mock_kms' -e 'kms-ca' target/debug/sealed-enclave-production; then
     echo "FAIL: the production enclave build contains simulation (mock) code" >&2
     exit 1
 fi
@@ -19,7 +20,7 @@ cargo test --workspace --lib --bins
 
 # 2. Simulation binaries (the enclave with the mock NSM), then every test in the workspace.
 cargo build --workspace --all-targets --features sealed-enclave/simulation
-if ! grep -a -q -e 'sealed_mock_ca' target/debug/sealed-enclave; then
+if ! grep -a -q -e 'sealed_mock_ca' target/debug/sealed-enclave || ! grep -a -q -e 'kms-ca' target/debug/sealed-enclave; then
     echo "FAIL: the simulation enclave build does not contain the mock NSM (check is blind)" >&2
     exit 1
 fi
