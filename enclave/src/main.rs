@@ -90,6 +90,8 @@ fn real_main() -> anyhow::Result<()> {
         engine: EngineConfig {
             workers,
             queue_depth: args.queue_depth,
+            // Sealed models are bounded by the same budget as their uploads.
+            max_model_len: usize::try_from(args.max_model_bytes).unwrap_or(usize::MAX),
         },
         nsm,
         kms,

@@ -25,7 +25,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use sealed_model::{ModelFormatError, Opener, SealedModelHeader, parse_header};
-use sealed_wire::limits::MAX_MODEL_LEN;
 use sealed_wire::{AwsCredentials, ErrorCode, ModelInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
@@ -272,7 +271,8 @@ impl ModelStore {
 
     /// Largest model accepted: our budget, and the engine's own cap.
     pub fn max_model_len(&self) -> u64 {
-        self.config.max_model_bytes.min(MAX_MODEL_LEN as u64)
+        let engine = u64::try_from(self.engine.max_model_len()).unwrap_or(u64::MAX);
+        self.config.max_model_bytes.min(engine)
     }
 
     /// Uploads in progress.

@@ -296,6 +296,7 @@ mod tests {
         let engine = Arc::new(Engine::new(EngineConfig {
             workers: 1,
             queue_depth: 8,
+            ..EngineConfig::default()
         }));
         let key = ServerKey::generate(0, &mut rng());
         Arc::new(Service::new(nsm, key, engine))

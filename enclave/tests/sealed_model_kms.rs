@@ -112,6 +112,7 @@ impl Sim {
         let engine = Arc::new(Engine::new(EngineConfig {
             workers: 1,
             queue_depth: 8,
+            ..EngineConfig::default()
         }));
         let client = KmsClient::new(self.kms_config(), self.nsm.clone()).unwrap();
         let store = ModelStore::new(

@@ -101,6 +101,9 @@ pub struct EngineConfig {
     pub workers: usize,
     /// Requests that may wait for a worker; more are refused with [`EngineError::Busy`] (at least 1).
     pub queue_depth: usize,
+    /// Largest ONNX model accepted, in bytes. Plaintext loads (simulation) are bounded by the
+    /// frame limit ([`MAX_MODEL_LEN`]) before they get here; sealed models by this.
+    pub max_model_len: usize,
 }
 
 impl Default for EngineConfig {
@@ -109,6 +112,7 @@ impl Default for EngineConfig {
         EngineConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue_depth: DEFAULT_QUEUE_DEPTH,
+            max_model_len: MAX_MODEL_LEN,
         }
     }
 }
@@ -140,6 +144,7 @@ pub struct Engine {
     queue: SyncSender<Job>,
     workers: usize,
     in_flight: Arc<AtomicUsize>,
+    max_model_len: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -228,7 +233,13 @@ impl Engine {
             queue,
             workers,
             in_flight,
+            max_model_len: config.max_model_len,
         }
+    }
+
+    /// Largest ONNX model [`Self::load_model`] accepts.
+    pub fn max_model_len(&self) -> usize {
+        self.max_model_len
     }
 
     /// Parses an ONNX model from bytes, pins its input facts and optimises it once. Blocks for as
@@ -237,10 +248,10 @@ impl Engine {
         if !valid_model_id(model_id) {
             return Err(EngineError::InvalidModelId);
         }
-        if onnx.len() > MAX_MODEL_LEN {
+        if onnx.len() > self.max_model_len {
             return Err(EngineError::ModelTooLarge {
                 len: onnx.len(),
-                max: MAX_MODEL_LEN,
+                max: self.max_model_len,
             });
         }
         if onnx.is_empty() {

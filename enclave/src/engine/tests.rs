@@ -63,6 +63,7 @@ fn engine() -> Engine {
     Engine::new(EngineConfig {
         workers: 2,
         queue_depth: 64,
+        ..EngineConfig::default()
     })
 }
 
@@ -333,6 +334,17 @@ fn oversized_model_and_invalid_id_are_refused_before_parsing() {
         .unwrap_err();
     assert!(matches!(err, EngineError::ModelTooLarge { .. }));
     assert_eq!(err.code(), ErrorCode::ModelTooLarge);
+    // The cap is the configured one (sealed models: `--max-model-bytes`).
+    let small = Engine::new(EngineConfig {
+        workers: 1,
+        queue_depth: 1,
+        max_model_len: 64,
+    });
+    assert_eq!(small.max_model_len(), 64);
+    assert!(matches!(
+        small.load_model("digits", &digits_onnx()).unwrap_err(),
+        EngineError::ModelTooLarge { max: 64, .. }
+    ));
     for id in ["", "has space", "slash/id", &"x".repeat(129)] {
         let err = e.load_model(id, &add_onnx()).unwrap_err();
         assert!(matches!(err, EngineError::InvalidModelId), "{id:?}");
@@ -412,6 +424,7 @@ async fn full_queue_answers_busy_without_waiting() {
     let e = Engine::new(EngineConfig {
         workers: 1,
         queue_depth: 1,
+        ..EngineConfig::default()
     });
     e.load_model("digits", &digits_onnx()).unwrap();
     assert_eq!(e.workers(), 1);
@@ -454,6 +467,7 @@ async fn panic_in_a_worker_fails_one_request_and_the_worker_keeps_serving() {
     let e = Engine::new(EngineConfig {
         workers: 1,
         queue_depth: 4,
+        ..EngineConfig::default()
     });
     e.load_model("digits", &digits_onnx()).unwrap();
     let (reply, receiver) = tokio::sync::oneshot::channel();
@@ -482,6 +496,7 @@ fn config_defaults_to_one_worker_per_cpu_and_clamps_zero() {
     let e = Engine::new(EngineConfig {
         workers: 0,
         queue_depth: 0,
+        ..EngineConfig::default()
     });
     assert_eq!(e.workers(), 1);
 }

@@ -66,6 +66,7 @@ fn engine() -> Arc<Engine> {
     Arc::new(Engine::new(EngineConfig {
         workers: 1,
         queue_depth: 8,
+        ..EngineConfig::default()
     }))
 }
 
