@@ -275,11 +275,10 @@ where
 /// Best effort: the upload may already be gone (a chunk the enclave refused ends it there).
 async fn abort(pool: &EnclavePool, upload_id: u64, config: &LoaderConfig) {
     let request = EnclaveRequest::LoadSealedModelAbort { upload_id };
-    match pool.call_with_timeout(&request, config.call_timeout).await {
-        Ok(EnclaveResponse::SealedUploadAborted { .. }) => {
-            info!(upload_id, "sealed model upload aborted")
-        }
-        Ok(_) | Err(_) => {}
+    if let Ok(EnclaveResponse::SealedUploadAborted { .. }) =
+        pool.call_with_timeout(&request, config.call_timeout).await
+    {
+        info!(upload_id, "sealed model upload aborted");
     }
 }
 
