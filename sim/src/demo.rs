@@ -109,13 +109,8 @@ async fn upload(stack: &Stack, body: Vec<u8>) -> Result<Upload> {
     })
 }
 
-/// Runs the scripted demo; fails (non-zero exit) if any prediction is wrong or any check misbehaves.
-pub async fn demo(paths: &Paths) -> Result<()> {
-    let digits = Digits::load(&paths.assets)?;
-    println!("== Sealed Inference: simulation demo");
-    println!(
-        "   (mock NSM, mock CA, mock KMS, mock IMDS: simulation only; nothing trusts a mock root unless named)"
-    );
+/// The mock CA, the simulated AWS side, and an enclave + host pair wired to it with no model.
+async fn start_sealed(paths: &Paths) -> Result<(SimAws, Stack)> {
     crate::stack::write_mock_ca(paths)?;
     let aws = SimAws::start(paths).await?;
     let stack = Stack::start_with(
@@ -127,7 +122,24 @@ pub async fn demo(paths: &Paths) -> Result<()> {
             aws: Some(&aws),
         },
     )
-    .await?;
+    .await;
+    match stack {
+        Ok(stack) => Ok((aws, stack)),
+        Err(e) => {
+            aws.stop().await;
+            Err(e)
+        }
+    }
+}
+
+/// Runs the scripted demo; fails (non-zero exit) if any prediction is wrong or any check misbehaves.
+pub async fn demo(paths: &Paths) -> Result<()> {
+    let digits = Digits::load(&paths.assets)?;
+    println!("== Sealed Inference: simulation demo");
+    println!(
+        "   (mock NSM, mock CA, mock KMS, mock IMDS: simulation only; nothing trusts a mock root unless named)"
+    );
+    let (aws, stack) = start_sealed(paths).await?;
     let result = run_demo(paths, &aws, &stack, &digits).await;
     stack.stop().await;
     aws.stop().await;
@@ -349,18 +361,7 @@ async fn run_demo(paths: &Paths, aws: &SimAws, stack: &Stack, digits: &Digits) -
 /// everything running until Ctrl-C.
 pub async fn up(paths: &Paths) -> Result<()> {
     let digits = Digits::load(&paths.assets)?;
-    crate::stack::write_mock_ca(paths)?;
-    let aws = SimAws::start(paths).await?;
-    let mut stack = Stack::start_with(
-        paths,
-        StackOptions {
-            name: "",
-            enclave_binary: paths.enclave(),
-            plaintext_models: Vec::new(),
-            aws: Some(&aws),
-        },
-    )
-    .await?;
+    let (aws, mut stack) = start_sealed(paths).await?;
     let outcome = serve_up(paths, &aws, &mut stack, &digits).await;
     println!("stopping…");
     stack.stop().await;

@@ -1,6 +1,8 @@
 //! End to end: real binaries, real sockets, the client SDK and CLI as users run them.
 
-use std::path::PathBuf;
+mod common;
+
+use common::bin_dir;
 use std::process::Command;
 use std::time::Duration;
 
@@ -8,20 +10,6 @@ use sealed_client::{Client, ClientError, Policy, npy};
 use sealed_sim::assets::Digits;
 use sealed_sim::stack::{ModelFile, Paths, Stack};
 use sealed_wire::{ErrorCode, NamedTensor, Tensor};
-
-/// target/debug, where cargo put the binaries (the test runs from target/debug/deps).
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    for bin in ["sealed-enclave", "sealed-host", "sealed"] {
-        assert!(
-            dir.join(bin).is_file(),
-            "{} missing: run ./scripts/test.sh (it builds the simulation binaries first)",
-            dir.join(bin).display()
-        );
-    }
-    dir
-}
 
 struct Running {
     stack: Option<Stack>,

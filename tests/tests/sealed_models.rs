@@ -2,27 +2,16 @@
 //! against the mock KMS), the operator uploads through the host's admin API, the enclave gets the
 //! data key from KMS by attesting, and clients run verified, sealed inference on it.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::bin_dir;
+use std::path::Path;
 
 use sealed_client::{Client, Policy, npy};
 use sealed_sim::assets::Digits;
 use sealed_sim::stack::{Paths, SimAws, Stack, StackOptions};
 use sealed_wire::NamedTensor;
 use tokio::process::Command;
-
-/// target/debug, where cargo put the binaries (the test runs from target/debug/deps).
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    for bin in ["sealed-enclave", "sealed-host", "sealed"] {
-        assert!(
-            dir.join(bin).is_file(),
-            "{} missing: run ./scripts/test.sh (it builds the simulation binaries first)",
-            dir.join(bin).display()
-        );
-    }
-    dir
-}
 
 struct Sim {
     paths: Paths,
