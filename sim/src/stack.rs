@@ -399,6 +399,10 @@ async fn spawn_and_wait(
         .stderr(Stdio::inherit())
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    // Own process group: a terminal's Ctrl-C reaches sealed-sim only, which then stops the
+    // children in order (host first) instead of racing their exits.
+    #[cfg(unix)]
+    cmd.process_group(0);
     let mut child = cmd.spawn().context("spawning")?;
     let stdout = child
         .stdout
