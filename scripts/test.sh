@@ -25,3 +25,11 @@ if ! grep -a -q -e 'sealed_mock_ca' target/debug/sealed-enclave || ! grep -a -q 
     exit 1
 fi
 cargo test --workspace --features sealed-enclave/simulation
+
+# 3. The mock KMS against a second, independent AWS SDK (boto3, in a venv under target/): the Rust
+#    SDK is exercised by the tests above; botocore serialises, signs and parses errors on its own.
+if [ ! -x target/py-sdk-check/bin/python ]; then
+    python3 -m venv target/py-sdk-check
+fi
+target/py-sdk-check/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-sdk-check.txt
+target/py-sdk-check/bin/python scripts/kms_sdk_check.py target/debug/sealed-sim
