@@ -548,3 +548,48 @@ async fn a_bad_file_in_the_models_directory_fails_startup_loading() {
     assert!(path.ends_with("b.sealed"));
     assert_eq!(source.code(), ErrorCode::ModelAccessDenied);
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_upload_frees_the_enclave_upload_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let (_fake, uploads, pool) = sealed_enclave().await;
+    let (provider, _imds) = imds_provider().await;
+    let admin = Admin::start(pool.clone(), provider).await;
+    let file = seal_model("gone", &model_bytes(600_000), 64 * 1024, b"blob");
+    // Announce the whole file, send the header and a little more, then hang up.
+    let mut tcp = tokio::net::TcpStream::connect(admin.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/admin/models HTTP/1.1\r\nhost: x\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+        file.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&file[..header_len(&file) + 1000])
+        .await
+        .unwrap();
+    let began = async {
+        while !uploads
+            .events()
+            .iter()
+            .any(|e| matches!(e, UploadEvent::Begin { .. }))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), began)
+        .await
+        .expect("the upload never began");
+    drop(tcp);
+    // The enclave hears about it well before its idle expiry (120 s).
+    let aborted = async {
+        while !uploads
+            .events()
+            .iter()
+            .any(|e| matches!(e, UploadEvent::Abort { .. }))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), aborted)
+        .await
+        .expect("the enclave was never told to drop the upload");
+}
