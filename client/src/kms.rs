@@ -349,12 +349,15 @@ pub fn region_from_key_arn(key_id: &str) -> Option<&str> {
 pub async fn generate_data_key(
     client: &aws_sdk_kms::Client,
     key_id: &str,
+    model_id: &str,
 ) -> Result<DataKey, KmsError> {
     let endpoint = endpoint_label(client);
     let output = client
         .generate_data_key()
         .key_id(key_id)
         .key_spec(DataKeySpec::Aes256)
+        // The enclave unwraps with the same context (sealed_model::ENCRYPTION_CONTEXT_KEY).
+        .encryption_context(sealed_model::ENCRYPTION_CONTEXT_KEY, model_id)
         .send()
         .await
         .map_err(|e| sdk_error(e, &endpoint))?;

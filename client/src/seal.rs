@@ -218,7 +218,7 @@ pub async fn seal_model_file(
     progress: ProgressBar,
 ) -> Result<SealSummary, SealError> {
     check_request(req)?;
-    let data_key = kms::generate_data_key(client, req.key_id).await?;
+    let data_key = kms::generate_data_key(client, req.key_id, req.model_id).await?;
     let model = req.model.to_path_buf();
     let out = req.out.to_path_buf();
     let model_id = req.model_id.to_string();

@@ -133,6 +133,10 @@ async fn sealed_file_opens_with_the_key_a_plain_kms_decrypt_returns() {
     let decrypted = client
         .decrypt()
         .ciphertext_blob(Blob::new(header.encrypted_data_key.clone()))
+        .encryption_context(
+            sealed_model::ENCRYPTION_CONTEXT_KEY,
+            header.model_id.clone(),
+        )
         .send()
         .await
         .unwrap();

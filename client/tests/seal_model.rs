@@ -288,6 +288,10 @@ fn seals_through_the_aws_sdk_with_a_named_ca_and_the_key_arn_region() {
     assert_eq!(seen[0].target, "TrentService.GenerateDataKey");
     assert_eq!(seen[0].body["KeyId"], ARN);
     assert_eq!(seen[0].body["KeySpec"], "AES_256");
+    assert_eq!(
+        seen[0].body["EncryptionContext"][sealed_model::ENCRYPTION_CONTEXT_KEY],
+        "digits"
+    );
     // SigV4 with the region taken from the key ARN (no --region, no AWS_REGION).
     assert!(
         seen[0]

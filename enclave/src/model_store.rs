@@ -332,6 +332,7 @@ impl ModelStore {
             .data_key(DataKeyRequest {
                 key_id: &header.kms_key_id,
                 ciphertext_blob: &header.encrypted_data_key,
+                model_id: &header.model_id,
                 credentials: &credentials,
                 signing_time,
             })

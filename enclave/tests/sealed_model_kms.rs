@@ -191,7 +191,11 @@ impl Sim {
         let dk = self
             .admin(
                 "GenerateDataKey",
-                json!({"KeyId": key_arn, "KeySpec": "AES_256"}),
+                json!({
+                    "KeyId": key_arn,
+                    "KeySpec": "AES_256",
+                    "EncryptionContext": {sealed_model::ENCRYPTION_CONTEXT_KEY: model_id},
+                }),
             )
             .await;
         let plaintext = Zeroizing::new(STANDARD.decode(dk["Plaintext"].as_str().unwrap()).unwrap());

@@ -47,6 +47,8 @@ pub struct DataKeyRequest<'a> {
     pub key_id: &'a str,
     /// The sealed header's `encrypted_data_key` (a KMS `CiphertextBlob`).
     pub ciphertext_blob: &'a [u8],
+    /// The sealed header's model id: the encryption context the data key was generated under.
+    pub model_id: &'a str,
     pub credentials: &'a AwsCredentials,
     /// The SigV4 signing time (the host's, once the store has checked it against our clock).
     pub signing_time: SystemTime,
@@ -341,6 +343,15 @@ impl KmsClient {
             ciphertext_blob: Blob(request.ciphertext_blob.to_vec()),
             // Naming the key makes KMS refuse a blob wrapped under another key (IncorrectKeyException).
             key_id: Some(request.key_id.to_owned()),
+            // The context the model owner generated the key with (sealed_model::ENCRYPTION_CONTEXT_KEY);
+            // KMS refuses the blob under any other (InvalidCiphertextException).
+            encryption_context: Some(
+                [(
+                    sealed_model::ENCRYPTION_CONTEXT_KEY.to_owned(),
+                    request.model_id.to_owned(),
+                )]
+                .into(),
+            ),
             recipient: Some(Recipient::new(document)),
             ..Default::default()
         })

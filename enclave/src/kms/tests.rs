@@ -225,6 +225,15 @@ async fn answer(
         header("x-amz-target").as_deref(),
         Some("TrentService.Decrypt")
     );
+    // The data key was generated under the model id as encryption context; Decrypt names it.
+    assert_eq!(
+        request
+            .encryption_context
+            .as_ref()
+            .and_then(|c| c.get(sealed_model::ENCRYPTION_CONTEXT_KEY))
+            .map(String::as_str),
+        Some("digits")
+    );
     assert_eq!(header("content-type").as_deref(), Some(api::CONTENT_TYPE));
     let mode = *mode.lock().unwrap();
     let cfr = || {
@@ -282,6 +291,7 @@ async fn data_key(client: &KmsClient, token: Option<&str>) -> Result<DataKey, Km
         .data_key(DataKeyRequest {
             key_id: KEY_ARN,
             ciphertext_blob: b"blob",
+            model_id: "digits",
             credentials: &creds,
             signing_time: SystemTime::now(),
         })

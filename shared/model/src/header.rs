@@ -13,6 +13,12 @@ use crate::ModelFormatError;
 
 /// First 8 bytes of every sealed model.
 pub const MAGIC: [u8; 8] = *b"SIMODEL1";
+/// The KMS encryption context key under which a model's data key is generated and unwrapped,
+/// with the model id as value (AWS KMS Developer Guide, "Encryption context"). It binds the
+/// `CiphertextBlob` to the model id at KMS: a blob moved into another model's header does not
+/// unwrap, CloudTrail records which model each `Decrypt` was for, and key policies can condition
+/// on `kms:EncryptionContext:sealed-inference:model-id`.
+pub const ENCRYPTION_CONTEXT_KEY: &str = "sealed-inference:model-id";
 /// The only `format_version` written and read.
 pub const FORMAT_VERSION: u64 = 1;
 /// Magic plus the u32 header length.

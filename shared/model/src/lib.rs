@@ -46,7 +46,9 @@
 //! key-independent check that the plaintext is the model the header names.
 //!
 //! A data key must seal one file only (KMS `GenerateDataKey` per file); the random 7-byte nonce
-//! prefix then only separates re-seals that reuse a key by mistake.
+//! prefix then only separates re-seals that reuse a key by mistake. It is generated and unwrapped
+//! with the KMS encryption context `{"sealed-inference:model-id": model_id}`
+//! ([`ENCRYPTION_CONTEXT_KEY`]).
 //!
 //! # Layout
 //! - [`error`]: [`ModelFormatError`] with stable [`ModelFormatError::code`]s.
@@ -68,7 +70,7 @@ pub mod stream;
 
 pub use error::ModelFormatError;
 pub use header::{
-    DEFAULT_CHUNK_SIZE, DIGEST_LEN, FORMAT_VERSION, MAGIC, MAX_CHUNK_SIZE,
+    DEFAULT_CHUNK_SIZE, DIGEST_LEN, ENCRYPTION_CONTEXT_KEY, FORMAT_VERSION, MAGIC, MAX_CHUNK_SIZE,
     MAX_ENCRYPTED_DATA_KEY_LEN, MAX_HEADER_LEN, MAX_KMS_KEY_ID_LEN, MAX_MODEL_LEN, MIN_CHUNK_SIZE,
     NONCE_PREFIX_LEN, PREFIX_LEN, SealedModelHeader, header_total_len, parse_header,
 };
