@@ -3,11 +3,13 @@
 //!
 //! Exit codes: 0 success; 1 verification failure (printed as `verification failed: <check>:
 //! <message>`) or any other failure (network, host, inference, files); 2 usage errors (clap's own,
-//! and a policy that says nothing: no `--expect-pcr` and no `--no-pcr-policy`). `seal-model` adds
+//! and a policy that says nothing: no `--expect-pcr`, `--policy` or `--no-pcr-policy`); 3 a policy
+//! file (`--policy`) or measurements file that cannot be read or is invalid. `seal-model` adds
 //! codes 3–7 so that scripts can tell its failures apart ([`SEAL_MODEL_EXIT_CODES`]).
 //!
-//! The flags build one accepted PCR set (repeating `--expect-pcr` adds PCRs to that set); the SDK's
-//! [`Policy::or_pcrs`] accepts several alternative sets.
+//! The flags build one accepted PCR set (repeating `--expect-pcr` adds PCRs to that set); a policy
+//! file (`--policy`, `sealed policy …`) holds several named sets, and the verified summary names
+//! the one that matched (`accepted_as`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
@@ -22,6 +24,7 @@ use time::format_description::well_known::Rfc3339;
 use sealed_attestation::VerifiedDocument;
 use sealed_client::kms::{self, KmsClientConfig, KmsError};
 use sealed_client::npy;
+use sealed_client::policy_file::{Measurements, PolicyFile, PolicyFileError};
 use sealed_client::seal::{self, SealError, SealRequest, SealSummary};
 use sealed_client::{Client, ClientError, InvalidPolicy, Policy};
 use sealed_wire::limits::MAX_ATTESTATION_DOC_LEN;
@@ -36,7 +39,8 @@ const PRINT_VALUES: usize = 20;
     version,
     about = "Sealed Inference client: verify AWS Nitro attestation documents, attest a host's \
              enclave, and run encrypted inferences.",
-    after_help = "Exit codes: 0 success, 1 verification or other failure, 2 usage error \
+    after_help = "Exit codes: 0 success, 1 verification or other failure, 2 usage error, \
+                  3 invalid or unreadable policy/measurements file \
                   (seal-model: see `sealed seal-model --help`)."
 )]
 pub struct Cli {
@@ -55,6 +59,138 @@ pub enum Command {
     /// Seal an ONNX model with a fresh AWS KMS data key, for loading into an enclave.
     #[command(long_about = SEAL_MODEL_ABOUT, after_long_help = SEAL_MODEL_EXIT_CODES)]
     SealModel(SealModelArgs),
+    /// Create, change, show and check client policy files (named accepted PCR sets).
+    #[command(subcommand, after_long_help = POLICY_EXIT_CODES)]
+    Policy(PolicyCommand),
+}
+
+/// Exit codes of `sealed policy`.
+pub const POLICY_EXIT_CODES: &str = "\
+Exit codes:
+  0  done (check: the file is valid and, with --document/--host, a set matched)
+  1  check: the document or host failed verification (no set matched, bad signature…), or the
+     host could not be reached
+  2  usage: bad arguments, --out exists, set name taken or not found, last set
+  3  the policy file or measurements file cannot be read or is invalid";
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Write a new policy file accepting one release's measurements.
+    Create(PolicyCreateArgs),
+    /// Add a release's measurements to a policy file as another accepted set.
+    Add(PolicyAddArgs),
+    /// Remove an accepted set (a retired release) from a policy file.
+    Remove(PolicyRemoveArgs),
+    /// Print a policy file, validated and normalised.
+    Show(PolicyShowArgs),
+    /// Validate a policy file; with --document or --host, verify an enclave against it and print
+    /// which set it matched.
+    Check(PolicyCheckArgs),
+}
+
+/// Where a new set's PCRs come from.
+#[derive(Debug, Args)]
+pub struct MeasurementsArgs {
+    /// measurements.json of the release: the output of `nitro-cli build-enclave` or
+    /// `describe-eif` (or `sealed-sim measure`).
+    #[arg(long, value_name = "FILE")]
+    pub measurements: PathBuf,
+    /// Name of the accepted set, e.g. the release tag: 1-64 characters from A-Z a-z 0-9 . _ -
+    #[arg(long, value_name = "NAME", value_parser = parse_set_name)]
+    pub name: String,
+    /// Which PCRs of the measurements the set pins (comma-separated).
+    #[arg(long, value_name = "N,N,…", value_delimiter = ',', default_value = "0,1,2",
+          value_parser = parse_pcr_index_arg)]
+    pub pcrs: Vec<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCreateArgs {
+    #[command(flatten)]
+    pub measurements: MeasurementsArgs,
+    /// Where to write the policy file.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Refuse attestation documents older than SECONDS (max_age_secs; default: the client's,
+    /// 300 for live attestation).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_age: Option<u64>,
+    /// Pin a model: the attested manifest must list ID with SHA-384 HEX. Repeatable.
+    #[arg(long = "expect-model", value_name = "ID=HEX", value_parser = parse_model)]
+    pub expect_model: Vec<ModelArg>,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyAddArgs {
+    /// The policy file to change (rewritten atomically).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    #[command(flatten)]
+    pub measurements: MeasurementsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyRemoveArgs {
+    /// The policy file to change (rewritten atomically).
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Name of the set to remove.
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyShowArgs {
+    /// The policy file.
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCheckArgs {
+    /// The policy file.
+    #[arg(long, value_name = "FILE")]
+    pub policy: PathBuf,
+    /// Verify this attestation document (raw COSE_Sign1 bytes) against the policy.
+    #[arg(long, value_name = "FILE", conflicts_with = "host")]
+    pub document: Option<PathBuf>,
+    /// Attest this sealed-host's enclave against the policy (http:// only in this build).
+    #[arg(long, value_name = "URL")]
+    pub host: Option<String>,
+    /// Trust this PEM root certificate instead of the AWS Nitro Enclaves Root-G1 (for example the
+    /// mock CA root in simulation).
+    #[arg(long, value_name = "PEM")]
+    pub trust_root: Option<PathBuf>,
+    /// With --document: verify as of this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339, requires = "document")]
+    pub at: Option<OffsetDateTime>,
+    /// Refuse documents older than SECONDS (default: the file's max_age_secs; with --document
+    /// and no max_age_secs, no limit; with --host, 300).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_age: Option<u64>,
+}
+
+fn parse_set_name(s: &str) -> Result<String, String> {
+    if sealed_client::policy_file::valid_set_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err("expected 1-64 characters from A-Z a-z 0-9 . _ -".to_string())
+    }
+}
+
+fn parse_pcr_index_arg(s: &str) -> Result<u16, String> {
+    let index: u16 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("PCR index {s:?} is not a number"))?;
+    if usize::from(index) < sealed_attestation::document::MAX_PCRS {
+        Ok(index)
+    } else {
+        Err(format!("PCR index {index} is out of range (0..32)"))
+    }
 }
 
 const SEAL_MODEL_ABOUT: &str = "\
@@ -183,6 +319,12 @@ pub struct PolicyArgs {
     /// Require PCR N to equal HEX (48 bytes, 96 hex digits). Repeat for several PCRs.
     #[arg(long = "expect-pcr", value_name = "N=HEX", value_parser = parse_pcr)]
     pub expect_pcr: Vec<PcrArg>,
+    /// Accept the PCR sets of this policy file (see `sealed policy`): the enclave must match all
+    /// PCRs of one named set, which the output names as `accepted_as`. Its models and
+    /// max_age_secs apply too; debug-mode enclaves are always refused.
+    #[arg(long = "policy", value_name = "FILE",
+          conflicts_with_all = ["expect_pcr", "no_pcr_policy", "allow_debug"])]
+    pub policy_file: Option<PathBuf>,
     /// Accept any PCR values (explicit opt-out: proves only that some Nitro enclave signed).
     #[arg(long, conflicts_with = "expect_pcr")]
     pub no_pcr_policy: bool,
@@ -204,8 +346,8 @@ pub struct VerifyArgs {
     /// Require the document's nonce to equal HEX.
     #[arg(long, value_name = "HEX", value_parser = parse_hex)]
     pub nonce: Option<HexBytes>,
-    /// Refuse documents older than SECONDS at the verification time (no age limit by default
-    /// when verifying a recorded document).
+    /// Refuse documents older than SECONDS at the verification time (default: the policy
+    /// file's max_age_secs, else no age limit when verifying a recorded document).
     #[arg(long, value_name = "SECONDS")]
     pub max_age: Option<u64>,
 }
@@ -217,9 +359,9 @@ pub struct HostArgs {
     pub host: String,
     #[command(flatten)]
     pub policy: PolicyArgs,
-    /// Refuse documents older than SECONDS.
-    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
-    pub max_age: u64,
+    /// Refuse documents older than SECONDS [default: the policy file's max_age_secs, else 300].
+    #[arg(long, value_name = "SECONDS")]
+    pub max_age: Option<u64>,
     /// Require the attested manifest to list model ID with SHA-384 HEX (of its ONNX bytes).
     /// Repeat for several models.
     #[arg(long = "expect-model", value_name = "ID=HEX", value_parser = parse_model)]
@@ -380,12 +522,26 @@ impl From<SealError> for CliError {
     }
 }
 
+impl From<PolicyFileError> for CliError {
+    fn from(e: PolicyFileError) -> Self {
+        match e {
+            PolicyFileError::NameExists { .. }
+            | PolicyFileError::NameNotFound { .. }
+            | PolicyFileError::LastSet { .. } => CliError::Usage(e.to_string()),
+            other => CliError::Exit {
+                code: 3,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
 impl From<InvalidPolicy> for CliError {
     fn from(e: InvalidPolicy) -> Self {
         match e {
             InvalidPolicy::NoPcrPolicy => CliError::Usage(
-                "no PCR policy: pass --expect-pcr N=HEX (repeatable) with the measurements you \
-                 trust, or --no-pcr-policy to accept any enclave"
+                "no PCR policy: pass --expect-pcr N=HEX (repeatable) or --policy FILE with the \
+                 measurements you trust, or --no-pcr-policy to accept any enclave"
                     .to_string(),
             ),
             other => CliError::Usage(other.to_string()),
@@ -427,6 +583,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::SealModel(args) => {
             let summary = seal_model(&args).await?;
             print_json(&seal_summary_json(&summary, &args.out));
+        }
+        Command::Policy(command) => {
+            let out = policy_command(&command).await?;
+            print_json(&out);
         }
     }
     Ok(())
@@ -519,15 +679,25 @@ fn print_line(text: &str) {
     let _ = writeln!(out, "{text}");
 }
 
-/// Builds the policy from the flags; `max_age` None drops the age check.
-fn build_policy(args: &PolicyArgs, max_age: Option<Duration>) -> Result<Policy, CliError> {
-    let mut policy = Policy::new().allow_debug(args.allow_debug);
+/// Builds the policy from the flags. The age limit is `max_age_flag`, else the policy file's
+/// `max_age_secs`, else `default_max_age`; `None` drops the age check.
+fn build_policy(
+    args: &PolicyArgs,
+    max_age_flag: Option<Duration>,
+    default_max_age: Option<Duration>,
+) -> Result<Policy, CliError> {
+    let (mut policy, file_max_age) = match &args.policy_file {
+        Some(path) => {
+            let file = load_policy_file(path)?;
+            (
+                file.to_policy(),
+                file.max_age_secs().map(Duration::from_secs),
+            )
+        }
+        None => (Policy::new().allow_debug(args.allow_debug), None),
+    };
     if let Some(path) = &args.trust_root {
-        let pem = std::fs::read_to_string(path)
-            .map_err(|e| CliError::Usage(format!("--trust-root {}: {e}", path.display())))?;
-        policy = policy
-            .trust_root_pem(&pem)
-            .map_err(|e| CliError::Usage(format!("--trust-root {}: {e}", path.display())))?;
+        policy = with_trust_root(policy, path)?;
     }
     for pcr in &args.expect_pcr {
         policy = policy.expect_pcr(pcr.index, pcr.value.clone());
@@ -535,7 +705,7 @@ fn build_policy(args: &PolicyArgs, max_age: Option<Duration>) -> Result<Policy, 
     if args.no_pcr_policy {
         policy = policy.no_pcr_policy();
     }
-    policy = match max_age {
+    policy = match max_age_flag.or(file_max_age).or(default_max_age) {
         Some(age) => policy.max_age(age),
         None => policy.no_max_age(),
     };
@@ -543,15 +713,50 @@ fn build_policy(args: &PolicyArgs, max_age: Option<Duration>) -> Result<Policy, 
     Ok(policy)
 }
 
+fn with_trust_root(policy: Policy, path: &Path) -> Result<Policy, CliError> {
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| CliError::Usage(format!("--trust-root {}: {e}", path.display())))?;
+    policy
+        .trust_root_pem(&pem)
+        .map_err(|e| CliError::Usage(format!("--trust-root {}: {e}", path.display())))
+}
+
+fn load_policy_file(path: &Path) -> Result<PolicyFile, CliError> {
+    PolicyFile::load(path).map_err(|e| policy_file_error(path, e))
+}
+
+/// A policy file error, naming the file (I/O errors name it already).
+fn policy_file_error(path: &Path, e: PolicyFileError) -> CliError {
+    let named = !matches!(e, PolicyFileError::Io { .. });
+    match CliError::from(e) {
+        CliError::Exit { code, message } if named => CliError::Exit {
+            code,
+            message: format!("policy file {}: {message}", path.display()),
+        },
+        other => other,
+    }
+}
+
 /// `sealed verify`: offline verification of a document file.
 pub fn verify(args: &VerifyArgs) -> Result<Value, CliError> {
-    let policy = build_policy(&args.policy, args.max_age.map(Duration::from_secs))?;
-    let now = args.at.map_or_else(SystemTime::now, SystemTime::from);
-    let opts = policy.verify_options(args.nonce.as_ref().map(|n| n.0.clone()), now)?;
-    let document = read_document(&args.document)?;
+    let policy = build_policy(&args.policy, args.max_age.map(Duration::from_secs), None)?;
+    let nonce = args.nonce.as_ref().map(|n| n.0.clone());
+    verify_document_file(&args.document, &policy, nonce, args.at)
+}
+
+/// Verifies a recorded document against `policy` as of `at` (default now) and summarises it.
+fn verify_document_file(
+    path: &Path,
+    policy: &Policy,
+    nonce: Option<Vec<u8>>,
+    at: Option<OffsetDateTime>,
+) -> Result<Value, CliError> {
+    let now = at.map_or_else(SystemTime::now, SystemTime::from);
+    let opts = policy.verify_options(nonce, now)?;
+    let document = read_document(path)?;
     let verified = sealed_attestation::verify(&document, &opts)
         .map_err(|e| CliError::from(ClientError::from(e)))?;
-    Ok(summary(&verified, &policy))
+    Ok(summary(&verified, policy))
 }
 
 /// Reads at most one byte more than the largest document, so an oversized file is refused
@@ -602,7 +807,17 @@ pub fn summary(doc: &VerifiedDocument, policy: &Policy) -> Value {
         "user_data": hex_or_null(doc.user_data.as_deref()),
         "nonce": hex_or_null(doc.nonce.as_deref()),
         "trust_anchor_sha256": hex::encode(policy.anchor().sha256_fingerprint()),
+        "accepted_as": accepted_as_json(doc, policy),
     })
+}
+
+/// The name of the accepted set the document matched; null for a flag-built (unnamed) set and
+/// under --no-pcr-policy.
+fn accepted_as_json(doc: &VerifiedDocument, policy: &Policy) -> Value {
+    policy
+        .accepted_as(&doc.pcrs)
+        .and_then(|a| a.name)
+        .map_or(Value::Null, Value::String)
 }
 
 fn manifest_json(manifest: &ModelManifest) -> Value {
@@ -615,8 +830,15 @@ fn manifest_json(manifest: &ModelManifest) -> Value {
     )
 }
 
+/// Age limit of a live attestation when neither the flag nor a policy file sets one.
+const DEFAULT_LIVE_MAX_AGE: Duration = sealed_client::policy::DEFAULT_MAX_AGE;
+
 fn client(args: &HostArgs) -> Result<Client, CliError> {
-    let mut policy = build_policy(&args.policy, Some(Duration::from_secs(args.max_age)))?;
+    let mut policy = build_policy(
+        &args.policy,
+        args.max_age.map(Duration::from_secs),
+        Some(DEFAULT_LIVE_MAX_AGE),
+    )?;
     for m in &args.expect_model {
         policy = policy.expect_model(m.model_id.clone(), m.sha384.clone());
     }
@@ -627,6 +849,11 @@ fn client(args: &HostArgs) -> Result<Client, CliError> {
 /// `sealed attest`: fetch, verify, print.
 pub async fn attest(args: &AttestArgs) -> Result<Value, CliError> {
     let client = client(&args.host)?;
+    attest_with(&client).await
+}
+
+/// Attests `client`'s host and summarises the document with the manifest.
+async fn attest_with(client: &Client) -> Result<Value, CliError> {
     let session = client.attest().await?;
     let mut out = summary(session.document(), client.policy());
     if let Value::Object(map) = &mut out {
@@ -649,8 +876,12 @@ pub async fn infer(args: &InferArgs) -> Result<(), CliError> {
     }
     let client = client(&args.host)?;
     let session = client.attest().await?;
+    let accepted = session
+        .accepted_as()
+        .and_then(|a| a.name.as_deref())
+        .map_or_else(String::new, |name| format!(", accepted as {name}"));
     eprintln!(
-        "attested enclave {} (PCR0 {}), models: {}",
+        "attested enclave {} (PCR0 {}{accepted}), models: {}",
         session.document().module_id,
         session
             .document()
@@ -667,6 +898,142 @@ pub async fn infer(args: &InferArgs) -> Result<(), CliError> {
         write_outputs(dir, &outputs)?;
     }
     Ok(())
+}
+
+/// `sealed policy …`: the JSON each subcommand prints.
+pub async fn policy_command(command: &PolicyCommand) -> Result<Value, CliError> {
+    match command {
+        PolicyCommand::Create(args) => policy_create(args),
+        PolicyCommand::Add(args) => policy_add(args),
+        PolicyCommand::Remove(args) => policy_remove(args),
+        PolicyCommand::Show(args) => Ok(policy_json(&load_policy_file(&args.policy)?)),
+        PolicyCommand::Check(args) => policy_check(args).await,
+    }
+}
+
+/// The set `args` describes, from its measurements file.
+fn set_from_measurements(args: &MeasurementsArgs) -> Result<BTreeMap<u16, Vec<u8>>, CliError> {
+    let named = |e: PolicyFileError| match e {
+        PolicyFileError::Io { .. } => CliError::Exit {
+            code: 3,
+            message: e.to_string(),
+        },
+        other => CliError::Exit {
+            code: 3,
+            message: format!("--measurements {}: {other}", args.measurements.display()),
+        },
+    };
+    let measurements = Measurements::load(&args.measurements).map_err(named)?;
+    if args.pcrs.is_empty() {
+        return Err(CliError::Usage("--pcrs lists no PCR".to_string()));
+    }
+    measurements
+        .select(&args.pcrs)
+        .map_err(|e| named(PolicyFileError::Measurements(e)))
+}
+
+fn save_policy(file: &PolicyFile, path: &Path) -> Result<(), CliError> {
+    file.save(path)
+        .map_err(|e| CliError::Failed(format!("writing the policy file: {e}")))
+}
+
+fn policy_create(args: &PolicyCreateArgs) -> Result<Value, CliError> {
+    if !args.force && args.out.exists() {
+        return Err(CliError::Usage(format!(
+            "--out {} exists; pass --force to replace it",
+            args.out.display()
+        )));
+    }
+    let pcrs = set_from_measurements(&args.measurements)?;
+    let usage = |e: PolicyFileError| CliError::Usage(e.to_string());
+    let mut file = PolicyFile::new(args.measurements.name.clone(), pcrs).map_err(usage)?;
+    file.set_max_age_secs(args.max_age).map_err(usage)?;
+    for m in &args.expect_model {
+        file.set_model(m.model_id.clone(), m.sha384.clone())
+            .map_err(usage)?;
+    }
+    save_policy(&file, &args.out)?;
+    Ok(changed_json(
+        &file,
+        &args.out,
+        "added",
+        &args.measurements.name,
+    ))
+}
+
+fn policy_add(args: &PolicyAddArgs) -> Result<Value, CliError> {
+    let mut file = load_policy_file(&args.policy)?;
+    let pcrs = set_from_measurements(&args.measurements)?;
+    file.add_set(args.measurements.name.clone(), pcrs)?;
+    save_policy(&file, &args.policy)?;
+    Ok(changed_json(
+        &file,
+        &args.policy,
+        "added",
+        &args.measurements.name,
+    ))
+}
+
+fn policy_remove(args: &PolicyRemoveArgs) -> Result<Value, CliError> {
+    let mut file = load_policy_file(&args.policy)?;
+    file.remove_set(&args.name)?;
+    save_policy(&file, &args.policy)?;
+    Ok(changed_json(&file, &args.policy, "removed", &args.name))
+}
+
+/// `{"policy": path, "<action>": name, "accept": [names]}`.
+fn changed_json(file: &PolicyFile, path: &Path, action: &str, name: &str) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("policy".into(), json!(path.display().to_string()));
+    out.insert(action.into(), json!(name));
+    out.insert("accept".into(), set_names_json(file));
+    Value::Object(out)
+}
+
+fn set_names_json(file: &PolicyFile) -> Value {
+    Value::Array(file.sets().iter().map(|s| json!(s.name)).collect())
+}
+
+/// The validated file as JSON, in the file's own format.
+fn policy_json(file: &PolicyFile) -> Value {
+    serde_json::from_str(&file.to_json()).unwrap_or(Value::Null)
+}
+
+async fn policy_check(args: &PolicyCheckArgs) -> Result<Value, CliError> {
+    let file = load_policy_file(&args.policy)?;
+    let mut out = json!({
+        "policy": args.policy.display().to_string(),
+        "valid": true,
+        "accept": set_names_json(&file),
+    });
+    if args.document.is_none() && args.host.is_none() {
+        return Ok(out);
+    }
+    let mut policy = file.to_policy();
+    if let Some(path) = &args.trust_root {
+        policy = with_trust_root(policy, path)?;
+    }
+    let default_max_age = args.host.as_ref().map(|_| DEFAULT_LIVE_MAX_AGE);
+    policy = match args
+        .max_age
+        .map(Duration::from_secs)
+        .or(file.max_age_secs().map(Duration::from_secs))
+        .or(default_max_age)
+    {
+        Some(age) => policy.max_age(age),
+        None => policy.no_max_age(),
+    };
+    let verified = match (&args.document, &args.host) {
+        (Some(document), _) => verify_document_file(document, &policy, None, args.at)?,
+        (None, Some(host)) => attest_with(&Client::new(host, policy)?).await?,
+        (None, None) => return Ok(out),
+    };
+    if let Value::Object(map) = &mut out {
+        let accepted_as = verified.get("accepted_as").cloned().unwrap_or(Value::Null);
+        map.insert("accepted_as".into(), accepted_as);
+        map.insert("attestation".into(), verified);
+    }
+    Ok(out)
 }
 
 /// `name: dtype [shape] = [v0, v1, …]`, at most [`PRINT_VALUES`] values.
@@ -808,10 +1175,11 @@ mod tests {
         let args = PolicyArgs {
             trust_root: None,
             expect_pcr: vec![],
+            policy_file: None,
             no_pcr_policy: false,
             allow_debug: false,
         };
-        let err = build_policy(&args, None).unwrap_err();
+        let err = build_policy(&args, None, None).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         let msg = err.to_string();
         assert!(

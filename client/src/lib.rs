@@ -26,6 +26,9 @@
 //!
 //! # Layout
 //! - [`policy`]: [`Policy`], the builder of what an enclave must satisfy.
+//! - [`policy_file`]: [`PolicyFile`], named accepted PCR sets in a JSON file (rolling upgrades),
+//!   and [`Measurements`], a release's `measurements.json` as `nitro-cli` prints it
+//!   (`docs/measurements.md`).
 //! - [`session`]: [`Client`] and the attested [`Session`].
 //! - [`http`]: base URL checks, bounded body reads, the host's JSON error shape.
 //! - [`npy`]: NumPy `.npy` files ↔ [`sealed_wire::Tensor`].
@@ -66,9 +69,11 @@ pub mod http;
 pub mod kms;
 pub mod npy;
 pub mod policy;
+pub mod policy_file;
 pub mod seal;
 pub mod session;
 
 pub use error::ClientError;
-pub use policy::{InvalidPolicy, Policy};
+pub use policy::{AcceptedAs, InvalidPolicy, Policy};
+pub use policy_file::{Measurements, PcrSet, PolicyFile, PolicyFileError};
 pub use session::{Client, Session};

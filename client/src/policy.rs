@@ -43,6 +43,15 @@ pub enum InvalidPolicy {
     TrustRoot(#[from] AnchorError),
 }
 
+/// The accepted PCR set a verified document matched ([`Policy::accepted_as`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedAs {
+    /// Position of the set in the policy (0 = the first `expect_pcr` / `or_pcrs` / file entry).
+    pub index: usize,
+    /// The set's name, for named sets (policy files name every set).
+    pub name: Option<String>,
+}
+
 /// Builder of what an attested enclave must satisfy. See the module docs for the defaults.
 ///
 /// ```
@@ -59,6 +68,8 @@ pub struct Policy {
     anchor: TrustAnchor,
     /// Alternatives; the first is the one `expect_pcr` fills.
     pcrs: Vec<BTreeMap<u16, Vec<u8>>>,
+    /// Name of each alternative (same length as `pcrs`); `None` for sets built from flags.
+    names: Vec<Option<String>>,
     accept_any_pcrs: bool,
     max_age: Option<Duration>,
     allow_debug: bool,
@@ -79,6 +90,7 @@ impl Policy {
         Policy {
             anchor: TrustAnchor::aws_nitro_root_g1(),
             pcrs: Vec::new(),
+            names: Vec::new(),
             accept_any_pcrs: false,
             max_age: Some(DEFAULT_MAX_AGE),
             allow_debug: false,
@@ -125,6 +137,7 @@ impl Policy {
     pub fn expect_pcr(mut self, index: u16, value: impl Into<Vec<u8>>) -> Policy {
         if self.pcrs.is_empty() {
             self.pcrs.push(BTreeMap::new());
+            self.names.push(None);
         }
         if let Some(first) = self.pcrs.first_mut() {
             first.insert(index, value.into());
@@ -136,7 +149,47 @@ impl Policy {
     /// (for example the current and the next release of an enclave image).
     pub fn or_pcrs(mut self, pcrs: impl IntoIterator<Item = (u16, Vec<u8>)>) -> Policy {
         self.pcrs.push(pcrs.into_iter().collect());
+        self.names.push(None);
         self
+    }
+
+    /// [`Policy::or_pcrs`] with a name, which [`Policy::accepted_as`] reports when a document
+    /// matches this set (a policy file's `accept` entries, e.g. `v0.3.0`).
+    pub fn or_named_pcrs(
+        mut self,
+        name: impl Into<String>,
+        pcrs: impl IntoIterator<Item = (u16, Vec<u8>)>,
+    ) -> Policy {
+        self.pcrs.push(pcrs.into_iter().collect());
+        self.names.push(Some(name.into()));
+        self
+    }
+
+    /// Which accepted set the PCRs of a verified document match: the first set, in the order
+    /// given, whose every PCR is present with exactly that value (the rule of
+    /// [`PcrPolicy::AnyOf`]). `None` under [`Policy::no_pcr_policy`] or when no set matches.
+    pub fn accepted_as(&self, pcrs: &BTreeMap<u16, Vec<u8>>) -> Option<AcceptedAs> {
+        if self.accept_any_pcrs {
+            return None;
+        }
+        self.pcrs
+            .iter()
+            .enumerate()
+            .find(|(_, set)| {
+                !set.is_empty()
+                    && set
+                        .iter()
+                        .all(|(index, value)| pcrs.get(index).is_some_and(|v| v == value))
+            })
+            .map(|(index, _)| AcceptedAs {
+                index,
+                name: self.names.get(index).cloned().flatten(),
+            })
+    }
+
+    /// The names of the accepted sets, in order (`None` for unnamed sets).
+    pub fn pcr_set_names(&self) -> impl Iterator<Item = Option<&str>> {
+        self.names.iter().map(Option::as_deref)
     }
 
     /// Accepts any measurements. An explicit opt-out for inspecting documents; an attested session
@@ -306,6 +359,39 @@ mod tests {
             ]
         );
         assert_eq!(opts.expected_nonce, Some(vec![9; 32]));
+    }
+
+    #[test]
+    fn accepted_as_names_the_first_set_that_matches_completely() {
+        let doc = BTreeMap::from([(0, pcr(1)), (1, pcr(2)), (2, pcr(3))]);
+        let p = Policy::new()
+            .or_named_pcrs("old", [(0, pcr(9)), (1, pcr(2))])
+            .or_named_pcrs("new", [(0, pcr(1)), (1, pcr(2))])
+            .or_named_pcrs("also", [(0, pcr(1))]);
+        assert_eq!(
+            p.accepted_as(&doc),
+            Some(AcceptedAs {
+                index: 1,
+                name: Some("new".into())
+            })
+        );
+        assert_eq!(
+            p.pcr_set_names().collect::<Vec<_>>(),
+            [Some("old"), Some("new"), Some("also")]
+        );
+        // A PCR the document lacks never matches.
+        let p = Policy::new().or_named_pcrs("x", [(0, pcr(1)), (5, pcr(1))]);
+        assert_eq!(p.accepted_as(&doc), None);
+        // Flag-built sets are unnamed; no_pcr_policy matches no set.
+        let p = Policy::new().expect_pcr(2, pcr(3));
+        assert_eq!(
+            p.accepted_as(&doc),
+            Some(AcceptedAs {
+                index: 0,
+                name: None
+            })
+        );
+        assert_eq!(Policy::new().no_pcr_policy().accepted_as(&doc), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use sealed_wire::{InferRequest, InferResponse, ModelManifest, NamedTensor};
 
 use crate::error::{ClientError, sanitize};
 use crate::http::{self, HostUrl, MAX_ATTESTATION_RESPONSE_LEN};
-use crate::policy::Policy;
+use crate::policy::{AcceptedAs, Policy};
 
 /// Length of the attestation nonce the client picks (the host accepts 16..=64 bytes).
 pub const NONCE_LEN: usize = 32;
@@ -150,6 +150,7 @@ pub struct Session {
     document: VerifiedDocument,
     manifest: ModelManifest,
     key_config: KeyConfig,
+    accepted_as: Option<AcceptedAs>,
 }
 
 impl Session {
@@ -163,6 +164,8 @@ impl Session {
     ) -> Result<Session, ClientError> {
         // Signature, chain to the anchor, PCRs, nonce, age, debug mode (nitro-facts §1.5).
         let document = sealed_attestation::verify(document, opts)?;
+        // Which accepted set it matched (a release name from a policy file), for the caller.
+        let accepted_as = client.policy().accepted_as(&document.pcrs);
         // user_data = version ‖ SHA-384(manifest bytes): the manifest is what this enclave serves.
         let manifest = commitment::verify_document(document.user_data.as_deref(), manifest_bytes)?;
         // The models it serves must be the ones the policy pins, digest for digest.
@@ -182,12 +185,19 @@ impl Session {
             document,
             manifest,
             key_config,
+            accepted_as,
         })
     }
 
     /// The verified attestation document.
     pub fn document(&self) -> &VerifiedDocument {
         &self.document
+    }
+
+    /// The accepted PCR set the enclave matched: with a policy file, the release name it was
+    /// accepted as. `None` under [`Policy::no_pcr_policy`].
+    pub fn accepted_as(&self) -> Option<&AcceptedAs> {
+        self.accepted_as.as_ref()
     }
 
     /// The models the attested enclave committed to serving.
@@ -337,6 +347,7 @@ mod tests {
                 key_id: 0,
                 public_key: [9; 32],
             },
+            accepted_as: None,
         }
     }
 

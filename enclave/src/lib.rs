@@ -18,7 +18,7 @@
 //! - [`kms`]: the KMS client: RSA recipient key, attestation, SigV4, HTTPS through the host's
 //!   proxy, `CiphertextForRecipient`.
 //! - [`server`]: listener and per-connection multiplexing by request id.
-//! - [`rng`]: the OS randomness source.
+//! - [`rng`]: the OS randomness source. [`entropy`]: seeds it from the NSM at startup.
 #![cfg_attr(
     not(test),
     deny(
@@ -30,6 +30,7 @@
 )]
 
 pub mod engine;
+pub mod entropy;
 pub mod kms;
 pub mod model_store;
 pub mod nsm;
@@ -64,14 +65,37 @@ pub enum StartError {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     Kms(#[from] kms::KmsConfigError),
+    #[error("seeding the kernel random pool from the NSM: {0}")]
+    Entropy(#[from] entropy::EntropyError),
+}
+
+/// [`entropy::seed_kernel_pool`] with the failure policy of this build: an NSM failure always
+/// stops the enclave; a pool that cannot be written stops a production build and is only a
+/// warning in a simulation build.
+fn seed_entropy(nsm: &dyn nsm::Nsm) -> Result<(), entropy::EntropyError> {
+    match entropy::seed_kernel_pool(nsm) {
+        Ok(bytes) => {
+            tracing::info!(bytes, "kernel random pool seeded from the NSM");
+            Ok(())
+        }
+        #[cfg(feature = "simulation")]
+        Err(e) if !e.is_nsm() => {
+            tracing::warn!(error = %e, "SIMULATION BUILD: kernel random pool not seeded");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// How often idle sealed-model uploads are looked for.
 const UPLOAD_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Generates the HPKE key pair, binds the listener and serves until cancelled. `on_ready` is called
-/// once the listener is bound (the binary prints a line a launcher can wait for).
+/// Seeds the kernel pool from the NSM, generates the HPKE key pair, binds the listener and serves
+/// until cancelled. `on_ready` is called once the listener is bound (the binary prints a line a
+/// launcher can wait for).
 pub async fn run(config: Config, on_ready: impl FnOnce(&Endpoint)) -> Result<(), StartError> {
+    // Before any key exists (entropy.rs: what is mixed in, and why failure stops the enclave).
+    seed_entropy(config.nsm.as_ref())?;
     let mut rng = rng::os_rng();
     // Key id 0: one key per enclave boot; a restart attests a new key.
     let key = sealed_crypto::ServerKey::generate(0, &mut rng);

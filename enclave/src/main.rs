@@ -15,7 +15,9 @@ use anyhow::Context;
 use clap::Parser;
 use sealed_enclave::engine::EngineConfig;
 use sealed_enclave::kms::{KmsConfig, KmsEndpoint};
-use sealed_enclave::model_store::{DEFAULT_MAX_MODEL_BYTES, StoreConfig};
+use sealed_enclave::model_store::{
+    DEFAULT_MAX_CLOCK_SKEW_SECS, DEFAULT_MAX_MODEL_BYTES, MAX_CLOCK_SKEW_SECS, StoreConfig,
+};
 use sealed_enclave::nsm::Nsm;
 use sealed_transport::Endpoint;
 
@@ -53,6 +55,12 @@ struct Args {
     /// single model (the engine caps a model at 64 MiB in this version).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_MODEL_BYTES)]
     max_model_bytes: u64,
+    /// Largest difference, in seconds, between the time the host reports and this enclave's clock
+    /// for which a sealed-model load signs its KMS request with the host's time (docs/time.md).
+    /// At most 900: AWS refuses SigV4 requests dated more than 15 minutes from its own clock.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MAX_CLOCK_SKEW_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_CLOCK_SKEW_SECS))]
+    max_clock_skew_secs: u64,
     /// PEM file with the CA that signed the mock KMS's TLS certificate; it then becomes the only
     /// KMS trust root (simulation builds only; production builds trust the public web PKI roots).
     #[cfg(feature = "simulation")]
@@ -97,6 +105,7 @@ fn real_main() -> anyhow::Result<()> {
         kms,
         store: StoreConfig {
             max_model_bytes: args.max_model_bytes,
+            max_clock_skew: std::time::Duration::from_secs(args.max_clock_skew_secs),
             ..StoreConfig::default()
         },
     };
@@ -196,4 +205,58 @@ fn open_nsm(args: &Args) -> anyhow::Result<Arc<dyn Nsm>> {
 fn open_nsm(_args: &Args) -> anyhow::Result<Arc<dyn Nsm>> {
     let nsm = sealed_enclave::nsm::real::RealNsm::open().context("opening /dev/nsm")?;
     Ok(Arc::new(nsm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The production command line baked into the image (deploy/enclave/Dockerfile); simulation
+    /// builds also require --mock-ca-dir.
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut argv = vec!["sealed-enclave", "--listen", "vsock:any:5000"];
+        if cfg!(feature = "simulation") {
+            argv.extend(["--mock-ca-dir", "/nonexistent"]);
+        }
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv)
+    }
+
+    #[test]
+    fn kms_proxy_on_the_parent_vsock_reaches_the_kms_config() {
+        let args = parse(&["--kms-proxy", "vsock:3:8000", "--kms-region", "us-east-1"]).unwrap();
+        let config = kms_config(&args).unwrap().unwrap();
+        assert_eq!(config.proxy, Endpoint::Vsock { cid: 3, port: 8000 });
+        assert_eq!(config.region.as_deref(), Some("us-east-1"));
+        // …and is accepted by the client (which dials it only when a sealed model is loaded).
+        sealed_enclave::kms::check_proxy(&config.proxy).unwrap();
+    }
+
+    #[test]
+    fn no_kms_proxy_means_no_kms() {
+        assert!(kms_config(&parse(&[]).unwrap()).unwrap().is_none());
+        // The KMS options make no sense without a proxy.
+        assert!(parse(&["--kms-region", "us-east-1"]).is_err());
+    }
+
+    #[test]
+    fn bad_kms_proxy_is_a_usage_error() {
+        for bad in ["vsock:three:8000", "tcp:127.0.0.1:8000", "vsock:3"] {
+            let err = parse(&["--kms-proxy", bad]).err().unwrap();
+            assert!(err.to_string().contains("--kms-proxy"), "{err}");
+        }
+    }
+
+    #[test]
+    fn clock_skew_bound_defaults_to_five_minutes_and_stops_at_fifteen() {
+        assert_eq!(parse(&[]).unwrap().max_clock_skew_secs, 300);
+        assert_eq!(
+            parse(&["--max-clock-skew-secs", "900"])
+                .unwrap()
+                .max_clock_skew_secs,
+            900
+        );
+        assert!(parse(&["--max-clock-skew-secs", "901"]).is_err());
+        assert!(parse(&["--max-clock-skew-secs", "0"]).is_err());
+    }
 }

@@ -48,6 +48,13 @@ pub struct StoreConfig {
 
 /// Default `--max-model-bytes`: 1 GiB of plaintext across uploads in progress.
 pub const DEFAULT_MAX_MODEL_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default `--max-clock-skew-secs`: how far the host's time may be from ours (docs/time.md).
+pub const DEFAULT_MAX_CLOCK_SKEW_SECS: u64 = 5 * 60;
+/// Largest `--max-clock-skew-secs`: AWS itself refuses SigV4 requests dated more than 15 minutes
+/// from its clock (`sealed_kms::sigv4::MAX_CLOCK_SKEW`), so a wider bound only lets the host pick
+/// times KMS will reject anyway.
+pub const MAX_CLOCK_SKEW_SECS: u64 = 15 * 60;
+const _: () = assert!(DEFAULT_MAX_CLOCK_SKEW_SECS <= MAX_CLOCK_SKEW_SECS);
 /// Default uploads in progress.
 pub const DEFAULT_MAX_UPLOADS: usize = 4;
 
@@ -57,8 +64,9 @@ impl Default for StoreConfig {
             max_model_bytes: DEFAULT_MAX_MODEL_BYTES,
             max_uploads: DEFAULT_MAX_UPLOADS,
             idle_timeout: Duration::from_secs(120),
-            // AWS accepts ±15 min (SigV4); 5 min keeps a host from choosing a stale time.
-            max_clock_skew: Duration::from_secs(5 * 60),
+            // AWS accepts ±15 min (SigV4); 5 min keeps a host from choosing a stale time while
+            // leaving room for the enclave clock's drift (docs/time.md).
+            max_clock_skew: Duration::from_secs(DEFAULT_MAX_CLOCK_SKEW_SECS),
         }
     }
 }

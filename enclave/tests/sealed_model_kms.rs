@@ -147,6 +147,7 @@ impl Sim {
         roots.add(certs[0].clone()).unwrap();
         let target = HttpsTarget {
             proxy: self.proxy.clone(),
+            connector: Arc::new(https::TransportConnect),
             server_name: "localhost".try_into().unwrap(),
             tls: Arc::new(https::client_config(roots).unwrap()),
             connect_timeout: Duration::from_secs(5),

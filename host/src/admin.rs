@@ -37,6 +37,7 @@ use crate::api::{ApiError, status_for};
 use crate::credentials::CredentialProvider;
 use crate::enclave_pool::EnclavePool;
 use crate::sealed_loader::{LoadError, LoaderConfig, load_sealed};
+use crate::supervisor::HostState;
 
 /// Largest sealed model accepted (`Content-Length` checked before reading): the largest header
 /// plus an 8 GiB model (`sealed_model::MAX_MODEL_LEN`) in the smallest chunks (4 KiB), each with
@@ -52,6 +53,8 @@ struct AdminState {
     credentials: Arc<CredentialProvider>,
     loader: LoaderConfig,
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Where load outcomes are counted, when the host runs with metrics.
+    host: Option<Arc<HostState>>,
 }
 
 /// The admin API over `pool`, handing the enclave credentials from `credentials`.
@@ -60,11 +63,30 @@ pub fn router(
     credentials: Arc<CredentialProvider>,
     loader: LoaderConfig,
 ) -> Router {
+    build(pool, credentials, loader, None)
+}
+
+/// [`router`] over `host`'s pool, counting loads and errors in its metrics.
+pub fn router_with_metrics(
+    host: Arc<HostState>,
+    credentials: Arc<CredentialProvider>,
+    loader: LoaderConfig,
+) -> Router {
+    build(host.pool.clone(), credentials, loader, Some(host))
+}
+
+fn build(
+    pool: Arc<EnclavePool>,
+    credentials: Arc<CredentialProvider>,
+    loader: LoaderConfig,
+    host: Option<Arc<HostState>>,
+) -> Router {
     let state = AdminState {
         pool,
         credentials,
         loader,
         uploads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
+        host,
     };
     Router::new()
         .route("/v1/admin/models", post(load_model))
@@ -97,10 +119,17 @@ async fn load_model(State(state): State<AdminState>, request: Request) -> Respon
     let duration_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(response) => {
+            if let Some(host) = &state.host {
+                host.metrics.observe_sealed_load(Ok(()));
+            }
             info!(duration_ms, "admin: sealed model loaded");
             response
         }
         Err(e) => {
+            if let Some(host) = &state.host {
+                host.metrics.observe_sealed_load(Err(e.code));
+                host.metrics.observe_error(e.code);
+            }
             warn!(
                 status = e.status.as_u16(),
                 error = e.code.as_str(),

@@ -7,12 +7,15 @@
 //! | `POST /v1/infer` (sealed bytes) | `Infer` | sealed response bytes |
 //! | `GET /v1/health` | `Health` | `{"status": "ok", "enclave": HealthStatus}` |
 //! | `GET /v1/models` | `Health` | `[ModelInfo, …]` |
+//! | `GET /livez` | none | 200 `{"status": "alive"}` while the process serves |
+//! | `GET /readyz` | none (the supervisor's last probe) | 200 `{"status": "ready"}`, else 503 `{"status": "not_ready", "reason": …}` |
 //!
 //! Errors are `{"error": {"code": u16, "name": "snake_case", "message": "…"}}` with the HTTP status
 //! from [`status_for`].
 //!
 //! What it does not do: open, parse or log sealed bodies (the host cannot open them, and their size
-//! and timing are all it learns), or log nonces (the route is logged by path only, never its query).
+//! and timing are all it learns), or log nonces or raw paths (requests are logged and counted by
+//! matched route template only, never the path or query).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,16 +36,15 @@ use sealed_wire::{
     EnclaveRequest, EnclaveResponse, ErrorCode, HealthStatus, PROTOCOL_VERSION, WireError,
 };
 use serde::{Deserialize, Serialize};
-use tracing::{Instrument as _, info, info_span, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
-use crate::enclave_pool::{EnclavePool, PoolError};
-
-/// Longest request path written to the log (paths come from clients).
-const MAX_LOGGED_PATH: usize = 128;
+use crate::enclave_pool::PoolError;
+use crate::metrics::route_label;
+use crate::supervisor::HostState;
 
 #[derive(Clone)]
 struct ApiState {
-    pool: Arc<EnclavePool>,
+    host: Arc<HostState>,
     http_timeout: Duration,
     next_http_request: Arc<AtomicU64>,
     /// Inference bodies being received or relayed at once. Taken before the body is read, so a
@@ -53,10 +55,11 @@ struct ApiState {
 /// Most `/v1/infer` requests in progress at once (each may carry up to MAX_SEALED_MESSAGE_LEN).
 pub const MAX_CONCURRENT_INFER: usize = 64;
 
-/// The HTTP API over `pool`. `http_timeout` bounds a whole HTTP request, body transfer included.
-pub fn router(pool: Arc<EnclavePool>, http_timeout: Duration) -> Router {
+/// The HTTP API over `host`'s pool. `http_timeout` bounds a whole HTTP request, body transfer
+/// included.
+pub fn router(host: Arc<HostState>, http_timeout: Duration) -> Router {
     let state = ApiState {
-        pool,
+        host,
         http_timeout,
         next_http_request: Arc::new(AtomicU64::new(1)),
         infer_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INFER)),
@@ -72,6 +75,8 @@ pub fn router(pool: Arc<EnclavePool>, http_timeout: Duration) -> Router {
         )
         .route("/v1/health", get(health))
         .route("/v1/models", get(models))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz_handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // A sealed request is at most MAX_SEALED_MESSAGE_LEN; the limit applies while the body is
@@ -225,13 +230,21 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
     }
 }
 
-/// Access log and whole-request timeout. Logs an id, method, path (never the query: it carries
-/// the client's nonce), status, error code, sizes and duration; never bodies.
+/// Access log, metrics and whole-request timeout. Logs an id, method, matched route template
+/// (never the path or query: the query carries the client's nonce), status, error code, sizes and
+/// duration; never bodies. Probes (`/livez`, `/readyz`) are logged at debug level only.
 async fn observe(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let id = state.next_http_request.fetch_add(1, Ordering::Relaxed);
     let method = request.method().clone();
-    let path: String = request.uri().path().chars().take(MAX_LOGGED_PATH).collect();
+    let route = route_label(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
     let request_len = request.body().size_hint().exact();
+    let metrics = &state.host.metrics;
+    metrics.http_in_flight.inc();
     let started = Instant::now();
     // The span ties the pool's per-exchange debug lines (enclave request ids) to this request.
     let handled = next.run(request).instrument(info_span!("http", id));
@@ -244,20 +257,92 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
         )
         .into_response(),
     };
+    metrics.http_in_flight.dec();
     let status = response.status().as_u16();
     let response_len = response.body().size_hint().exact();
-    let duration_ms = started.elapsed().as_millis() as u64;
+    let elapsed = started.elapsed();
+    let duration_ms = elapsed.as_millis() as u64;
+    metrics.observe_request(route, status, elapsed.as_secs_f64());
     match response.extensions().get::<ErrorCode>() {
-        Some(code) => warn!(
-            http_request = id, %method, path = ?path, status, error = code.as_str(),
-            request_len, duration_ms, "request failed"
+        Some(code) => {
+            metrics.observe_error(*code);
+            warn!(
+                http_request = id, %method, route, status, error = code.as_str(),
+                request_len, duration_ms, "request failed"
+            );
+        }
+        None if route == "/livez" || route == "/readyz" => debug!(
+            http_request = id, %method, route, status, duration_ms, "probe served"
         ),
         None => info!(
-            http_request = id, %method, path = ?path, status,
+            http_request = id, %method, route, status,
             request_len, response_len, duration_ms, "request served"
         ),
     }
     response
+}
+
+/// The metrics listener's router: `GET /metrics` (OpenMetrics text), `/livez` and `/readyz`.
+pub fn metrics_router(host: Arc<HostState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_page))
+        .route("/livez", get(livez))
+        .route("/readyz", get(metrics_readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(host)
+}
+
+async fn metrics_page(State(host): State<Arc<HostState>>) -> Response {
+    host.refresh_gauges();
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        host.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn metrics_readyz(State(host): State<Arc<HostState>>) -> Response {
+    readyz(&host)
+}
+
+#[derive(Serialize)]
+struct ProbeBody {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<crate::supervisor::NotReady>,
+}
+
+/// `GET /livez`: the process is up and serving HTTP.
+pub async fn livez() -> Response {
+    axum::Json(ProbeBody {
+        status: "alive",
+        reason: None,
+    })
+    .into_response()
+}
+
+/// `GET /readyz` for `host`: 200 when it should receive traffic, else 503 with the reason.
+pub fn readyz(host: &HostState) -> Response {
+    match host.readiness() {
+        Ok(()) => axum::Json(ProbeBody {
+            status: "ready",
+            reason: None,
+        })
+        .into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(ProbeBody {
+                status: "not_ready",
+                reason: Some(reason),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+async fn readyz_handler(State(state): State<ApiState>) -> Response {
+    readyz(&state.host)
 }
 
 #[derive(Deserialize)]
@@ -294,7 +379,7 @@ async fn attestation(
     let query = query.map_err(|_| invalid_nonce("malformed query string"))?;
     let nonce = parse_nonce(query.nonce.as_deref())?;
     match state
-        .pool
+        .host
         .call(&EnclaveRequest::Attestation { nonce })
         .await?
     {
@@ -337,7 +422,7 @@ async fn infer(
     let request = EnclaveRequest::Infer {
         sealed: Vec::from(body),
     };
-    match state.pool.call(&request).await? {
+    match state.host.call(&request).await? {
         EnclaveResponse::Infer { sealed } => Ok((
             [(header::CONTENT_TYPE, "application/octet-stream")],
             Body::from(sealed),
@@ -356,7 +441,7 @@ struct HealthBody {
 
 /// 200 only when the enclave answers, says it is ready and speaks our protocol version.
 async fn health(State(state): State<ApiState>) -> Response {
-    let enclave = match state.pool.call(&EnclaveRequest::Health).await {
+    let enclave = match state.host.call(&EnclaveRequest::Health).await {
         Ok(EnclaveResponse::Health(h)) => Some(h),
         Ok(other) => {
             warn!(response = ?other, "enclave answered a health check with the wrong kind");
@@ -383,7 +468,7 @@ async fn health(State(state): State<ApiState>) -> Response {
 }
 
 async fn models(State(state): State<ApiState>) -> Result<Response, ApiError> {
-    match state.pool.call(&EnclaveRequest::Health).await? {
+    match state.host.call(&EnclaveRequest::Health).await? {
         EnclaveResponse::Health(h) => Ok(axum::Json(h.models).into_response()),
         EnclaveResponse::Error(e) => Err(ApiError::from_enclave(e)),
         other => Err(ApiError::unexpected(&other)),

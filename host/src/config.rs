@@ -1,14 +1,25 @@
-//! Command-line arguments and the runtime configuration derived from them.
+//! Configuration: command-line flags, `SEALED_HOST_*` environment variables and a TOML file,
+//! merged into the runtime [`Config`].
 //!
-//! [`Args`] is the clap surface (`sealed-host --enclave … --listen …`); [`Config`] is what the rest
-//! of the crate takes, with every duration and bound resolved, so that tests can build one directly
-//! (for example with a 200 ms request timeout) without going through the command line.
+//! Every setting has one name, the long flag with `_` for `-` (`request_timeout_secs`), used as the
+//! TOML key and, upper-cased after `SEALED_HOST_`, as the environment variable. Precedence: flag >
+//! environment > file > default. The file is `--config FILE` or `SEALED_HOST_CONFIG`. Unknown keys
+//! in the file and unknown `SEALED_HOST_*` variables are errors, so that a typo never silently
+//! leaves a default in place. List settings (`load_model`, `kms_proxy`) are TOML arrays in the file
+//! and comma-separated in the environment; a layer that sets a list replaces the lower layer's.
+//!
+//! [`Args`] is the clap surface; [`Config`] is what the rest of the crate takes, with every duration
+//! and bound resolved, so that tests can build one directly (for example with a 200 ms request
+//! timeout) without going through the command line.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use sealed_transport::Endpoint;
 
 use crate::credentials::{CredentialSourceKind, DEFAULT_REFRESH_MARGIN};
@@ -31,43 +42,75 @@ pub const DEFAULT_MODEL_LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// Extra time an HTTP request gets beyond the enclave timeout, for uploading and downloading
 /// sealed bodies of up to 16 MiB.
 pub const HTTP_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
+/// Default time in-flight requests get to finish after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How often the supervisor asks the enclave for its health.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long one health probe may take before it counts as failed. A health answer needs no
+/// inference worker, so a slow one means a hung or overloaded enclave.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Prefix of the environment variables that set configuration keys.
+pub const ENV_PREFIX: &str = "SEALED_HOST_";
+/// Environment variable naming the configuration file (like `--config`).
+pub const CONFIG_ENV: &str = "SEALED_HOST_CONFIG";
+/// Largest configuration file read (it is a dozen lines).
+pub const MAX_CONFIG_FILE_LEN: u64 = 64 * 1024;
+
+const CONNECTIONS_RANGE: RangeInclusive<u64> = 1..=64;
+const REQUEST_TIMEOUT_RANGE: RangeInclusive<u64> = 1..=3600;
+const SHUTDOWN_GRACE_RANGE: RangeInclusive<u64> = 0..=3600;
+
+/// Log line format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (journald, log shippers).
+    Json,
+}
 
 /// `sealed-host`: the untrusted relay between HTTP clients and the enclave.
-#[derive(Debug, Parser)]
+///
+/// Every option can also be set in the `--config` TOML file (key = option name with `_`) or in the
+/// environment (`SEALED_HOST_<KEY>`); a flag wins over the environment, which wins over the file.
+#[derive(Debug, Default, Parser)]
 #[command(name = "sealed-host", version, about)]
 pub struct Args {
-    /// Enclave endpoint: `unix:/PATH` (simulation) or `vsock:CID:PORT` (Nitro).
+    /// TOML configuration file (flat keys named like the options: `listen = "0.0.0.0:8080"`).
+    /// Also `SEALED_HOST_CONFIG`.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Enclave endpoint: `unix:/PATH` (simulation) or `vsock:CID:PORT` (Nitro). Required (here,
+    /// in the environment or in the file).
     #[arg(long, value_name = "ENDPOINT")]
-    pub enclave: Endpoint,
+    pub enclave: Option<Endpoint>,
 
-    /// Address for the client HTTP API. Port 0 picks a free port; the bound address is printed on
-    /// stdout as `sealed-host listening on http://ADDR`.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address for the client HTTP API [default: 127.0.0.1:8080]. Port 0 picks a free port; the
+    /// bound address is printed on stdout as `sealed-host listening on http://ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 
-    /// Persistent connections to the enclave; each multiplexes many requests.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_CONNECTIONS as u64,
-          value_parser = clap::value_parser!(u64).range(1..=64))]
-    pub connections: u64,
+    /// Persistent connections to the enclave; each multiplexes many requests [default: 4].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub connections: Option<u64>,
 
-    /// Seconds the enclave has to answer a request before the client gets 504 `timeout`.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs(),
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub request_timeout_secs: u64,
+    /// Seconds the enclave has to answer a request before the client gets 504 `timeout`
+    /// [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout_secs: Option<u64>,
 
-    /// Load a plaintext ONNX model at startup (simulation enclaves only; a production enclave
-    /// refuses with `plaintext_models_disabled` and startup fails). Repeatable.
+    /// Load a plaintext ONNX model at startup, and again whenever the enclave comes back after a
+    /// restart (simulation enclaves only; a production enclave refuses with
+    /// `plaintext_models_disabled` and startup fails). Repeatable.
     #[arg(long = "load-model", value_name = "ID=PATH")]
     pub load_model: Vec<ModelSpec>,
 
     /// Forward connections from the enclave on LISTEN (`vsock:3:8000` on Nitro, `unix:/PATH` in
     /// simulation) to HOST:PORT, which must be in --proxy-allowlist. The enclave reaches KMS
     /// through this; TLS runs end to end. Repeatable.
-    #[arg(
-        long = "kms-proxy",
-        value_name = "LISTEN=HOST:PORT",
-        requires = "proxy_allowlist"
-    )]
+    #[arg(long = "kms-proxy", value_name = "LISTEN=HOST:PORT")]
     pub kms_proxy: Vec<ProxySpec>,
 
     /// Allowlist for --kms-proxy remotes, in the AWS vsock-proxy YAML format
@@ -77,16 +120,17 @@ pub struct Args {
 
     /// Where the AWS credentials handed to the enclave for KMS come from: `imds` (the instance
     /// role, IMDSv2), `env` (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), or
-    /// `none` (sealed models cannot be loaded).
-    #[arg(long, value_name = "SOURCE", value_enum, default_value_t = CredentialSourceKind::None)]
-    pub aws_credentials: CredentialSourceKind,
+    /// `none` (sealed models cannot be loaded) [default: none].
+    #[arg(long, value_name = "SOURCE", value_enum)]
+    pub aws_credentials: Option<CredentialSourceKind>,
 
     /// IMDS base URL for --aws-credentials imds (default: AWS_EC2_METADATA_SERVICE_ENDPOINT, else
     /// http://169.254.169.254); the mock IMDS in simulation.
     #[arg(long, value_name = "URL")]
     pub imds_endpoint: Option<String>,
 
-    /// Load every `*.sealed` file in DIR at startup, in name order; startup fails if one fails.
+    /// Load every `*.sealed` file in DIR at startup, in name order (startup fails if one fails),
+    /// and again whenever the enclave comes back after a restart.
     #[arg(long, value_name = "DIR")]
     pub models_dir: Option<PathBuf>,
 
@@ -94,6 +138,21 @@ pub struct Args {
     /// operators can reach it: it has no authentication of its own.
     #[arg(long, value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+
+    /// Address for Prometheus metrics (`GET /metrics`) and the `/livez` and `/readyz` probes; off
+    /// unless given. The bound address is printed as `sealed-host metrics listening on
+    /// http://ADDR`.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// Log format on stderr [default: text].
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Seconds in-flight requests get to finish after SIGTERM or SIGINT before the host exits
+    /// anyway [default: 30].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub shutdown_grace_secs: Option<u64>,
 }
 
 /// Resolved configuration of a host instance.
@@ -119,6 +178,13 @@ pub struct Config {
     pub credentials_refresh_margin: Duration,
     pub models_dir: Option<PathBuf>,
     pub admin_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_format: LogFormat,
+    /// Time in-flight requests get to finish after the shutdown signal.
+    pub shutdown_grace: Duration,
+    /// Interval and timeout of the supervisor's enclave health probe.
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
 }
 
 impl Config {
@@ -142,7 +208,61 @@ impl Config {
             credentials_refresh_margin: DEFAULT_REFRESH_MARGIN,
             models_dir: None,
             admin_listen: None,
+            metrics_listen: None,
+            log_format: LogFormat::Text,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
         }
+    }
+
+    /// Resolves `args` over the process environment and the configuration file they name.
+    pub fn load(args: Args) -> Result<Config, ConfigError> {
+        Config::resolve(args, std::env::vars_os())
+    }
+
+    /// Resolves `args` over `env` (the environment's variables) and the configuration file named by
+    /// `--config` or `SEALED_HOST_CONFIG`: flag > environment > file > default.
+    pub fn resolve<I>(args: Args, env: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = (OsString, OsString)>,
+    {
+        let mut config_path = None;
+        let mut env_layer = Layer::default();
+        for (name, value) in env {
+            let Some(name) = name.to_str() else { continue };
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let value = value.into_string().map_err(|_| ConfigError::Invalid {
+                origin: name.to_string(),
+                key: "value",
+                reason: "not valid UTF-8".into(),
+            })?;
+            // An empty variable counts as unset, as a systemd `Environment=KEY=` line means.
+            if value.is_empty() {
+                continue;
+            }
+            if name == CONFIG_ENV {
+                config_path = Some(PathBuf::from(value));
+                continue;
+            }
+            let key = key.to_ascii_lowercase();
+            let raw = if LIST_KEYS.contains(&key.as_str()) {
+                Raw::Many(value.split(',').map(|s| s.trim().to_string()).collect())
+            } else {
+                Raw::One(value)
+            };
+            env_layer.set(name, &key, raw)?;
+        }
+        let file_layer = match args.config.as_deref().or(config_path.as_deref()) {
+            Some(path) => Layer::from_file(path)?,
+            None => Layer::default(),
+        };
+        Layer::from_args(args)
+            .over(env_layer)
+            .over(file_layer)
+            .into_config()
     }
 
     /// Timeouts of sealed-model loads: `Begin` and each chunk get the request timeout, `End` (digest
@@ -166,34 +286,476 @@ impl Config {
     }
 }
 
-impl From<Args> for Config {
-    fn from(args: Args) -> Config {
-        let request_timeout = Duration::from_secs(args.request_timeout_secs);
-        Config {
-            // Bounded to 1..=64 by the clap value parser.
-            connections: usize::try_from(args.connections).unwrap_or(DEFAULT_CONNECTIONS),
-            request_timeout,
-            http_timeout: request_timeout + HTTP_TIMEOUT_MARGIN,
-            models: args.load_model,
-            kms_proxies: args.kms_proxy,
-            proxy_allowlist: args.proxy_allowlist,
-            aws_credentials: args.aws_credentials,
-            imds_endpoint: args.imds_endpoint,
-            models_dir: args.models_dir,
-            admin_listen: args.admin_listen,
-            ..Config::new(args.enclave, args.listen)
+/// Why the configuration is unusable. Messages name where the bad value came from (the file's
+/// path or the environment variable) and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is larger than {max} bytes")]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error("the configuration file {path} is not valid TOML: {message}")]
+    Toml { path: PathBuf, message: String },
+    #[error("{origin}: unknown key {key:?} (known: {known})", known = KEYS.join(", "))]
+    UnknownKey { origin: String, key: String },
+    #[error("{origin}: invalid {key}: {reason}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        reason: String,
+    },
+    #[error("no enclave endpoint: give --enclave, SEALED_HOST_ENCLAVE or `enclave` in the file")]
+    MissingEnclave,
+    #[error("kms_proxy needs proxy_allowlist")]
+    ProxyWithoutAllowlist,
+}
+
+/// Every configuration key.
+pub const KEYS: &[&str] = &[
+    "enclave",
+    "listen",
+    "connections",
+    "request_timeout_secs",
+    "load_model",
+    "kms_proxy",
+    "proxy_allowlist",
+    "aws_credentials",
+    "imds_endpoint",
+    "models_dir",
+    "admin_listen",
+    "metrics_listen",
+    "log_format",
+    "shutdown_grace_secs",
+];
+/// Keys that take a list.
+const LIST_KEYS: &[&str] = &["load_model", "kms_proxy"];
+
+/// One value as written in the file or the environment.
+enum Raw {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The settings one source gives; `None` where it says nothing.
+#[derive(Default)]
+struct Layer {
+    enclave: Option<Endpoint>,
+    listen: Option<SocketAddr>,
+    connections: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    load_model: Option<Vec<ModelSpec>>,
+    kms_proxy: Option<Vec<ProxySpec>>,
+    proxy_allowlist: Option<PathBuf>,
+    aws_credentials: Option<CredentialSourceKind>,
+    imds_endpoint: Option<String>,
+    models_dir: Option<PathBuf>,
+    admin_listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+impl Layer {
+    fn from_args(a: Args) -> Layer {
+        Layer {
+            enclave: a.enclave,
+            listen: a.listen,
+            connections: a.connections,
+            request_timeout_secs: a.request_timeout_secs,
+            load_model: Some(a.load_model).filter(|v| !v.is_empty()),
+            kms_proxy: Some(a.kms_proxy).filter(|v| !v.is_empty()),
+            proxy_allowlist: a.proxy_allowlist,
+            aws_credentials: a.aws_credentials,
+            imds_endpoint: a.imds_endpoint,
+            models_dir: a.models_dir,
+            admin_listen: a.admin_listen,
+            metrics_listen: a.metrics_listen,
+            log_format: a.log_format,
+            shutdown_grace_secs: a.shutdown_grace_secs,
         }
     }
+
+    fn from_file(path: &Path) -> Result<Layer, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read_err)?.len();
+        if len > MAX_CONFIG_FILE_LEN {
+            return Err(ConfigError::TooLarge {
+                path: path.to_path_buf(),
+                max: MAX_CONFIG_FILE_LEN,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        Layer::from_toml(&text, &path.display().to_string()).map_err(|e| match e {
+            ConfigError::Toml { message, .. } => ConfigError::Toml {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses a TOML document of flat keys; `origin` names it in errors.
+    fn from_toml(text: &str, origin: &str) -> Result<Layer, ConfigError> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            path: PathBuf::from(origin),
+            message: e.message().to_string(),
+        })?;
+        let mut layer = Layer::default();
+        for (key, value) in table {
+            let scalar = |v: &toml::Value| match v {
+                toml::Value::String(s) => Some(s.clone()),
+                toml::Value::Integer(n) => Some(n.to_string()),
+                _ => None,
+            };
+            let raw = match &value {
+                toml::Value::Array(items) => Raw::Many(
+                    items
+                        .iter()
+                        .map(|v| scalar(v).ok_or(()))
+                        .collect::<Result<_, _>>()
+                        .map_err(|()| ConfigError::Invalid {
+                            origin: origin.to_string(),
+                            key: static_key(&key).unwrap_or("value"),
+                            reason: "array items must be strings".into(),
+                        })?,
+                ),
+                other => Raw::One(scalar(other).ok_or_else(|| ConfigError::Invalid {
+                    origin: origin.to_string(),
+                    key: static_key(&key).unwrap_or("value"),
+                    reason: "expected a string or an integer".into(),
+                })?),
+            };
+            layer.set(origin, &key, raw)?;
+        }
+        Ok(layer)
+    }
+
+    /// Sets `key` from `raw`, parsing it as the flag's parser would.
+    fn set(&mut self, origin: &str, key: &str, raw: Raw) -> Result<(), ConfigError> {
+        let Some(key) = static_key(key) else {
+            return Err(ConfigError::UnknownKey {
+                origin: origin.to_string(),
+                key: key.to_string(),
+            });
+        };
+        let invalid = |reason: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            reason,
+        };
+        let one = |raw: Raw| match raw {
+            Raw::One(s) => Ok(s),
+            Raw::Many(_) => Err(invalid("expected one value, not a list".into())),
+        };
+        fn parse<T: FromStr>(s: &str) -> Result<T, String>
+        where
+            T::Err: std::fmt::Display,
+        {
+            s.parse::<T>().map_err(|e| format!("{s:?}: {e}"))
+        }
+        let ranged = |s: &str, range: RangeInclusive<u64>| {
+            let n: u64 = parse(s).map_err(&invalid)?;
+            if range.contains(&n) {
+                Ok(n)
+            } else {
+                Err(invalid(format!(
+                    "{n} is not in {}..={}",
+                    range.start(),
+                    range.end()
+                )))
+            }
+        };
+        let list = |raw: Raw| match raw {
+            Raw::One(s) => vec![s],
+            Raw::Many(v) => v,
+        };
+        match key {
+            "enclave" => self.enclave = Some(parse(&one(raw)?).map_err(&invalid)?),
+            "listen" => self.listen = Some(parse(&one(raw)?).map_err(&invalid)?),
+            "connections" => self.connections = Some(ranged(&one(raw)?, CONNECTIONS_RANGE)?),
+            "request_timeout_secs" => {
+                self.request_timeout_secs = Some(ranged(&one(raw)?, REQUEST_TIMEOUT_RANGE)?);
+            }
+            "shutdown_grace_secs" => {
+                self.shutdown_grace_secs = Some(ranged(&one(raw)?, SHUTDOWN_GRACE_RANGE)?);
+            }
+            "load_model" => {
+                self.load_model = Some(
+                    list(raw)
+                        .iter()
+                        .map(|s| parse(s))
+                        .collect::<Result<_, _>>()
+                        .map_err(&invalid)?,
+                );
+            }
+            "kms_proxy" => {
+                self.kms_proxy = Some(
+                    list(raw)
+                        .iter()
+                        .map(|s| parse(s))
+                        .collect::<Result<_, _>>()
+                        .map_err(&invalid)?,
+                );
+            }
+            "proxy_allowlist" => self.proxy_allowlist = Some(PathBuf::from(one(raw)?)),
+            "aws_credentials" => {
+                let s = one(raw)?;
+                self.aws_credentials = Some(
+                    CredentialSourceKind::from_str(&s, false)
+                        .map_err(|_| invalid(format!("{s:?}: expected imds, env or none")))?,
+                );
+            }
+            "imds_endpoint" => self.imds_endpoint = Some(one(raw)?),
+            "models_dir" => self.models_dir = Some(PathBuf::from(one(raw)?)),
+            "admin_listen" => self.admin_listen = Some(parse(&one(raw)?).map_err(&invalid)?),
+            "metrics_listen" => self.metrics_listen = Some(parse(&one(raw)?).map_err(&invalid)?),
+            "log_format" => {
+                let s = one(raw)?;
+                self.log_format = Some(
+                    LogFormat::from_str(&s, false)
+                        .map_err(|_| invalid(format!("{s:?}: expected text or json")))?,
+                );
+            }
+            // static_key only returns names from KEYS, all matched above.
+            _ => return Err(invalid("unhandled key".into())),
+        }
+        Ok(())
+    }
+
+    /// This layer, with `lower` filling what it leaves unset.
+    fn over(self, lower: Layer) -> Layer {
+        Layer {
+            enclave: self.enclave.or(lower.enclave),
+            listen: self.listen.or(lower.listen),
+            connections: self.connections.or(lower.connections),
+            request_timeout_secs: self.request_timeout_secs.or(lower.request_timeout_secs),
+            load_model: self.load_model.or(lower.load_model),
+            kms_proxy: self.kms_proxy.or(lower.kms_proxy),
+            proxy_allowlist: self.proxy_allowlist.or(lower.proxy_allowlist),
+            aws_credentials: self.aws_credentials.or(lower.aws_credentials),
+            imds_endpoint: self.imds_endpoint.or(lower.imds_endpoint),
+            models_dir: self.models_dir.or(lower.models_dir),
+            admin_listen: self.admin_listen.or(lower.admin_listen),
+            metrics_listen: self.metrics_listen.or(lower.metrics_listen),
+            log_format: self.log_format.or(lower.log_format),
+            shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
+        }
+    }
+
+    /// The final configuration: defaults for what no layer set.
+    fn into_config(self) -> Result<Config, ConfigError> {
+        let enclave = self.enclave.ok_or(ConfigError::MissingEnclave)?;
+        let listen = self
+            .listen
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let kms_proxies = self.kms_proxy.unwrap_or_default();
+        if !kms_proxies.is_empty() && self.proxy_allowlist.is_none() {
+            return Err(ConfigError::ProxyWithoutAllowlist);
+        }
+        let request_timeout = self
+            .request_timeout_secs
+            .map_or(DEFAULT_REQUEST_TIMEOUT, Duration::from_secs);
+        let defaults = Config::new(enclave, listen);
+        Ok(Config {
+            connections: self
+                .connections
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(DEFAULT_CONNECTIONS),
+            request_timeout,
+            http_timeout: request_timeout + HTTP_TIMEOUT_MARGIN,
+            models: self.load_model.unwrap_or_default(),
+            kms_proxies,
+            proxy_allowlist: self.proxy_allowlist,
+            aws_credentials: self.aws_credentials.unwrap_or(CredentialSourceKind::None),
+            imds_endpoint: self.imds_endpoint,
+            models_dir: self.models_dir,
+            admin_listen: self.admin_listen,
+            metrics_listen: self.metrics_listen,
+            log_format: self.log_format.unwrap_or_default(),
+            shutdown_grace: self
+                .shutdown_grace_secs
+                .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
+            ..defaults
+        })
+    }
+}
+
+/// `key` as the static name in [`KEYS`], if it is one.
+fn static_key(key: &str) -> Option<&'static str> {
+    KEYS.iter().copied().find(|k| *k == key)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+    fn env(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+        vars.iter()
+            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+            .collect()
+    }
+
+    fn parse_with(args: &[&str], vars: &[(&str, &str)]) -> Result<Config, String> {
         let mut argv = vec!["sealed-host"];
         argv.extend_from_slice(args);
-        Args::try_parse_from(argv).map(Config::from)
+        let args = Args::try_parse_from(argv).map_err(|e| e.to_string())?;
+        Config::resolve(args, env(vars)).map_err(|e| e.to_string())
+    }
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        parse_with(args, &[])
+    }
+
+    fn write_config(text: &str) -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host.toml");
+        std::fs::write(&path, text).unwrap();
+        let path = path.display().to_string();
+        (dir, path)
+    }
+
+    /// The shipped example (`deploy/host/host.toml`) parses, every key in it is known, and it sets
+    /// the Nitro constants of the contract.
+    #[test]
+    fn parses_the_shipped_example_config() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/host/host.toml");
+        let c = parse(&["--config", path]).unwrap();
+        assert_eq!(
+            c.enclave,
+            Endpoint::Vsock {
+                cid: 16,
+                port: 5000
+            }
+        );
+        assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!(c.aws_credentials, CredentialSourceKind::Imds);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.kms_proxies.len(), 1);
+        assert_eq!(c.kms_proxies[0].remote_port, 443);
+        assert!(c.proxy_allowlist.is_some());
+        assert!(c.models_dir.is_some());
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let (_dir, path) = write_config(
+            "enclave = \"unix:/file.sock\"\nlisten = \"127.0.0.1:1001\"\nconnections = 3\n\
+             request_timeout_secs = 7\nlog_format = \"json\"\n",
+        );
+        let vars = [
+            ("SEALED_HOST_CONFIG", path.as_str()),
+            ("SEALED_HOST_LISTEN", "127.0.0.1:1002"),
+            ("SEALED_HOST_CONNECTIONS", "5"),
+            ("UNRELATED", "x"),
+        ];
+        let c = parse_with(&["--connections", "6"], &vars).unwrap();
+        assert_eq!(c.enclave, Endpoint::Unix("/file.sock".into()), "file");
+        assert_eq!(c.listen, "127.0.0.1:1002".parse().unwrap(), "env over file");
+        assert_eq!(c.connections, 6, "flag over env and file");
+        assert_eq!(c.request_timeout, Duration::from_secs(7), "file");
+        assert_eq!(c.log_format, LogFormat::Json, "file");
+        assert_eq!(c.shutdown_grace, DEFAULT_SHUTDOWN_GRACE, "default");
+        // --config wins over SEALED_HOST_CONFIG.
+        let (_dir2, other) = write_config("enclave = \"unix:/other.sock\"\n");
+        let c = parse_with(&["--config", &other], &vars).unwrap();
+        assert_eq!(c.enclave, Endpoint::Unix("/other.sock".into()));
+    }
+
+    #[test]
+    fn lists_come_from_arrays_or_comma_separated_env() {
+        let (_dir, path) = write_config(
+            "enclave = \"unix:/e\"\nload_model = [\"a=/m/a.onnx\", \"b=/m/b.onnx\"]\n",
+        );
+        let c = parse(&["--config", &path]).unwrap();
+        let ids: Vec<&str> = c.models.iter().map(|m| m.model_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        let c = parse_with(
+            &["--config", &path],
+            &[("SEALED_HOST_LOAD_MODEL", "c=/m/c.onnx, d=/m/d.onnx")],
+        )
+        .unwrap();
+        let ids: Vec<&str> = c.models.iter().map(|m| m.model_id.as_str()).collect();
+        assert_eq!(ids, ["c", "d"], "a layer's list replaces the lower one");
+        let c = parse(&["--config", &path, "--load-model", "e=/e.onnx"]).unwrap();
+        assert_eq!(c.models.len(), 1);
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_variables() {
+        let (_dir, path) = write_config("enclave = \"unix:/e\"\nlisten_addr = \"0.0.0.0:1\"\n");
+        let err = parse(&["--config", &path]).unwrap_err();
+        assert!(err.contains("unknown key \"listen_addr\""), "{err}");
+        assert!(err.contains(&path), "names the file: {err}");
+        let err = parse_with(
+            &["--enclave", "unix:/e"],
+            &[("SEALED_HOST_REQUEST_TIMEOUT", "5")],
+        )
+        .unwrap_err();
+        assert!(err.contains("SEALED_HOST_REQUEST_TIMEOUT"), "{err}");
+    }
+
+    #[test]
+    fn refuses_bad_values_from_file_and_env_naming_the_source() {
+        for (text, key) in [
+            ("enclave = \"tcp:1.2.3.4:5\"", "enclave"),
+            ("enclave = \"unix:/e\"\nconnections = 0", "connections"),
+            (
+                "enclave = \"unix:/e\"\nconnections = \"many\"",
+                "connections",
+            ),
+            ("enclave = \"unix:/e\"\nlog_format = \"xml\"", "log_format"),
+            ("enclave = \"unix:/e\"\nlisten = [\"a\", \"b\"]", "listen"),
+            (
+                "enclave = \"unix:/e\"\nshutdown_grace_secs = 99999",
+                "shutdown_grace_secs",
+            ),
+            ("enclave = \"unix:/e\"\nadmin_listen = true", "admin_listen"),
+        ] {
+            let (_dir, path) = write_config(text);
+            let err = parse(&["--config", &path]).unwrap_err();
+            assert!(err.contains(key) && err.contains(&path), "{text}: {err}");
+        }
+        let (_dir, path) = write_config("enclave = ");
+        let err = parse(&["--config", &path]).unwrap_err();
+        assert!(err.contains("not valid TOML"), "{err}");
+        let err = parse_with(&[], &[("SEALED_HOST_ENCLAVE", "nope")]).unwrap_err();
+        assert!(err.contains("SEALED_HOST_ENCLAVE"), "{err}");
+        let err = parse(&["--config", "/nonexistent/host.toml"]).unwrap_err();
+        assert!(err.contains("cannot read"), "{err}");
+        let err = parse(&[]).unwrap_err();
+        assert!(err.contains("no enclave endpoint"), "{err}");
+    }
+
+    #[test]
+    fn parses_log_format_metrics_and_grace_flags() {
+        let c = parse(&[
+            "--enclave",
+            "unix:/e",
+            "--log-format",
+            "json",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--shutdown-grace-secs",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.shutdown_grace, Duration::ZERO);
+        assert!(parse(&["--enclave", "unix:/e", "--log-format", "xml"]).is_err());
+        // Empty variables count as unset.
+        let c = parse_with(&["--enclave", "unix:/e"], &[("SEALED_HOST_LISTEN", "")]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
     }
 
     #[test]
@@ -209,6 +771,8 @@ mod tests {
         assert_eq!(c.aws_credentials, CredentialSourceKind::None);
         assert!(c.admin_listen.is_none(), "the admin API is off by default");
         assert!(c.models_dir.is_none());
+        assert!(c.metrics_listen.is_none(), "metrics are off by default");
+        assert_eq!(c.log_format, LogFormat::Text);
     }
 
     #[test]

@@ -151,6 +151,9 @@ struct Shared {
     next_request_id: AtomicU64,
     next_slot: AtomicUsize,
     connected: watch::Sender<usize>,
+    /// Times the connection count fell to zero: each is an outage, even one that ends before
+    /// anybody looks.
+    outages: AtomicU64,
 }
 
 impl Shared {
@@ -186,6 +189,7 @@ impl EnclavePool {
             next_request_id: AtomicU64::new(1),
             next_slot: AtomicUsize::new(0),
             connected,
+            outages: AtomicU64::new(0),
         });
         let tasks = (0..shared.config.connections)
             .map(|index| tokio::spawn(manage(shared.clone(), index)))
@@ -201,6 +205,25 @@ impl EnclavePool {
     /// Number of connections currently up.
     pub fn connected(&self) -> usize {
         *self.shared.connected.borrow()
+    }
+
+    /// Watches the number of connections up (the supervisor wakes on every change).
+    pub fn subscribe_connected(&self) -> watch::Receiver<usize> {
+        self.shared.connected.subscribe()
+    }
+
+    /// Times every connection was down at once since the pool started.
+    pub fn outages(&self) -> u64 {
+        self.shared.outages.load(Ordering::SeqCst)
+    }
+
+    /// Requests sent (or being sent) to the enclave and not yet answered, over all connections.
+    pub fn in_flight(&self) -> usize {
+        let max = self.shared.config.max_in_flight_per_connection;
+        (0..self.shared.slots.len())
+            .filter_map(|i| self.shared.slot(i)?.clone())
+            .map(|c| max.saturating_sub(c.permits.available_permits()))
+            .sum()
     }
 
     /// Waits until at least one connection is up; false if none came up within `timeout`.
@@ -338,7 +361,12 @@ async fn manage(shared: Arc<Shared>, index: usize) {
                 shared.connected.send_modify(|n| *n += 1);
                 let end = serve_connection(&conn, index, r, w, rx).await;
                 shared.set_slot(index, None);
-                shared.connected.send_modify(|n| *n = n.saturating_sub(1));
+                shared.connected.send_modify(|n| {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        shared.outages.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
                 let failed = conn.fail_pending();
                 warn!(connection = index, failed_requests = failed, reason = %end, "enclave connection lost");
                 if up.elapsed() >= HEALTHY_CONNECTION {

@@ -15,15 +15,19 @@
 //! The host may drop, delay or reorder messages; the sealed channel makes that all it can do.
 //!
 //! # Layout
-//! - [`config`]: clap [`config::Args`] → [`Config`].
+//! - [`config`]: clap [`config::Args`], `SEALED_HOST_*` and the TOML file → [`Config`].
 //! - [`enclave_pool`]: [`EnclavePool`], persistent multiplexed connections to the enclave.
-//! - [`api`]: the axum router (`/v1/attestation`, `/v1/infer`, `/v1/health`, `/v1/models`).
+//! - [`api`]: the axum router (`/v1/attestation`, `/v1/infer`, `/v1/health`, `/v1/models`,
+//!   `/livez`, `/readyz`) and the metrics listener's (`/metrics`, `/livez`, `/readyz`).
+//! - [`supervisor`]: [`supervisor::HostState`] (readiness, fail-fast) and the enclave health probe
+//!   that detects a lost enclave and reloads the startup models when it is back.
+//! - [`metrics`]: the Prometheus metrics (`sealed_host_*`).
 //! - [`model_loader`]: `--load-model ID=PATH` at startup.
 //! - [`sealed_loader`]: streams a sealed model file to the enclave; `--models-dir DIR` at startup.
 //! - [`admin`]: the admin router (`POST /v1/admin/models`) on `--admin-listen`.
 //! - [`credentials`]: AWS credentials for the enclave (`--aws-credentials imds|env|none`).
 //! - [`proxy`]: the allowlisted KMS byte forwarder (`--kms-proxy`, `--proxy-allowlist`).
-//! - [`run`] / [`serve`]: start everything and serve until shutdown.
+//! - [`run`] / [`serve`]: start everything and serve until shutdown, then drain.
 #![cfg_attr(
     not(test),
     deny(
@@ -39,22 +43,26 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod enclave_pool;
+pub mod metrics;
 pub mod model_loader;
 pub mod proxy;
 pub mod sealed_loader;
+pub mod supervisor;
 
 use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use config::Config;
 pub use enclave_pool::{EnclavePool, PoolConfig, PoolError};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::credentials::{CredentialProvider, CredentialSourceKind};
+use crate::supervisor::{HostState, ProbeConfig, StartupModels};
 
 /// Why the host stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -123,12 +131,37 @@ pub fn credential_provider(config: &Config) -> Result<CredentialProvider, RunErr
     })
 }
 
+/// Aborts a background task when dropped, so that no task outlives [`run`].
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Binds `addr` for a server, mapping the error.
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), RunError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| RunError::Bind { addr, source })?;
+    Ok((listener, bound))
+}
+
 /// Runs the host: starts the KMS proxies (after checking the allowlist; each prints
-/// `sealed-host kms-proxy SPEC`), starts the enclave pool, loads `--load-model` models and then the
-/// sealed models of `--models-dir` (waiting for the enclave), binds the admin listener if asked
+/// `sealed-host kms-proxy SPEC`), starts the enclave pool and its supervisor, binds the metrics
+/// listener if asked (`sealed-host metrics listening on http://ADDR`; `/readyz` there says
+/// `starting` until the startup loads are done), loads `--load-model` models and then the sealed
+/// models of `--models-dir` (waiting for the enclave), binds the admin listener if asked
 /// (`sealed-host admin listening on http://ADDR`), binds the HTTP listener, prints
-/// `sealed-host listening on http://ADDR` on stdout last, and serves both until `shutdown`
-/// completes; then stops accepting and lets in-flight requests finish.
+/// `sealed-host listening on http://ADDR` on stdout last, and serves until `shutdown` completes.
+///
+/// On `shutdown`: `/readyz` turns 503 at once, the API and admin listeners stop accepting, and
+/// in-flight requests get up to `shutdown_grace` to finish; then `run` returns (the metrics
+/// listener serves until then, so that the drain can be watched).
 pub async fn run<F>(config: Config, shutdown: F) -> Result<(), RunError>
 where
     F: Future<Output = ()> + Send + 'static,
@@ -145,12 +178,43 @@ where
     // The proxies first: the enclave needs KMS to open the models loaded below.
     let _proxies = start_proxies(&config).await?;
     let pool = Arc::new(EnclavePool::start(config.pool_config()));
+    let host = Arc::new(HostState::new(pool.clone()));
+    let startup = Arc::new(Mutex::new(StartupModels {
+        plaintext: config.models.clone(),
+        sealed: Vec::new(),
+        credentials: credentials.clone(),
+        loader: config.loader_config(),
+        model_load_timeout: config.model_load_timeout,
+    }));
+    let _supervisor = AbortOnDrop(supervisor::spawn(
+        host.clone(),
+        startup.clone(),
+        ProbeConfig {
+            interval: config.probe_interval,
+            timeout: config.probe_timeout,
+        },
+    ));
     info!(
         enclave = %config.enclave,
         connections = config.connections,
         request_timeout_ms = config.request_timeout.as_millis() as u64,
         "starting"
     );
+
+    let _metrics = match config.metrics_listen {
+        Some(addr) => {
+            let (listener, bound) = bind(addr).await?;
+            info!(addr = %bound, "metrics listening");
+            println!("sealed-host metrics listening on http://{bound}");
+            let router = api::metrics_router(host.clone());
+            Some(AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    warn!(error = %e, "metrics server failed");
+                }
+            })))
+        }
+        None => None,
+    };
 
     if !config.models.is_empty() {
         let endpoint = config.enclave.to_string();
@@ -186,17 +250,26 @@ where
             &loader,
         );
         let loaded = tokio::select! {
-            loaded = load => loaded?,
+            loaded = load => loaded,
             () = &mut shutdown => return Ok(()),
         };
-        for model in &loaded {
+        let loaded = loaded.inspect_err(|e| host.metrics.observe_sealed_load(Err(e.code())))?;
+        let mut sealed = Vec::with_capacity(loaded.len());
+        for (path, model) in loaded {
+            host.metrics.observe_sealed_load(Ok(()));
             println!(
                 "sealed-host loaded sealed model {} sha384={}",
                 model.model_id,
                 hex::encode(&model.sha384)
             );
+            sealed.push((path, model.model_id));
         }
+        startup
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .sealed = sealed;
     }
+    host.mark_started();
 
     // Both servers stop on the one shutdown signal.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -209,57 +282,84 @@ where
     };
     let admin = match config.admin_listen {
         Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| RunError::Bind { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| RunError::Bind { addr, source })?;
+            let (listener, bound) = bind(addr).await?;
             if !bound.ip().is_loopback() {
                 warn!(%bound, "the admin API has no authentication; bind it where only operators can reach it");
             }
             info!(addr = %bound, "admin API listening");
             println!("sealed-host admin listening on http://{bound}");
-            let router = admin::router(pool.clone(), credentials.clone(), config.loader_config());
+            let router = admin::router_with_metrics(
+                host.clone(),
+                credentials.clone(),
+                config.loader_config(),
+            );
             Some(admin::serve(listener, router, stopped()))
         }
         None => None,
     };
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RunError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| RunError::Bind {
-        addr: config.listen,
-        source,
-    })?;
+    let (listener, addr) = bind(config.listen).await?;
     info!(%addr, "listening");
     // A launcher reads this line to learn the port when `--listen` used port 0.
     println!("sealed-host listening on http://{addr}");
     // Nothing useful to do if stdout is gone; the log line above says the same.
     let _ = std::io::stdout().flush();
 
-    let signal = tokio::spawn(async move {
-        shutdown.await;
-        stop_tx.send_replace(true);
-    });
-    let main = serve(listener, pool, config.http_timeout, stopped());
-    let result = match admin {
-        Some(admin) => {
-            let admin = async { admin.await.map_err(RunError::Serve) };
-            tokio::try_join!(main, admin).map(|_| ())
+    let grace = config.shutdown_grace;
+    let signal = AbortOnDrop(tokio::spawn({
+        let host = host.clone();
+        async move {
+            shutdown.await;
+            // Not ready before the listeners close, so that a balancer polling /readyz on the
+            // metrics listener sees the drain.
+            host.begin_shutdown();
+            info!(
+                in_flight = host.metrics.http_in_flight.get(),
+                grace_secs = grace.as_secs(),
+                "draining: no new connections; waiting for in-flight requests"
+            );
+            stop_tx.send_replace(true);
         }
-        None => main.await,
+    }));
+    let main = serve_state(listener, host.clone(), config.http_timeout, stopped());
+    let servers = async {
+        match admin {
+            Some(admin) => {
+                let admin = async { admin.await.map_err(RunError::Serve) };
+                tokio::try_join!(main, admin).map(|_| ())
+            }
+            None => main.await,
+        }
     };
-    signal.abort();
+    let deadline = {
+        let stopped = stopped();
+        async move {
+            stopped.await;
+            tokio::time::sleep(grace).await;
+        }
+    };
+    let result = tokio::select! {
+        result = servers => result,
+        () = deadline => {
+            warn!(
+                in_flight = host.metrics.http_in_flight.get(),
+                grace_secs = grace.as_secs(),
+                "shutdown grace expired; exiting with requests in flight"
+            );
+            Ok(())
+        }
+    };
+    drop(signal);
+    if result.is_ok() {
+        info!("stopped");
+    }
     result
 }
 
-/// Serves the HTTP API on `listener` until `shutdown` completes (graceful: in-flight requests
-/// finish, idle connections close).
+/// Serves the HTTP API on `listener` over `pool` until `shutdown` completes (graceful: in-flight
+/// requests finish, idle connections close). The bare API, as tests use it: no supervisor, so
+/// nothing but clients talks to the enclave, and `/readyz` answers 503 `enclave_unavailable`
+/// (use [`supervisor::spawn`] and [`serve_state`] for the full behaviour).
 pub async fn serve<F>(
     listener: TcpListener,
     pool: Arc<EnclavePool>,
@@ -269,10 +369,23 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, api::router(pool, http_timeout))
+    let host = Arc::new(HostState::new(pool));
+    host.mark_started();
+    serve_state(listener, host, http_timeout, shutdown).await
+}
+
+/// Serves the HTTP API over `host` on `listener` until `shutdown` completes.
+pub async fn serve_state<F>(
+    listener: TcpListener,
+    host: Arc<HostState>,
+    http_timeout: Duration,
+    shutdown: F,
+) -> Result<(), RunError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, api::router(host, http_timeout))
         .with_graceful_shutdown(shutdown)
         .await
-        .map_err(RunError::Serve)?;
-    info!("stopped");
-    Ok(())
+        .map_err(RunError::Serve)
 }

@@ -1,21 +1,31 @@
-//! `sealed-host`: wiring only. Parses arguments, sets up logging (stderr; stdout carries the
-//! `listening on` line), runs [`sealed_host::run`] until SIGINT or SIGTERM, and reports a failure
-//! once.
+//! `sealed-host`: wiring only. Parses arguments and resolves them over the environment and the
+//! configuration file, sets up logging (stderr, text or JSON; stdout carries the `listening on`
+//! lines), runs [`sealed_host::run`] until SIGINT or SIGTERM, and reports a failure once.
 
 use clap::Parser;
-use sealed_host::config::{Args, Config};
+use sealed_host::config::{Args, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    let config = match Config::load(Args::parse()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("sealed-host: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
         // Colour codes only for a terminal; a launcher or journald gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One object per line with the span fields flattened in, for journald and log shippers.
+        LogFormat::Json => logs.json().flatten_event(true).with_ansi(false).init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -25,7 +35,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        sealed_host::run(Config::from(args), shutdown).await?;
+        sealed_host::run(config, shutdown).await?;
         Ok::<_, anyhow::Error>(())
     });
     // Stop the runtime's tasks first, so that the error is the last line on stderr.

@@ -336,6 +336,17 @@ pub enum ModelsDirError {
     },
 }
 
+impl ModelsDirError {
+    /// The stable code of a failed load (the metrics' `outcome`).
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ModelsDirError::ReadDir { .. } | ModelsDirError::Open { .. } => ErrorCode::Internal,
+            ModelsDirError::EnclaveUnreachable { .. } => ErrorCode::EnclaveUnavailable,
+            ModelsDirError::Load { source, .. } => source.code(),
+        }
+    }
+}
+
 /// The `*.sealed` files directly in `dir`, sorted by name (so that start-up order is stable).
 pub async fn sealed_files(dir: &Path) -> Result<Vec<PathBuf>, ModelsDirError> {
     let read_dir_err = |source| ModelsDirError::ReadDir {
@@ -357,8 +368,8 @@ pub async fn sealed_files(dir: &Path) -> Result<Vec<PathBuf>, ModelsDirError> {
 }
 
 /// Loads every `*.sealed` file in `dir`, in name order, after waiting up to `connect_timeout` for
-/// the enclave. Stops at the first failure, so that an operator never believes a model is served
-/// when it is not.
+/// the enclave; returns each file with the model it loaded. Stops at the first failure, so that an
+/// operator never believes a model is served when it is not.
 pub async fn load_dir(
     pool: &EnclavePool,
     endpoint: &str,
@@ -366,7 +377,7 @@ pub async fn load_dir(
     credentials: &CredentialProvider,
     connect_timeout: Duration,
     config: &LoaderConfig,
-) -> Result<Vec<ModelInfo>, ModelsDirError> {
+) -> Result<Vec<(PathBuf, ModelInfo)>, ModelsDirError> {
     let files = sealed_files(dir).await?;
     if files.is_empty() {
         warn!(dir = %dir.display(), "no *.sealed files in the models directory");
@@ -380,25 +391,35 @@ pub async fn load_dir(
     }
     let mut loaded = Vec::with_capacity(files.len());
     for path in files {
-        let load_err = |source| ModelsDirError::Load {
-            path: path.clone(),
-            source,
-        };
-        let file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|source| ModelsDirError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let creds = credentials
-            .get()
-            .await
-            .map_err(|e| load_err(LoadError::Credentials(e)))?;
-        let reader = tokio::io::BufReader::with_capacity(256 * 1024, file);
-        let model = load_sealed(pool, reader, creds, config)
-            .await
-            .map_err(load_err)?;
-        loaded.push(model);
+        let model = load_file(pool, &path, credentials, config).await?;
+        loaded.push((path, model));
     }
     Ok(loaded)
+}
+
+/// Loads one sealed model file, with fresh credentials.
+pub async fn load_file(
+    pool: &EnclavePool,
+    path: &Path,
+    credentials: &CredentialProvider,
+    config: &LoaderConfig,
+) -> Result<ModelInfo, ModelsDirError> {
+    let load_err = |source| ModelsDirError::Load {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|source| ModelsDirError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let creds = credentials
+        .get()
+        .await
+        .map_err(|e| load_err(LoadError::Credentials(e)))?;
+    let reader = tokio::io::BufReader::with_capacity(256 * 1024, file);
+    load_sealed(pool, reader, creds, config)
+        .await
+        .map_err(load_err)
 }

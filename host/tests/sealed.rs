@@ -505,8 +505,9 @@ async fn loads_every_sealed_file_in_a_directory_in_name_order() {
     )
     .await
     .unwrap();
-    let ids: Vec<&str> = loaded.iter().map(|m| m.model_id.as_str()).collect();
+    let ids: Vec<&str> = loaded.iter().map(|(_, m)| m.model_id.as_str()).collect();
     assert_eq!(ids, ["alpha", "beta"]);
+    assert!(loaded[0].0.ends_with("a.sealed"), "{:?}", loaded[0].0);
     let ends = uploads
         .events()
         .iter()

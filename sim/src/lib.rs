@@ -13,4 +13,5 @@
 pub mod assets;
 pub mod demo;
 pub mod imds;
+pub mod measure;
 pub mod stack;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use sealed_sim::{assets, demo, stack};
+use sealed_sim::{assets, demo, measure, stack};
 
 /// Run Sealed Inference on one machine: mock CA, enclave (mock NSM) and host as child processes.
 #[derive(Parser)]
@@ -30,6 +30,20 @@ enum Command {
     Up,
     /// Run the mock AWS KMS alone (simulation only) until interrupted.
     Kms(Box<KmsArgs>),
+    /// Print (or write) the PCRs a simulation enclave binary's mock NSM will attest, in the
+    /// measurements.json format of `nitro-cli build-enclave`.
+    Measure(MeasureArgs),
+}
+
+/// `sealed-sim measure`.
+#[derive(clap::Args, Clone)]
+struct MeasureArgs {
+    /// The simulation build of sealed-enclave to measure.
+    #[arg(long, value_name = "BIN")]
+    enclave: PathBuf,
+    /// Write the JSON here instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 /// `sealed-sim kms`: the mock KMS (see the `sealed-mock-kms` crate docs).
@@ -126,8 +140,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Command::Kms(args) = &cli.command {
-        return run_kms(args);
+    match &cli.command {
+        Command::Kms(args) => return run_kms(args),
+        Command::Measure(args) => return measure::run(&args.enclave, args.out.as_deref()),
+        Command::Demo | Command::Up => {}
     }
     let (workdir, _tmp) = demo::workdir(cli.workdir)?;
     let paths = stack::Paths {
@@ -139,7 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         workdir,
         child_log: match cli.command {
             Command::Demo => "warn".to_string(),
-            Command::Up | Command::Kms(_) => "info".to_string(),
+            Command::Up | Command::Kms(_) | Command::Measure(_) => "info".to_string(),
         },
     };
     let runtime = tokio::runtime::Runtime::new()?;
@@ -147,7 +163,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Demo => demo::demo(&paths).await,
             Command::Up => demo::up(&paths).await,
-            Command::Kms(_) => unreachable!("handled before the stack is set up"),
+            Command::Kms(_) | Command::Measure(_) => {
+                unreachable!("handled before the stack is set up")
+            }
         }
     })
 }

@@ -14,13 +14,15 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use sealed_transport::Endpoint;
+use sealed_transport::{BoxRead, BoxWrite, Endpoint, TransportError};
 use tokio_rustls::TlsConnector;
+
+use super::BoxFuture;
 
 /// Why an exchange failed. Transport-level only: what KMS answered is the caller's business.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpsError {
-    #[error("cannot reach the KMS proxy {endpoint}: {reason}")]
+    #[error("cannot reach the KMS proxy {endpoint}: {reason}{hint}", hint = proxy_hint(.endpoint))]
     Connect { endpoint: String, reason: String },
     #[error("TLS with KMS failed: {0}")]
     Tls(String),
@@ -34,11 +36,50 @@ pub enum HttpsError {
     Request(String),
 }
 
+/// What an operator should check when the proxy cannot be reached: on Nitro, the parent instance
+/// must run the KMS proxy on the vsock port the enclave was built to use.
+fn proxy_hint(endpoint: &str) -> String {
+    match endpoint.strip_prefix("vsock:") {
+        Some(address) => {
+            let port = address.rsplit(':').next().unwrap_or("PORT");
+            format!(
+                " (is sealed-host running on the parent instance with \
+                 --kms-proxy vsock:any:{port}=kms.REGION.amazonaws.com:443?)"
+            )
+        }
+        None => String::new(),
+    }
+}
+
+/// Opens the byte stream to the host's KMS proxy. Production uses [`TransportConnect`]; the
+/// trait lets tests see which endpoint a KMS call would dial without opening a vsock socket.
+pub trait ProxyConnect: Send + Sync {
+    fn connect<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<(BoxRead, BoxWrite), TransportError>>;
+}
+
+/// [`sealed_transport::connect`]: vsock on Nitro, a Unix socket in simulation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TransportConnect;
+
+impl ProxyConnect for TransportConnect {
+    fn connect<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+    ) -> BoxFuture<'a, Result<(BoxRead, BoxWrite), TransportError>> {
+        Box::pin(sealed_transport::connect(endpoint))
+    }
+}
+
 /// What the HTTPS layer needs to reach KMS.
 #[derive(Clone)]
 pub struct HttpsTarget {
     /// The host's proxy, which forwards bytes to KMS.
     pub proxy: Endpoint,
+    /// How [`HttpsTarget::proxy`] is dialled.
+    pub connector: Arc<dyn ProxyConnect>,
     /// TLS server name (SNI and certificate check): the KMS host name without port.
     pub server_name: ServerName<'static>,
     /// Client TLS settings, roots included.
@@ -132,12 +173,15 @@ async fn connect_tls(
     >,
     HttpsError,
 > {
-    let (reader, writer) = sealed_transport::connect(&target.proxy)
-        .await
-        .map_err(|e| HttpsError::Connect {
-            endpoint: target.proxy.to_string(),
-            reason: e.to_string(),
-        })?;
+    let (reader, writer) =
+        target
+            .connector
+            .connect(&target.proxy)
+            .await
+            .map_err(|e| HttpsError::Connect {
+                endpoint: target.proxy.to_string(),
+                reason: e.to_string(),
+            })?;
     let stream = tokio::io::join(reader, writer);
     TlsConnector::from(Arc::clone(&target.tls))
         .connect(target.server_name.clone(), stream)

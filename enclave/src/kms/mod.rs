@@ -212,6 +212,8 @@ pub struct KmsConfig {
     pub roots: TrustRoots,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// How the proxy is dialled: [`https::TransportConnect`] except in tests.
+    pub connector: Arc<dyn https::ProxyConnect>,
 }
 
 impl KmsConfig {
@@ -224,6 +226,7 @@ impl KmsConfig {
             roots: TrustRoots::WebPki,
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            connector: Arc::new(https::TransportConnect),
         }
     }
 }
@@ -237,6 +240,36 @@ pub enum KmsConfigError {
     Tls(String),
     #[error("KMS CA certificate: {0}")]
     Ca(String),
+    #[error("--kms-proxy {0}")]
+    Proxy(String),
+}
+
+/// The parent instance's vsock CID as seen from an enclave (`VMADDR_CID_HOST` is 2 on a
+/// hypervisor; on Nitro the parent is always CID 3, nitro-facts.md §5). The host's KMS proxy
+/// listens there: `--kms-proxy vsock:3:8000`.
+pub const PARENT_CID: u32 = 3;
+
+/// Checks that `--kms-proxy` names something an enclave can dial: `vsock:any:PORT` is a listening
+/// address (CID `VMADDR_CID_ANY`), not a peer. Any other vsock CID than [`PARENT_CID`] is allowed
+/// but logged, since on Nitro only the parent can run the proxy. Unix sockets are simulation's.
+pub fn check_proxy(proxy: &Endpoint) -> Result<(), KmsConfigError> {
+    match proxy {
+        Endpoint::Vsock { cid, port } if *cid == tokio_vsock::VMADDR_CID_ANY => {
+            Err(KmsConfigError::Proxy(format!(
+                "vsock:any:{port} is a listening address; the enclave connects to the parent \
+                 instance's proxy at CID {PARENT_CID}: --kms-proxy vsock:{PARENT_CID}:{port}"
+            )))
+        }
+        Endpoint::Vsock { cid, port } if *cid != PARENT_CID => {
+            tracing::warn!(
+                cid,
+                port,
+                "--kms-proxy is not on the parent instance (CID {PARENT_CID}); KMS calls may not connect"
+            );
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Reads a PEM file's certificates as the only KMS trust roots (simulation's `--kms-ca`).
@@ -279,6 +312,7 @@ pub fn region_from_key_id(key_id: &str) -> Option<&str> {
 
 impl KmsClient {
     pub fn new(config: KmsConfig, nsm: Arc<dyn Nsm>) -> Result<KmsClient, KmsConfigError> {
+        check_proxy(&config.proxy)?;
         if let Some(region) = &config.region
             && !valid_region(region)
         {
@@ -372,6 +406,7 @@ impl KmsClient {
 
         let target = HttpsTarget {
             proxy: self.config.proxy.clone(),
+            connector: Arc::clone(&self.config.connector),
             server_name,
             tls: Arc::clone(&self.tls),
             connect_timeout: self.config.connect_timeout,

@@ -458,3 +458,89 @@ fn kms_ca_pem_must_hold_a_certificate() {
     assert!(matches!(roots_from_pem(pem.as_bytes()), Ok(TrustRoots::Only(c)) if c.len() == 1));
     assert!(roots_from_pem(b"not a pem").is_err());
 }
+
+/// Records the endpoint each KMS call dials and refuses the connection: what the enclave would do
+/// on Nitro, without opening a vsock socket here.
+#[derive(Default)]
+struct RecordingConnect(StdMutex<Vec<Endpoint>>);
+
+impl https::ProxyConnect for RecordingConnect {
+    fn connect<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+    ) -> BoxFuture<
+        'a,
+        Result<
+            (sealed_transport::BoxRead, sealed_transport::BoxWrite),
+            sealed_transport::TransportError,
+        >,
+    > {
+        self.0.lock().unwrap().push(endpoint.clone());
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        Box::pin(async move { Err(sealed_transport::TransportError::Io(refused)) })
+    }
+}
+
+#[tokio::test]
+async fn kms_calls_dial_the_parent_proxy_over_vsock() {
+    let proxy: Endpoint = "vsock:3:8000".parse().unwrap();
+    assert_eq!(
+        proxy,
+        Endpoint::Vsock {
+            cid: PARENT_CID,
+            port: 8000
+        }
+    );
+    let recorder = Arc::new(RecordingConnect::default());
+    let mut config = KmsConfig::new(proxy.clone());
+    config.connector = recorder.clone();
+    let client = KmsClient::new(config, Arc::new(EchoNsm)).unwrap();
+    let err = data_key(&client, None).await.unwrap_err();
+    assert_eq!(*recorder.0.lock().unwrap(), vec![proxy]);
+    // The operator is told what was dialled and what must run on the parent.
+    assert_eq!(err.code(), ErrorCode::KmsUnavailable, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot reach the KMS proxy vsock:3:8000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--kms-proxy vsock:any:8000=kms.REGION.amazonaws.com:443"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn unix_proxy_errors_carry_no_vsock_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let proxy: Endpoint = format!("unix:{}", dir.path().join("none.sock").display())
+        .parse()
+        .unwrap();
+    let client = KmsClient::new(KmsConfig::new(proxy), Arc::new(EchoNsm)).unwrap();
+    let text = data_key(&client, None).await.unwrap_err().to_string();
+    assert!(text.contains("cannot reach the KMS proxy unix:"), "{text}");
+    assert!(!text.contains("sealed-host"), "{text}");
+}
+
+#[test]
+fn a_listening_address_is_refused_as_kms_proxy() {
+    let err = KmsClient::new(
+        KmsConfig::new("vsock:any:8000".parse().unwrap()),
+        Arc::new(EchoNsm),
+    )
+    .err()
+    .unwrap();
+    assert!(matches!(err, KmsConfigError::Proxy(_)));
+    assert!(
+        err.to_string().contains("--kms-proxy vsock:3:8000"),
+        "{err}"
+    );
+    // Another CID is allowed (logged): nothing is dialled until a model is loaded.
+    assert!(
+        KmsClient::new(
+            KmsConfig::new("vsock:2:8000".parse().unwrap()),
+            Arc::new(EchoNsm)
+        )
+        .is_ok()
+    );
+}

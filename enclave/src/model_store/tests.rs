@@ -500,3 +500,36 @@ async fn inference_is_served_while_an_upload_is_in_progress() {
     store.end(id).await.unwrap();
     store.engine.infer("second", input()).await.unwrap();
 }
+
+#[test]
+fn clock_check_allows_exactly_the_bound_either_way() {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let max = Duration::from_secs(300);
+    for host_time in [1_800_000_000 - 300, 1_800_000_000, 1_800_000_000 + 300] {
+        assert_eq!(
+            check_clock(host_time, now, max).unwrap(),
+            SystemTime::UNIX_EPOCH + Duration::from_secs(host_time)
+        );
+    }
+    for host_time in [1_800_000_000 - 301, 1_800_000_000 + 301, 0, u64::MAX] {
+        assert!(matches!(
+            check_clock(host_time, now, max),
+            Err(StoreError::ClockSkew { max_secs: 300, .. })
+        ));
+    }
+    // An enclave clock before 1970 (never set) refuses every host time rather than trusting it.
+    let unset = SystemTime::UNIX_EPOCH - Duration::from_secs(1);
+    assert!(check_clock(1_800_000_000, unset, max).is_err());
+}
+
+#[test]
+fn clock_skew_bounds_fit_inside_the_aws_window() {
+    assert_eq!(
+        Duration::from_secs(MAX_CLOCK_SKEW_SECS),
+        sealed_kms::sigv4::MAX_CLOCK_SKEW
+    );
+    assert_eq!(
+        StoreConfig::default().max_clock_skew,
+        Duration::from_secs(DEFAULT_MAX_CLOCK_SKEW_SECS)
+    );
+}

@@ -50,6 +50,16 @@ impl FakeEnclave {
     pub async fn start(handler: Handler) -> FakeEnclave {
         let dir = tempfile::tempdir().unwrap();
         let endpoint = Endpoint::Unix(dir.path().join("enclave.sock"));
+        FakeEnclave::start_at(handler, endpoint, dir).await
+    }
+
+    /// A fake on `endpoint` (a restarted enclave takes over its predecessor's socket), keeping
+    /// `dir` alive as long as the fake.
+    pub async fn start_at(
+        handler: Handler,
+        endpoint: Endpoint,
+        dir: tempfile::TempDir,
+    ) -> FakeEnclave {
         let listener = Listener::bind(&endpoint).unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
