@@ -11,7 +11,11 @@
 # see docs/deploy.md). Existing configuration files are never overwritten; the new version is
 # written beside them as *.new.
 #
-# --root DIR installs under DIR instead of / and skips systemctl (CI checks the result that way).
+# It also creates the system user `sealed-host` the unit runs as, and gives its group read access to
+# the configuration and the models directory.
+#
+# --root DIR installs under DIR instead of / and skips the user and systemctl (CI checks the result
+# that way).
 set -euo pipefail
 
 usage() {
@@ -100,6 +104,15 @@ place "$etc_dir/vsock-proxy.yaml" "allowlist:
 - {address: $kms_host, port: 443}"
 
 echo "installed sealed-host and sealed into $bin_dir, the unit into $unit_dir"
+
+if [ "$root" = "" ]; then
+    # The unit runs as this unprivileged system user; its group reads the configuration and models.
+    if ! id sealed-host >/dev/null 2>&1; then
+        useradd --system --no-create-home --home-dir /nonexistent --shell /sbin/nologin sealed-host
+    fi
+    chgrp -R sealed-host "$etc_dir" "$root/var/lib/sealed-inference"
+    chmod -R g+rX "$etc_dir" "$root/var/lib/sealed-inference"
+fi
 
 if [ "$root" = "" ] && [ "$enable" = 1 ]; then
     systemctl daemon-reload

@@ -22,7 +22,8 @@ usage() {
     cat <<'EOF'
 Usage: sudo scripts/setup-instance.sh [--user NAME] [--memory-mib N] [--cpu-count N] [--dry-run]
 
-Install and configure the Nitro Enclaves CLI, its allocator and docker on Amazon Linux 2023.
+Install and configure the Nitro Enclaves CLI, its allocator, docker, git, gcc and rustup (for
+the user) on Amazon Linux 2023.
 
   --user NAME       user to add to the ne and docker groups (default: $SUDO_USER, else ec2-user)
   --memory-mib N    memory the allocator reserves for enclaves (default 2048)
@@ -78,7 +79,7 @@ if [ "$dry_run" = false ] && ! id "$user" >/dev/null 2>&1; then
     die "user $user does not exist (use --user)"
 fi
 
-run dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel docker
+run dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel docker git gcc
 run usermod -aG ne "$user"
 run usermod -aG docker "$user"
 
@@ -107,6 +108,15 @@ fi
 
 run systemctl enable --now nitro-enclaves-allocator.service
 run systemctl enable --now docker
+
+# Rust for $user: rustup only. The toolchain the build is pinned to (rust-toolchain.toml: version,
+# clippy, rustfmt, the musl target) is installed by rustup on the first cargo command in the
+# checkout, so the instance builds with exactly the compiler the published PCRs came from.
+if [ "$dry_run" = false ] && runuser -u "$user" -- bash -lc 'command -v rustup' >/dev/null 2>&1; then
+    echo "rustup already installed for $user"
+else
+    run runuser -u "$user" -- bash -c "curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none"
+fi
 
 if [ "$dry_run" = false ]; then
     [ -e /dev/nitro_enclaves ] ||

@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# 0. Shell scripts: `bash -n` and ShellCheck (from PyPI, in a venv under target/).
+./scripts/lint-scripts.sh
+
 # 1. The production enclave (no `simulation` feature): it must contain no mock code, and its own
 #    unit tests (e.g. plaintext models refused) run against it.
 cargo build --workspace --all-targets
@@ -33,3 +36,8 @@ if [ ! -x target/py-sdk-check/bin/python ]; then
 fi
 target/py-sdk-check/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements-sdk-check.txt
 target/py-sdk-check/bin/python scripts/kms_sdk_check.py target/debug/sealed-sim
+
+# 4. The enclave image's binary: a static musl build without simulation code (scripts/build-eif.sh
+#    builds the same with the release `enclave` profile; CI keeps to the dev profile). The script
+#    fails if the binary is dynamically linked or contains mock code.
+./scripts/build-enclave.sh --profile dev

@@ -153,6 +153,11 @@ pub struct Args {
     /// anyway [default: 30].
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: Option<u64>,
+
+    /// Resolve the configuration (flags, environment, file), print it and exit: 0 if it is valid,
+    /// 2 if not. Starts nothing (for ExecStartPre, or after editing host.toml).
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// Resolved configuration of a host instance.

@@ -7,13 +7,21 @@ use sealed_host::config::{Args, Config, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let config = match Config::load(Args::parse()) {
+    let args = Args::parse();
+    let check_only = args.check_config;
+    let config = match Config::load(args) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("sealed-host: {err}");
             return std::process::ExitCode::from(2);
         }
     };
+    if check_only {
+        // The resolved configuration holds paths, addresses and bounds, never a secret.
+        println!("{config:#?}");
+        println!("sealed-host: configuration ok");
+        return std::process::ExitCode::SUCCESS;
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

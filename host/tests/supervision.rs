@@ -533,7 +533,8 @@ fn the_systemd_unit_runs_the_host_hardened() {
     assert_eq!(value("Restart"), ["on-failure"]);
     assert_eq!(value("KillSignal"), ["SIGTERM"]);
     for (key, want) in [
-        ("DynamicUser", "yes"),
+        ("User", "sealed-host"),
+        ("Group", "sealed-host"),
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("ProtectHome", "yes"),

@@ -390,7 +390,22 @@ async fn serve_up(paths: &Paths, aws: &SimAws, stack: &mut Stack, digits: &Digit
         .collect();
     write_private(&env_file, env.as_bytes())?;
 
-    let pcr0 = hex::encode(stack.pcr0);
+    // What a release publishes and what its clients pin (docs/measurements.md), for this stack:
+    // the measurements in nitro-cli's format, and a policy file accepting them with the model pinned.
+    let measurements = crate::measure::Measurements::of_simulation_enclave(&paths.enclave())?;
+    let measurements_file = paths.workdir.join("measurements.json");
+    std::fs::write(&measurements_file, measurements.to_nitro_cli_json())
+        .with_context(|| format!("writing {}", measurements_file.display()))?;
+    let pcrs = measurements
+        .pcrs()
+        .into_iter()
+        .map(|(index, value)| (index, value.to_vec()))
+        .collect();
+    let mut policy = sealed_client::PolicyFile::new("simulation", pcrs)?;
+    policy.set_model(MODEL_ID, sealed.sha384.to_vec())?;
+    let policy_file = paths.workdir.join("policy.json");
+    policy.save(&policy_file)?;
+
     let sha = hex::encode(&sealed.sha384);
     let cli = paths.bin_dir.join("sealed");
     let example = digits
@@ -404,7 +419,15 @@ async fn serve_up(paths: &Paths, aws: &SimAws, stack: &mut Stack, digits: &Digit
     println!("  host URL:        {}", stack.host_url);
     println!("  admin API:       {admin}");
     println!("  mock CA root:    {}", stack.root_pem.display());
-    println!("  PCR policy:      --expect-pcr 0={pcr0}");
+    println!(
+        "  measurements:    {} (PCR0 {})",
+        measurements_file.display(),
+        hex::encode(measurements.pcr0)
+    );
+    println!(
+        "  client policy:   {} (these PCRs, {MODEL_ID} pinned)",
+        policy_file.display()
+    );
     println!(
         "  mock KMS:        {} (TLS CA {})",
         aws.kms.endpoint_url(),
@@ -421,10 +444,11 @@ async fn serve_up(paths: &Paths, aws: &SimAws, stack: &mut Stack, digits: &Digit
     println!();
     println!("Try, from another terminal:");
     println!(
-        "  {} infer --host {} --trust-root {} --expect-pcr 0={pcr0} --expect-model {MODEL_ID}={sha} --model {MODEL_ID} --input input={example}",
+        "  {} infer --host {} --trust-root {} --policy {} --model {MODEL_ID} --input input={example}",
         cli.display(),
         stack.host_url,
-        stack.root_pem.display()
+        stack.root_pem.display(),
+        policy_file.display()
     );
     println!("  # seal another model as the model owner, then load it through the admin API:");
     println!("  source {}", env_file.display());
@@ -438,8 +462,12 @@ async fn serve_up(paths: &Paths, aws: &SimAws, stack: &mut Stack, digits: &Digit
     println!(
         "  curl --data-binary @/tmp/my-model.sealed -H 'content-type: application/octet-stream' {admin}/v1/admin/models"
     );
+    // SIGTERM as well as Ctrl-C: either way the children are stopped before we exit.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
         msg = stack.wait_any_exit() => Err(anyhow::anyhow!(msg)),
     }
 }

@@ -221,6 +221,35 @@ fn install_host_fills_the_region_and_keeps_existing_config() {
         "{allow}"
     );
 
+    // The installed configuration is one the host accepts, as the unit will start it.
+    let out = Command::new(bin_dir.join("sealed-host"))
+        .arg("--config")
+        .arg(r.join("etc/sealed-inference/host.toml"))
+        .arg("--check-config")
+        .env_remove("SEALED_HOST_CONFIG")
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("sealed-host: configuration ok"),
+        "{printed}"
+    );
+    assert!(printed.contains("kms.eu-west-1.amazonaws.com"), "{printed}");
+    // And a broken one is refused with the usage exit code.
+    std::fs::write(r.join("bad.toml"), "listen = \"nowhere\"\n").unwrap();
+    let out = Command::new(bin_dir.join("sealed-host"))
+        .arg("--config")
+        .arg(r.join("bad.toml"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
     // A second run keeps the operator's edits and writes the shipped version beside them.
     std::fs::write(r.join("etc/sealed-inference/host.toml"), "# edited\n").unwrap();
     let out = run();

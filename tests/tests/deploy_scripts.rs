@@ -688,13 +688,14 @@ fn setup_instance_dry_run_lists_the_al2023_steps_and_changes_nothing() {
     assert_ok(&o);
     let out = stdout(&o);
     for line in [
-        "+ dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel docker",
+        "+ dnf install -y aws-nitro-enclaves-cli aws-nitro-enclaves-cli-devel docker git gcc",
         "+ usermod -aG ne operator",
         "+ usermod -aG docker operator",
         "  memory_mib: 4096",
         "  cpu_count: 4",
         "+ systemctl enable --now nitro-enclaves-allocator.service",
         "+ systemctl enable --now docker",
+        "+ runuser -u operator -- bash -c curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --default-toolchain none",
     ] {
         assert!(out.lines().any(|l| l == line), "missing {line:?}:\n{out}");
     }

@@ -329,6 +329,112 @@ async fn the_cli_attests_and_infers_against_the_running_stack() {
     run.stop().await;
 }
 
+/// The release path of docs/measurements.md, in simulation: measurements of the enclave binary
+/// (`sealed-sim measure`, the same JSON `nitro-cli build-enclave` prints) become a client policy file
+/// (`sealed policy create`), which `sealed attest --policy` enforces against the running enclave and
+/// names the set it matched; a rolling upgrade adds a second set.
+#[tokio::test]
+async fn a_policy_file_made_from_the_measurements_pins_the_running_enclave() {
+    let run = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = bin_dir();
+    let ok = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let measure = |binary: &std::path::Path, out: &std::path::Path| {
+        let o = Command::new(bin.join("sealed-sim"))
+            .arg("measure")
+            .arg("--enclave")
+            .arg(binary)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        ok(&o);
+    };
+    let current = dir.path().join("current.json");
+    measure(&bin.join("sealed-enclave"), &current);
+    // Another image: any other bytes measure differently.
+    let other_image = dir.path().join("other-image");
+    std::fs::write(&other_image, b"not this enclave").unwrap();
+    let other = dir.path().join("other.json");
+    measure(&other_image, &other);
+
+    let sealed = |args: &[&std::ffi::OsStr]| Command::new(bin.join("sealed")).args(args).output();
+    let policy = dir.path().join("policy.json");
+    let o = sealed(&[
+        "policy".as_ref(),
+        "create".as_ref(),
+        "--measurements".as_ref(),
+        other.as_os_str(),
+        "--name".as_ref(),
+        "v1".as_ref(),
+        "--out".as_ref(),
+        policy.as_os_str(),
+    ])
+    .unwrap();
+    ok(&o);
+    let attest = || {
+        Command::new(bin.join("sealed"))
+            .args(["attest", "--host", &run.stack().host_url, "--trust-root"])
+            .arg(&run.stack().root_pem)
+            .arg("--policy")
+            .arg(&policy)
+            .output()
+            .unwrap()
+    };
+    // A policy that lists only another image refuses this enclave.
+    let o = attest();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pcr"));
+
+    // Rolling upgrade: the running image's measurements are added as a second set.
+    let o = sealed(&[
+        "policy".as_ref(),
+        "add".as_ref(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--measurements".as_ref(),
+        current.as_os_str(),
+        "--name".as_ref(),
+        "v2".as_ref(),
+    ])
+    .unwrap();
+    ok(&o);
+    let o = attest();
+    ok(&o);
+    let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(summary["accepted_as"], "v2", "{summary}");
+    assert_eq!(
+        summary["pcrs"]["0"].as_str().unwrap(),
+        hex::encode(run.stack().pcr0)
+    );
+
+    // Retiring v2 leaves a policy that refuses again.
+    let o = sealed(&[
+        "policy".as_ref(),
+        "remove".as_ref(),
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--name".as_ref(),
+        "v2".as_ref(),
+    ])
+    .unwrap();
+    ok(&o);
+    assert_eq!(attest().status.code(), Some(1));
+    run.stop().await;
+}
+
 #[test]
 fn the_production_enclave_has_no_mock_and_needs_the_nsm_device() {
     let prod = bin_dir().join("sealed-enclave-production");

@@ -216,6 +216,16 @@ async fn the_host_reports_a_killed_enclave_fails_fast_and_recovers_when_it_retur
         hex::encode(&session.manifest().models[0].sha384),
         digits.model_sha384
     );
+    // A session attested before the restart is told its key is gone, by a stable code.
+    let stale = old_session
+        .infer("digits", input(tensor.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stale.code(),
+        Some(sealed_wire::ErrorCode::UnsupportedKeyConfig),
+        "{stale}"
+    );
     let outputs = session.infer("digits", input(tensor)).await.unwrap();
     let label = outputs.iter().find(|o| o.name == "label").unwrap();
     assert_eq!(label.tensor.to_i64().unwrap(), example.predicted_labels);
