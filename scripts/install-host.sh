@@ -7,8 +7,14 @@
 #   /etc/sealed-inference/vsock-proxy.yaml            (allowlist: kms.REGION.amazonaws.com:443; kept if present)
 #   /var/lib/sealed-inference/models/                 (sealed models loaded at startup)
 #
-# then reloads systemd and enables the unit (it does not start it: start it once the enclave runs,
-# see docs/deploy.md). Existing configuration files are never overwritten; the new version is
+# and, with --eif, the enclave's boot unit:
+#
+#   /var/lib/sealed-inference/sealed-enclave.eif      (the image built by scripts/build-eif.sh)
+#   /usr/local/lib/sealed-inference/run-enclave.sh    (scripts/run-enclave.sh)
+#   /etc/sealed-inference/enclave.env                 (EIF path, --models-mib, --cpu-count)
+#   /etc/systemd/system/sealed-enclave.service        (deploy/enclave/sealed-enclave.service)
+#
+# then reloads systemd and enables the units (it starts nothing; see docs/deploy.md). Existing configuration files are never overwritten; the new version is
 # written beside them as *.new.
 #
 # It also creates the system user `sealed-host` the unit runs as, and gives its group read access to
@@ -20,9 +26,14 @@ set -euo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: scripts/install-host.sh --region REGION [--root DIR] [--binaries DIR] [--no-enable]
+Usage: scripts/install-host.sh --region REGION [--eif PATH [--models-mib N] [--cpu-count N]]
+                               [--root DIR] [--binaries DIR] [--no-enable]
 
   --region REGION   AWS region of the KMS keys (fills host.toml and the proxy allowlist)
+  --eif PATH        also install this enclave image and sealed-enclave.service, which starts it
+                    at boot with scripts/run-enclave.sh (before sealed-host)
+  --models-mib N    decrypted model memory for run-enclave.sh (default 0; see its sizing rule)
+  --cpu-count N     enclave vCPUs for run-enclave.sh (default 2)
   --root DIR        install under DIR instead of / (no systemctl); for packaging and tests
   --binaries DIR    take sealed-host and sealed from DIR instead of building them
                     (default: cargo build --release --locked -p sealed-host -p sealed-client)
@@ -34,12 +45,18 @@ region=""
 root="/"
 binaries=""
 enable=1
+eif=""
+models_mib=0
+cpu_count=2
 while [ $# -gt 0 ]; do
     case "$1" in
         --region) region="${2:?--region needs a value}"; shift 2 ;;
         --root) root="${2:?--root needs a value}"; shift 2 ;;
         --binaries) binaries="${2:?--binaries needs a value}"; shift 2 ;;
         --no-enable) enable=0; shift ;;
+        --eif) eif="${2:?--eif needs a value}"; shift 2 ;;
+        --models-mib) models_mib="${2:?--models-mib needs a value}"; shift 2 ;;
+        --cpu-count) cpu_count="${2:?--cpu-count needs a value}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install-host.sh: unknown argument: $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -52,6 +69,15 @@ fi
 # AWS region names: lowercase letters, digits and dashes (us-east-1, ap-southeast-2, us-gov-west-1).
 if ! [[ "$region" =~ ^[a-z]{2}(-[a-z]+)+-[0-9]+$ ]]; then
     echo "install-host.sh: '$region' is not an AWS region name" >&2
+    exit 2
+fi
+
+if ! [[ "$models_mib" =~ ^[0-9]{1,7}$ ]] || ! [[ "$cpu_count" =~ ^[0-9]{1,4}$ ]] || [ "$cpu_count" -lt 1 ]; then
+    echo "install-host.sh: --models-mib and --cpu-count take whole numbers (cpu count >= 1)" >&2
+    exit 2
+fi
+if [ -n "$eif" ] && [ ! -f "$eif" ]; then
+    echo "install-host.sh: --eif $eif: no such file (build it with scripts/build-eif.sh)" >&2
     exit 2
 fi
 
@@ -105,6 +131,22 @@ place "$etc_dir/vsock-proxy.yaml" "allowlist:
 
 echo "installed sealed-host and sealed into $bin_dir, the unit into $unit_dir"
 
+units="sealed-host.service"
+if [ -n "$eif" ]; then
+    lib_dir="$root/usr/local/lib/sealed-inference"
+    install -d -m 0755 "$lib_dir"
+    install -m 0755 scripts/run-enclave.sh "$lib_dir/run-enclave.sh"
+    # The image is replaced on every install: installing a new release is the point.
+    install -m 0644 "$eif" "$root/var/lib/sealed-inference/sealed-enclave.eif"
+    install -m 0644 deploy/enclave/sealed-enclave.service "$unit_dir/sealed-enclave.service"
+    place "$etc_dir/enclave.env" "# Read by sealed-enclave.service (scripts/run-enclave.sh arguments).
+SEALED_ENCLAVE_EIF=/var/lib/sealed-inference/sealed-enclave.eif
+SEALED_ENCLAVE_MODELS_MIB=$models_mib
+SEALED_ENCLAVE_CPU_COUNT=$cpu_count"
+    units="sealed-enclave.service $units"
+    echo "installed the enclave image and sealed-enclave.service"
+fi
+
 if [ "$root" = "" ]; then
     # The unit runs as this unprivileged system user; its group reads the configuration and models.
     if ! id sealed-host >/dev/null 2>&1; then
@@ -116,6 +158,7 @@ fi
 
 if [ "$root" = "" ] && [ "$enable" = 1 ]; then
     systemctl daemon-reload
-    systemctl enable sealed-host.service
-    echo "enabled sealed-host.service; start it with: sudo systemctl start sealed-host"
+    # shellcheck disable=SC2086 # a list of unit names
+    systemctl enable $units
+    echo "enabled $units; start with: sudo systemctl start $units"
 fi

@@ -186,12 +186,17 @@ fn command_extraction_joins_continuations_and_splits_chains() {
 fn install_host_fills_the_region_and_keeps_existing_config() {
     let bin_dir = common::bin_dir();
     let root = tempfile::tempdir().unwrap();
+    let image = root.path().join("built.eif");
+    std::fs::write(&image, b"stand-in for an EIF").unwrap();
     let run = || {
         Command::new(repo().join("scripts/install-host.sh"))
             .args(["--region", "eu-west-1", "--root"])
             .arg(root.path())
             .arg("--binaries")
             .arg(&bin_dir)
+            .arg("--eif")
+            .arg(&image)
+            .args(["--models-mib", "200", "--cpu-count", "4"])
             .output()
             .unwrap()
     };
@@ -212,6 +217,42 @@ fn install_host_fills_the_region_and_keeps_existing_config() {
         assert!(r.join(f).is_file(), "{f} not installed");
     }
     assert!(r.join("var/lib/sealed-inference/models").is_dir());
+    // The enclave's boot unit runs the installed run-enclave.sh on the installed image.
+    assert_eq!(
+        std::fs::read(r.join("var/lib/sealed-inference/sealed-enclave.eif")).unwrap(),
+        b"stand-in for an EIF"
+    );
+    let unit =
+        std::fs::read_to_string(r.join("etc/systemd/system/sealed-enclave.service")).unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap();
+    let script = exec.split_whitespace().next().unwrap();
+    let installed = r.join(script.trim_start_matches('/'));
+    assert!(installed.is_file(), "{script} not installed");
+    let env = std::fs::read_to_string(r.join("etc/sealed-inference/enclave.env")).unwrap();
+    for line in [
+        "SEALED_ENCLAVE_EIF=/var/lib/sealed-inference/sealed-enclave.eif",
+        "SEALED_ENCLAVE_MODELS_MIB=200",
+        "SEALED_ENCLAVE_CPU_COUNT=4",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} missing:\n{env}");
+    }
+    // Every variable the unit uses is set by the env file, and the installed script accepts the
+    // arguments the unit gives it.
+    for var in [
+        "SEALED_ENCLAVE_EIF",
+        "SEALED_ENCLAVE_MODELS_MIB",
+        "SEALED_ENCLAVE_CPU_COUNT",
+    ] {
+        assert!(exec.contains(&format!("${{{var}}}")), "{exec}");
+    }
+    let help = Command::new(&installed).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in exec.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag), "run-enclave.sh does not take {flag}");
+    }
     let toml = std::fs::read_to_string(r.join("etc/sealed-inference/host.toml")).unwrap();
     assert!(toml.contains("kms.eu-west-1.amazonaws.com:443"), "{toml}");
     assert!(!toml.contains("us-east-1"), "{toml}");

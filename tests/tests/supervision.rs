@@ -216,14 +216,16 @@ async fn the_host_reports_a_killed_enclave_fails_fast_and_recovers_when_it_retur
         hex::encode(&session.manifest().models[0].sha384),
         digits.model_sha384
     );
-    // A session attested before the restart is told its key is gone, by a stable code.
+    // A session attested before the restart sealed to a key that died with the old enclave: the new
+    // one cannot open the request and says so with the same opaque code as for any unopenable
+    // request (key ids do not rotate yet, so it cannot tell a stale key from tampering).
     let stale = old_session
         .infer("digits", input(tensor.clone()))
         .await
         .unwrap_err();
     assert_eq!(
         stale.code(),
-        Some(sealed_wire::ErrorCode::UnsupportedKeyConfig),
+        Some(sealed_wire::ErrorCode::SealedRequestInvalid),
         "{stale}"
     );
     let outputs = session.infer("digits", input(tensor)).await.unwrap();
