@@ -4,25 +4,18 @@
 //! so that the tools that read a release's `measurements.json` (client policy files, the KMS key
 //! policy templates) can be exercised against the simulation.
 //!
-//! The values are the mock NSM's (`sealed_enclave::nsm::mock`, simulation feature): PCR0 is the
-//! SHA-384 of the enclave binary file (the mock measures `current_exe()`), PCR1 and PCR2 are the
-//! SHA-384 of two fixed labels. The labels are repeated here because `sealed-sim` must not link
-//! the enclave crate (that would switch its `simulation` feature on for the whole workspace); the
-//! enclave's `tests/measure.rs` checks that these values equal a real mock NSM document's.
+//! The values are the mock NSM's, computed by the same code the simulation enclave uses
+//! (`sealed_mock_ca::measure`): PCR0 is the SHA-384 of the enclave binary file (the mock measures
+//! `current_exe()`), PCR1 and PCR2 the SHA-384 of two fixed labels. The enclave's
+//! `tests/measure.rs` checks them against a real mock NSM document.
 //!
 //! What it does not do: measure an EIF. Real PCRs come from `nitro-cli` (scripts/build-eif.sh).
 
-use std::fs::File;
-use std::io::{self, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha384};
 
-/// Text the mock NSM hashes into PCR1 (stands in for the kernel and boot ramfs).
-pub const PCR1_LABEL: &str = "sealed-inference MOCK PCR1: kernel and boot ramfs (simulation only)";
-/// Text the mock NSM hashes into PCR2 (stands in for the application).
-pub const PCR2_LABEL: &str = "sealed-inference MOCK PCR2: application (simulation only)";
+pub use sealed_mock_ca::measure::{PCR1_LABEL, PCR2_LABEL};
 /// `HashAlgorithm` exactly as nitro-cli prints it (the Debug form of its `Sha384` type).
 pub const HASH_ALGORITHM: &str = "Sha384 { ... }";
 
@@ -38,27 +31,12 @@ impl Measurements {
     /// What the mock NSM of the simulation enclave `binary` reports. The file is read in chunks,
     /// never held whole.
     pub fn of_simulation_enclave(binary: &Path) -> Result<Measurements> {
-        let mut file = File::open(binary)
-            .with_context(|| format!("opening the enclave binary {}", binary.display()))?;
-        let mut hasher = Sha384::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("reading the enclave binary {}", binary.display())
-                    });
-                }
-            };
-            hasher.update(buf.get(..n).unwrap_or_default());
-        }
+        let pcr0 = sealed_mock_ca::measure::image_digest(binary)
+            .with_context(|| format!("measuring the enclave binary {}", binary.display()))?;
         Ok(Measurements {
-            pcr0: hasher.finalize().into(),
-            pcr1: Sha384::digest(PCR1_LABEL.as_bytes()).into(),
-            pcr2: Sha384::digest(PCR2_LABEL.as_bytes()).into(),
+            pcr0,
+            pcr1: sealed_mock_ca::measure::pcr1(),
+            pcr2: sealed_mock_ca::measure::pcr2(),
         })
     }
 
@@ -107,6 +85,7 @@ pub fn run(enclave: &Path, out: Option<&Path>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha384};
     use std::io::Write;
 
     #[test]

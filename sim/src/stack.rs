@@ -10,7 +10,6 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
-use sha2::{Digest, Sha384};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use zeroize::Zeroizing;
@@ -362,8 +361,8 @@ pub fn write_mock_ca(paths: &Paths) -> Result<()> {
 
 /// The mock NSM's PCR0 for an enclave binary: SHA-384 of the file.
 pub fn measure(binary: &Path) -> Result<[u8; 48]> {
-    let image = std::fs::read(binary).with_context(|| format!("reading {}", binary.display()))?;
-    Ok(Sha384::digest(&image).into())
+    sealed_mock_ca::measure::image_digest(binary)
+        .with_context(|| format!("measuring {}", binary.display()))
 }
 
 /// Copies the enclave binary to `dir` with `marker` appended: the copy runs the same code but

@@ -16,8 +16,7 @@
 //! - PCR0–4 and PCR8 are locked at boot (`nitro-facts.md` §4); the rest can be extended and locked.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -32,10 +31,9 @@ use super::{Nsm, PCR_LEN, check_request_limits};
 
 /// Module id in the real format `i-<17 chars>-enc<16 hex>`, visibly a mock.
 pub const MODULE_ID: &str = "i-mock0000000000000-enc0000000000000000";
-/// Text hashed into PCR1.
-pub const PCR1_LABEL: &str = "sealed-inference MOCK PCR1: kernel and boot ramfs (simulation only)";
-/// Text hashed into PCR2.
-pub const PCR2_LABEL: &str = "sealed-inference MOCK PCR2: application (simulation only)";
+/// Texts hashed into PCR1 and PCR2 (defined with the rest of the mock measurements in
+/// `sealed_mock_ca::measure`, which `sealed-sim measure` uses too).
+pub use sealed_mock_ca::measure::{PCR1_LABEL, PCR2_LABEL};
 /// Number of PCRs (`max_pcrs` in DescribeNSM).
 pub const PCR_COUNT: u16 = 32;
 /// PCRs listed in each attestation document: 0..15, as in every real document.
@@ -67,23 +65,10 @@ pub enum MockNsmError {
 
 /// SHA-384 of a file, read in bounded chunks (the image can be large; it is never held whole).
 pub fn measure_image(path: &Path) -> Result<[u8; PCR_LEN], MockNsmError> {
-    let image_error = |source| MockNsmError::Image {
+    sealed_mock_ca::measure::image_digest(path).map_err(|source| MockNsmError::Image {
         path: path.to_path_buf(),
         source,
-    };
-    let mut file = File::open(path).map_err(image_error)?;
-    let mut hasher = Sha384::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(image_error(e)),
-        };
-        hasher.update(buf.get(..n).unwrap_or_default());
-    }
-    Ok(hasher.finalize().into())
+    })
 }
 
 /// The PCR bank: values and lock bits.
@@ -100,8 +85,8 @@ impl PcrBank {
         };
         let boot_values = [
             (0, image_digest),
-            (1, Sha384::digest(PCR1_LABEL.as_bytes()).into()),
-            (2, Sha384::digest(PCR2_LABEL.as_bytes()).into()),
+            (1, sealed_mock_ca::measure::pcr1()),
+            (2, sealed_mock_ca::measure::pcr2()),
         ];
         for (index, value) in boot_values {
             if let Some(slot) = bank.values.get_mut(index) {

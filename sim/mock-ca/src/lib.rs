@@ -18,6 +18,7 @@
 //! - [`MockCa`]: root + intermediate; generate, write/load a directory, issue leaves.
 //! - [`MockLeaf`]: a leaf key and certificate; signs COSE_Sign1 documents.
 //! - [`MockCaError`]: every failure, with no key material in any message.
+//! - [`measure`]: the mock NSM's boot PCRs (shared by the enclave and `sealed-sim measure`).
 #![cfg_attr(
     not(test),
     deny(
@@ -27,6 +28,8 @@
         clippy::panic
     )
 )]
+
+pub mod measure;
 
 use std::fmt;
 use std::fs;
