@@ -85,6 +85,13 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 
 if [ -z "$binaries" ]; then
+    if ! command -v cargo >/dev/null 2>&1; then
+        # Typical under sudo: rustup lives in the invoking user's home, not root's PATH.
+        echo "install-host.sh: cargo not found; build as your user first and pass the binaries:" >&2
+        echo "  cargo build --release --locked -p sealed-host -p sealed-client" >&2
+        echo "  sudo ./scripts/install-host.sh --binaries target/release --region $region ..." >&2
+        exit 1
+    fi
     cargo build --release --locked -p sealed-host -p sealed-client
     binaries="$repo/target/release"
 fi

@@ -1,7 +1,7 @@
 //! docs/deploy.md must not name a command that does not exist: every `scripts/…` it runs is an
 //! executable script whose `--help` lists each flag used, every `sealed*` command's subcommand
 //! accepts each flag used (checked against the real binaries' `--help`), and anything else is one
-//! of the platform tools the page says it uses. Also installs the host with scripts/install-host.sh
+//! of the platform tools the page says it uses (the Rust toolchain's `cargo` among them). Also installs the host with scripts/install-host.sh
 //! into a scratch root, as the page does on an instance.
 
 mod common;
@@ -20,6 +20,8 @@ const PLATFORM_TOOLS: &[&str] = &[
     "dnf",
     "cp",
     "cd",
+    // The pinned Rust toolchain setup-instance.sh installs (rustup, rust-toolchain.toml).
+    "cargo",
 ];
 
 /// Our binaries, which the test runs from target/debug.
@@ -118,7 +120,8 @@ fn every_command_in_deploy_md_exists() {
         if words[0] == "sudo" {
             words.remove(0);
         }
-        let program = words[0].clone();
+        // Where install-host.sh puts our binaries (sudo's secure_path does not include it).
+        let program = words[0].trim_start_matches("/usr/local/bin/").to_string();
         if let Some(script) = program
             .strip_prefix("./")
             .filter(|p| p.starts_with("scripts/"))
