@@ -389,14 +389,29 @@ impl Layer {
             path: path.to_path_buf(),
             source,
         };
-        let len = std::fs::metadata(path).map_err(read_err)?.len();
-        if len > MAX_CONFIG_FILE_LEN {
+        // Bounded while reading, not by the metadata length: a FIFO or device reports 0, and a
+        // file can grow between the two calls.
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(
+                std::fs::File::open(path).map_err(read_err)?,
+                MAX_CONFIG_FILE_LEN + 1,
+            ),
+            &mut bytes,
+        )
+        .map_err(read_err)?;
+        if bytes.len() as u64 > MAX_CONFIG_FILE_LEN {
             return Err(ConfigError::TooLarge {
                 path: path.to_path_buf(),
                 max: MAX_CONFIG_FILE_LEN,
             });
         }
-        let text = std::fs::read_to_string(path).map_err(read_err)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            read_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not UTF-8 text",
+            ))
+        })?;
         Layer::from_toml(&text, &path.display().to_string()).map_err(|e| match e {
             ConfigError::Toml { message, .. } => ConfigError::Toml {
                 path: path.to_path_buf(),
