@@ -711,6 +711,23 @@ mod tests {
     }
 
     #[test]
+    fn refuses_a_config_file_over_the_limit_while_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.toml");
+        // Valid TOML comments, just too many of them.
+        let line = "# padding padding padding padding padding padding padding padding\n";
+        let text = line.repeat((MAX_CONFIG_FILE_LEN as usize / line.len()) + 1);
+        std::fs::write(&big, &text).unwrap();
+        assert!(matches!(
+            Layer::from_file(&big),
+            Err(ConfigError::TooLarge { .. })
+        ));
+        let ok = dir.path().join("ok.toml");
+        std::fs::write(&ok, "connections = 2\n").unwrap();
+        assert!(Layer::from_file(&ok).is_ok());
+    }
+
+    #[test]
     fn refuses_unknown_keys_and_variables() {
         let (_dir, path) = write_config("enclave = \"unix:/e\"\nlisten_addr = \"0.0.0.0:1\"\n");
         let err = parse(&["--config", &path]).unwrap_err();
