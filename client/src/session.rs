@@ -22,7 +22,7 @@ use sealed_wire::limits::{
     MAX_ATTESTATION_DOC_LEN, MAX_MANIFEST_LEN, MAX_SEALED_MESSAGE_LEN, MAX_TENSORS,
 };
 use sealed_wire::message::valid_model_id;
-use sealed_wire::{InferRequest, InferResponse, ModelManifest, NamedTensor};
+use sealed_wire::{InferRequest, InferResponse, ModelManifest, NamedTensor, REQUEST_ID_LEN};
 
 use crate::error::{ClientError, sanitize};
 use crate::http::{self, HostUrl, MAX_ATTESTATION_RESPONSE_LEN};
@@ -224,7 +224,14 @@ impl Session {
     ) -> Result<Vec<NamedTensor>, ClientError> {
         const STEP: &str = "infer_request";
         self.check_request(model_id, &inputs)?;
+        // Replay protection (docs/protocol.md §2): a fresh random id and our clock, both sealed.
+        let mut request_id = [0u8; REQUEST_ID_LEN];
+        getrandom::fill(&mut request_id).map_err(|e| {
+            ClientError::InvalidRequest(format!("the OS random number generator failed: {e}"))
+        })?;
         let request = InferRequest {
+            request_id,
+            sent_at_ms: unix_millis(SystemTime::now()),
             model_id: model_id.to_string(),
             inputs,
         };
@@ -311,6 +318,14 @@ impl Session {
             ids.join(", ")
         }
     }
+}
+
+/// Milliseconds since the Unix epoch; 0 for a clock set before 1970 (the enclave then refuses the
+/// request as stale, which is the truth).
+fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

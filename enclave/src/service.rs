@@ -292,6 +292,19 @@ mod tests {
         crate::rng::os_rng()
     }
 
+    fn rand_id() -> [u8; 16] {
+        let mut id = [0u8; 16];
+        getrandom::fill(&mut id).unwrap();
+        id
+    }
+
+    fn now_ms() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
     fn service_with(nsm: Arc<dyn Nsm>) -> Arc<Service> {
         let engine = Arc::new(Engine::new(EngineConfig {
             workers: 1,
@@ -304,6 +317,8 @@ mod tests {
 
     fn digit_request(model_id: &str, tensor: Tensor) -> Vec<u8> {
         InferRequest {
+            request_id: rand_id(),
+            sent_at_ms: now_ms(),
             model_id: model_id.to_string(),
             inputs: vec![NamedTensor {
                 name: "input".to_string(),

@@ -195,6 +195,8 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::InvalidNonce
         | ErrorCode::SealedRequestInvalid
         | ErrorCode::UnsupportedKeyConfig
+        | ErrorCode::ReplayedRequest
+        | ErrorCode::StaleRequest
         | ErrorCode::UnsupportedVersion
         | ErrorCode::UnknownModel
         | ErrorCode::InputMismatch
@@ -206,6 +208,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
         // Sealed-model loads (admin API): the key policy refused this enclave; the file itself
         // is bad; KMS is unreachable or the enclave has no KMS settings; KMS refused otherwise.

@@ -120,6 +120,9 @@ async fn start_sealed(paths: &Paths) -> Result<(SimAws, Stack)> {
             enclave_binary: paths.enclave(),
             plaintext_models: Vec::new(),
             aws: Some(&aws),
+            enclave_args: Vec::new(),
+            host_args: Vec::new(),
+            host_enclave_socket: None,
         },
     )
     .await;
@@ -298,6 +301,9 @@ async fn run_demo(paths: &Paths, aws: &SimAws, stack: &Stack, digits: &Digits) -
             enclave_binary: other_binary,
             plaintext_models: Vec::new(),
             aws: Some(aws),
+            enclave_args: Vec::new(),
+            host_args: Vec::new(),
+            host_enclave_socket: None,
         },
     )
     .await

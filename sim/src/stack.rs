@@ -213,6 +213,13 @@ pub struct StackOptions<'a> {
     pub plaintext_models: Vec<ModelFile>,
     /// Simulated AWS: KMS proxy, IMDS credentials and the admin API for sealed models.
     pub aws: Option<&'a SimAws>,
+    /// Extra arguments for `sealed-enclave` (after the ones the stack sets).
+    pub enclave_args: Vec<String>,
+    /// Extra arguments for `sealed-host` (after the ones the stack sets).
+    pub host_args: Vec<String>,
+    /// The Unix socket the host dials instead of the enclave's own (a test puts a relay there).
+    /// The enclave listens on [`Stack::enclave_socket`] either way.
+    pub host_enclave_socket: Option<PathBuf>,
 }
 
 /// A model the host loads at start.
@@ -230,6 +237,7 @@ pub struct Stack {
     /// SHA-384 of the enclave binary: the PCR0 the mock NSM reports.
     pub pcr0: [u8; 48],
     pub root_pem: PathBuf,
+    enclave_socket: PathBuf,
     enclave: Child,
     host: Child,
 }
@@ -245,6 +253,9 @@ impl Stack {
                 enclave_binary: paths.enclave(),
                 plaintext_models: models.to_vec(),
                 aws: None,
+                enclave_args: Vec::new(),
+                host_args: Vec::new(),
+                host_enclave_socket: None,
             },
         )
         .await
@@ -283,14 +294,16 @@ impl Stack {
                 .arg("--kms-ca")
                 .arg(&aws.kms.ca_file);
         }
+        enclave.args(&options.enclave_args);
         let (enclave, _, _) =
             spawn_and_wait(enclave, &paths.child_log, "sealed-enclave listening on ")
                 .await
                 .context("starting sealed-enclave (is it a simulation build?)")?;
 
+        let host_socket = options.host_enclave_socket.as_ref().unwrap_or(&socket);
         let mut host = Command::new(paths.host());
         host.arg("--enclave")
-            .arg(format!("unix:{}", socket.display()))
+            .arg(format!("unix:{}", host_socket.display()))
             .arg("--listen")
             .arg("127.0.0.1:0");
         for m in &options.plaintext_models {
@@ -309,6 +322,7 @@ impl Stack {
                 .arg("--admin-listen")
                 .arg("127.0.0.1:0");
         }
+        host.args(&options.host_args);
         let (host, rest, before) =
             spawn_and_wait(host, &paths.child_log, "sealed-host listening on ")
                 .await
@@ -326,9 +340,25 @@ impl Stack {
             admin_url,
             pcr0,
             root_pem: paths.root_pem(),
+            enclave_socket: socket,
             enclave,
             host,
         })
+    }
+
+    /// The enclave's process id (None once it has been reaped).
+    pub fn enclave_pid(&self) -> Option<u32> {
+        self.enclave.id()
+    }
+
+    /// The host's process id (None once it has been reaped).
+    pub fn host_pid(&self) -> Option<u32> {
+        self.host.id()
+    }
+
+    /// The Unix socket the enclave listens on.
+    pub fn enclave_socket(&self) -> &Path {
+        &self.enclave_socket
     }
 
     /// Stops both children (the host first, so it stops sending).

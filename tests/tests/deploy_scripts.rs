@@ -947,6 +947,9 @@ async fn rendered_key_policy_releases_the_model_key_only_to_the_measured_enclave
             enclave_binary: paths.enclave(),
             plaintext_models: Vec::new(),
             aws: Some(&aws),
+            enclave_args: Vec::new(),
+            host_args: Vec::new(),
+            host_enclave_socket: None,
         },
     )
     .await

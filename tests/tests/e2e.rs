@@ -56,6 +56,19 @@ async fn start() -> Running {
     }
 }
 
+fn rand_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    getrandom::fill(&mut id).unwrap();
+    id
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
 fn input(tensor: Tensor) -> Vec<NamedTensor> {
     vec![NamedTensor {
         name: "input".to_string(),
@@ -196,6 +209,8 @@ async fn bad_inputs_get_stable_codes_and_the_enclave_keeps_serving() {
 
     // A real sealed request with one byte flipped in the ciphertext: opaque failure.
     let plaintext = sealed_wire::InferRequest {
+        request_id: rand_id(),
+        sent_at_ms: now_ms(),
         model_id: "digits".into(),
         inputs: input(Tensor::from_f32(vec![1, 64], &[0.5; 64]).unwrap()),
     }
@@ -255,6 +270,8 @@ async fn a_response_cannot_be_opened_by_anyone_but_the_requester() {
         .await
         .unwrap();
     let plaintext = sealed_wire::InferRequest {
+        request_id: rand_id(),
+        sent_at_ms: now_ms(),
         model_id: "digits".into(),
         inputs: input(npy::read_file(&run.digits.examples[0].file).unwrap()),
     }

@@ -52,6 +52,9 @@ impl Sim {
                 enclave_binary: self.paths.enclave(),
                 plaintext_models: Vec::new(),
                 aws: Some(&aws),
+                enclave_args: Vec::new(),
+                host_args: Vec::new(),
+                host_enclave_socket: None,
             },
         )
         .await

@@ -55,6 +55,12 @@ error_codes! {
     SealedRequestInvalid = 200, "sealed_request_invalid";
     /// The sealed request names a key id, KEM, KDF or AEAD the enclave does not serve.
     UnsupportedKeyConfig = 201, "unsupported_key_config";
+    /// The enclave has already answered a request with this request id inside the freshness
+    /// window (a replay). Sealed: only the requester can read it.
+    ReplayedRequest = 202, "replayed_request";
+    /// The request's `sent_at_ms` is outside the enclave's freshness window (an old capture, or a
+    /// client clock far off). Sealed: only the requester can read it.
+    StaleRequest = 203, "stale_request";
     // 3xx: inference.
     /// No model with that id is loaded.
     UnknownModel = 300, "unknown_model";
@@ -108,6 +114,9 @@ error_codes! {
     Timeout = 504, "timeout";
     /// An internal error; details are in the enclave log, never in the response.
     Internal = 505, "internal";
+    /// This client address has too many connections or requests in flight on the host; retry
+    /// later (HTTP 429).
+    TooManyRequests = 506, "too_many_requests";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -151,6 +160,8 @@ mod tests {
             201,
             "unsupported_key_config",
         ),
+        (ErrorCode::ReplayedRequest, 202, "replayed_request"),
+        (ErrorCode::StaleRequest, 203, "stale_request"),
         (ErrorCode::UnknownModel, 300, "unknown_model"),
         (ErrorCode::InputMismatch, 301, "input_mismatch"),
         (ErrorCode::InvalidTensor, 302, "invalid_tensor"),
@@ -182,6 +193,7 @@ mod tests {
         (ErrorCode::EnclaveUnavailable, 503, "enclave_unavailable"),
         (ErrorCode::Timeout, 504, "timeout"),
         (ErrorCode::Internal, 505, "internal"),
+        (ErrorCode::TooManyRequests, 506, "too_many_requests"),
     ];
 
     #[test]

@@ -42,7 +42,7 @@ pub use error::ErrorCode;
 pub use manifest::{ManifestEntry, ModelManifest};
 pub use message::{
     EnclaveRequest, EnclaveResponse, HealthStatus, InferRequest, InferResponse, ModelInfo,
-    NamedTensor, TensorSpec, WireError,
+    NamedTensor, REQUEST_ID_LEN, TensorSpec, WireError,
 };
 pub use tensor::{DType, Tensor, TensorError};
 

@@ -419,12 +419,41 @@ impl EnclaveResponse {
     }
 }
 
+/// Length of [`InferRequest::request_id`].
+pub const REQUEST_ID_LEN: usize = 16;
+
 /// The plaintext of a sealed inference request.
+///
+/// `request_id` and `sent_at_ms` travel inside the ciphertext, so only the client can set them and
+/// the host can neither read nor change them: the enclave refuses a request whose `sent_at_ms` is
+/// outside its freshness window or whose `request_id` it has already seen in that window
+/// (`docs/protocol.md` §2, replay protection).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InferRequest {
+    /// 16 random bytes chosen by the client for this request alone.
+    #[serde(with = "request_id_bytes")]
+    pub request_id: [u8; REQUEST_ID_LEN],
+    /// The client's clock when it sealed the request, Unix time in milliseconds.
+    pub sent_at_ms: u64,
     pub model_id: String,
     #[serde(deserialize_with = "de_tensors")]
     pub inputs: Vec<NamedTensor>,
+}
+
+/// `request_id` as a CBOR byte string of exactly [`REQUEST_ID_LEN`] bytes.
+mod request_id_bytes {
+    use super::REQUEST_ID_LEN;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(id: &[u8; REQUEST_ID_LEN], s: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::serialize(&id[..], s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; REQUEST_ID_LEN], D::Error> {
+        let bytes = <serde_bytes::ByteBuf as Deserialize>::deserialize(d)?;
+        <[u8; REQUEST_ID_LEN]>::try_from(bytes.as_slice())
+            .map_err(|_| D::Error::invalid_length(bytes.len(), &"16 bytes"))
+    }
 }
 
 impl InferRequest {
@@ -498,6 +527,8 @@ mod tests {
         InferRequest {
             model_id: "mnist".into(),
             inputs,
+            request_id: [7; REQUEST_ID_LEN],
+            sent_at_ms: 1_764_000_000_000,
         }
     }
 

@@ -153,7 +153,14 @@ fn enclave_response() -> impl Strategy<Value = EnclaveResponse> {
 }
 
 fn infer_request() -> impl Strategy<Value = InferRequest> {
-    (model_id(), named_tensors()).prop_map(|(model_id, inputs)| InferRequest { model_id, inputs })
+    (model_id(), named_tensors(), any::<[u8; 16]>(), any::<u64>()).prop_map(
+        |(model_id, inputs, request_id, sent_at_ms)| InferRequest {
+            request_id,
+            sent_at_ms,
+            model_id,
+            inputs,
+        },
+    )
 }
 
 fn infer_response() -> impl Strategy<Value = InferResponse> {
@@ -418,6 +425,8 @@ fn huge_declared_byte_string_fails_quickly() {
     assert_eq!(infer[at], 0x44);
     inputs.push([&infer[..at], &HUGE_BYTES[..], &[0xee; 4]].concat());
     let req = InferRequest {
+        request_id: [1; 16],
+        sent_at_ms: 1,
         model_id: "m".into(),
         inputs: vec![NamedTensor {
             name: "x".into(),
