@@ -41,3 +41,12 @@ target/py-sdk-check/bin/python scripts/kms_sdk_check.py target/debug/sealed-sim
 #    builds the same with the release `enclave` profile; CI keeps to the dev profile). The script
 #    fails if the binary is dynamically linked or contains mock code.
 ./scripts/build-enclave.sh --profile dev
+
+# 5. Supply chain: cargo deny (advisories, licences, sources, crate-boundary bans) and cargo audit,
+#    offline against the vendored RustSec snapshot (docs/supply-chain.md). Installs both tools
+#    into target/tools on first use.
+./scripts/supply-chain.sh
+
+# 6. Fuzzing smoke run: every decoder target built with libFuzzer on stable and run for a few
+#    seconds from its seed corpus; any crash fails (docs/fuzzing.md). Its own target dir.
+./scripts/fuzz.sh --smoke

@@ -110,6 +110,23 @@ impl ClientError {
         )
     }
 
+    /// True when the host reports that the enclave could not open the request: it names a key
+    /// the enclave no longer holds (`unsupported_key_config`: the key was rotated out or the
+    /// enclave restarted), or it did not open under the key with that id
+    /// (`sealed_request_invalid` in the clear: a restarted enclave whose random first key id
+    /// happens to equal ours, 1 in 256, or tampering on the way). Nothing ran in either case, so
+    /// attesting again and sending a newly sealed request is safe. [`crate::Session::infer`] does
+    /// that once by itself; a sealed error (the enclave opened the request) never qualifies.
+    pub fn needs_reattestation(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Host {
+                code: Some(ErrorCode::UnsupportedKeyConfig | ErrorCode::SealedRequestInvalid),
+                ..
+            }
+        )
+    }
+
     /// The stable error code, when the host or the enclave sent one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -187,6 +204,31 @@ mod tests {
     }
 
     #[test]
+    fn only_requests_the_enclave_could_not_open_ask_for_reattestation() {
+        let host = |code| ClientError::Host {
+            status: 400,
+            code: Some(code),
+            name: None,
+            message: "key retired".into(),
+        };
+        assert!(host(ErrorCode::UnsupportedKeyConfig).needs_reattestation());
+        assert!(host(ErrorCode::SealedRequestInvalid).needs_reattestation());
+        for code in [
+            ErrorCode::StaleRequest,
+            ErrorCode::ReplayedRequest,
+            ErrorCode::Busy,
+        ] {
+            assert!(!host(code).needs_reattestation(), "{code}");
+        }
+        // Sealed errors come from an enclave that opened the request: never re-sent.
+        let sealed = ClientError::Inference {
+            code: ErrorCode::UnsupportedKeyConfig,
+            message: String::new(),
+        };
+        assert!(!sealed.needs_reattestation());
+    }
+
+    #[test]
     fn inference_error_carries_the_enclave_code() {
         let e = ClientError::Inference {
             code: ErrorCode::InputMismatch,
@@ -194,6 +236,7 @@ mod tests {
         };
         assert_eq!(e.code(), Some(ErrorCode::InputMismatch));
         assert_eq!(e.step(), "inference");
+        assert!(!e.needs_reattestation());
         assert!(e.to_string().contains("input_mismatch (301)"));
     }
 

@@ -5,7 +5,15 @@
 //! takes the enclave's public key from the verified document. [`Session::infer`] is the only way to
 //! send inputs, and it seals them to that key. There is no flag, constructor or feature that skips
 //! any of this.
+//!
+//! The enclave rotates its key (docs/protocol.md §2.3). When the host answers a request with
+//! `unsupported_key_config` (the enclave could not open it: the key it was sealed to has been
+//! retired, or the enclave restarted), [`Session::infer`] attests again under the same policy with
+//! a fresh nonce and full verification, and sends the request once more, sealed to the new key
+//! under a new request id. Requests the enclave did open are never sent again automatically,
+//! whatever their sealed answer (a retry of a request that ran would run it twice).
 
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -89,6 +97,17 @@ impl Client {
     /// Fetches a fresh attestation document for a random nonce and verifies it (see the module
     /// docs). Only a document that passes every check yields a [`Session`].
     pub async fn attest(&self) -> Result<Session, ClientError> {
+        let attested = Arc::new(self.attest_enclave().await?);
+        Ok(Session {
+            client: self.clone(),
+            first: Arc::clone(&attested),
+            current: Arc::new(RwLock::new(attested)),
+            reattesting: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// One full attestation: a fresh nonce, the document and manifest, every check.
+    async fn attest_enclave(&self) -> Result<AttestedEnclave, ClientError> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).map_err(ClientError::Random)?;
 
@@ -96,7 +115,7 @@ impl Client {
         let opts = self
             .policy
             .verify_options(Some(nonce.to_vec()), SystemTime::now())?;
-        Session::from_attestation(self.clone(), &document, &manifest_bytes, &opts)
+        AttestedEnclave::verify(&self.policy, &document, &manifest_bytes, &opts)
     }
 
     /// `GET /v1/attestation?nonce=HEX` → the document and manifest bytes, still unverified.
@@ -142,35 +161,34 @@ fn parse_attestation_body(body: &[u8]) -> Result<(Vec<u8>, Vec<u8>), ClientError
     Ok((document, manifest))
 }
 
-/// An enclave that passed attestation: its verified document, the manifest it committed to, and
-/// the key requests are sealed to. Only [`Client::attest`] creates one.
+/// One enclave attestation that passed every check: the verified document, the manifest it
+/// committed to, and the key configuration requests are sealed to.
 #[derive(Debug, Clone)]
-pub struct Session {
-    client: Client,
+pub struct AttestedEnclave {
     document: VerifiedDocument,
     manifest: ModelManifest,
     key_config: KeyConfig,
     accepted_as: Option<AcceptedAs>,
 }
 
-impl Session {
+impl AttestedEnclave {
     /// Verifies a document against `opts`, checks the commitment to `manifest_bytes`, and decodes
-    /// the enclave key. Private: the only caller is [`Client::attest`], which chose the nonce.
-    fn from_attestation(
-        client: Client,
+    /// the enclave key. Private: the only caller is [`Client::attest_enclave`], which chose the
+    /// nonce.
+    fn verify(
+        policy: &Policy,
         document: &[u8],
         manifest_bytes: &[u8],
         opts: &sealed_attestation::VerifyOptions,
-    ) -> Result<Session, ClientError> {
+    ) -> Result<AttestedEnclave, ClientError> {
         // Signature, chain to the anchor, PCRs, nonce, age, debug mode (nitro-facts §1.5).
         let document = sealed_attestation::verify(document, opts)?;
         // Which accepted set it matched (a release name from a policy file), for the caller.
-        let accepted_as = client.policy().accepted_as(&document.pcrs);
+        let accepted_as = policy.accepted_as(&document.pcrs);
         // user_data = version ‖ SHA-384(manifest bytes): the manifest is what this enclave serves.
         let manifest = commitment::verify_document(document.user_data.as_deref(), manifest_bytes)?;
         // The models it serves must be the ones the policy pins, digest for digest.
-        client
-            .policy()
+        policy
             .check_manifest(&manifest)
             .map_err(|model_id| ClientError::ModelDigestMismatch { model_id })?;
         // public_key = the RFC 9458 key configuration requests are sealed to.
@@ -180,8 +198,7 @@ impl Session {
                 .as_deref()
                 .ok_or(ClientError::NoPublicKey)?,
         )?;
-        Ok(Session {
-            client,
+        Ok(AttestedEnclave {
             document,
             manifest,
             key_config,
@@ -194,13 +211,12 @@ impl Session {
         &self.document
     }
 
-    /// The accepted PCR set the enclave matched: with a policy file, the release name it was
-    /// accepted as. `None` under [`Policy::no_pcr_policy`].
+    /// The accepted PCR set the enclave matched (see [`Session::accepted_as`]).
     pub fn accepted_as(&self) -> Option<&AcceptedAs> {
         self.accepted_as.as_ref()
     }
 
-    /// The models the attested enclave committed to serving.
+    /// The models the enclave committed to serving.
     pub fn manifest(&self) -> &ModelManifest {
         &self.manifest
     }
@@ -215,28 +231,141 @@ impl Session {
         &self.key_config
     }
 
+    fn models_list(&self) -> String {
+        let ids: Vec<&str> = self.models().collect();
+        if ids.is_empty() {
+            "(none)".to_string()
+        } else {
+            ids.join(", ")
+        }
+    }
+}
+
+/// An enclave that passed attestation, and the key requests are sealed to. Only
+/// [`Client::attest`] creates one.
+///
+/// A session re-attests when the enclave's key has rotated (see the module docs), so it holds two
+/// attestations: the one it was created from, which the borrowing accessors ([`Session::document`]
+/// and the rest) keep returning, and the latest one ([`Session::current`]), whose key new requests
+/// are sealed to. Clones share the latest attestation.
+#[derive(Debug, Clone)]
+pub struct Session {
+    client: Client,
+    /// The attestation made by [`Client::attest`].
+    first: Arc<AttestedEnclave>,
+    /// The latest verified attestation. Replaced whole, never edited.
+    current: Arc<RwLock<Arc<AttestedEnclave>>>,
+    /// Held while attesting again, so that requests refused together attest once.
+    reattesting: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Session {
+    /// The latest verified attestation: after a key rotation, the one new requests use.
+    pub fn current(&self) -> Arc<AttestedEnclave> {
+        // A poisoned lock only means a panic while cloning an Arc; the value is whole.
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Attests the enclave again under the same policy, with a fresh nonce and every check of
+    /// [`Client::attest`]; on success the new document, manifest and key replace the current
+    /// ones. On failure the session keeps what it had.
+    pub async fn reattest(&self) -> Result<(), ClientError> {
+        let _one_at_a_time = self.reattesting.lock().await;
+        self.replace_attestation().await
+    }
+
+    /// Re-attests unless another request already did since `seen` was current.
+    async fn reattest_after(&self, seen: &Arc<AttestedEnclave>) -> Result<(), ClientError> {
+        let _one_at_a_time = self.reattesting.lock().await;
+        if !Arc::ptr_eq(&self.current(), seen) {
+            return Ok(());
+        }
+        self.replace_attestation().await
+    }
+
+    async fn replace_attestation(&self) -> Result<(), ClientError> {
+        let fresh = Arc::new(self.client.attest_enclave().await?);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// The document verified when this session was created ([`Session::current`] has the
+    /// latest).
+    pub fn document(&self) -> &VerifiedDocument {
+        self.first.document()
+    }
+
+    /// The accepted PCR set the enclave matched: with a policy file, the release name it was
+    /// accepted as. `None` under [`Policy::no_pcr_policy`]. From the attestation that created
+    /// this session.
+    pub fn accepted_as(&self) -> Option<&AcceptedAs> {
+        self.first.accepted_as()
+    }
+
+    /// The models the enclave committed to serving when this session was created.
+    pub fn manifest(&self) -> &ModelManifest {
+        self.first.manifest()
+    }
+
+    /// Ids of the models attested when this session was created.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.first.models()
+    }
+
+    /// The key configuration attested when this session was created ([`Session::current`] has
+    /// the one requests are sealed to now).
+    pub fn key_config(&self) -> &KeyConfig {
+        self.first.key_config()
+    }
+
     /// Runs `model_id` on `inputs` in the attested enclave: seals the request to the attested key,
     /// posts it, and opens the response. The host sees only ciphertext.
+    ///
+    /// If the host answers `unsupported_key_config`, the session attests again
+    /// ([`Session::reattest`]) and sends the request once more under a new request id; a second
+    /// `unsupported_key_config` is returned as the error.
     pub async fn infer(
         &self,
         model_id: &str,
         inputs: Vec<NamedTensor>,
     ) -> Result<Vec<NamedTensor>, ClientError> {
-        const STEP: &str = "infer_request";
-        self.check_request(model_id, &inputs)?;
-        // Replay protection (docs/protocol.md §2): a fresh random id and our clock, both sealed.
-        let mut request_id = [0u8; REQUEST_ID_LEN];
-        getrandom::fill(&mut request_id).map_err(|e| {
-            ClientError::InvalidRequest(format!("the OS random number generator failed: {e}"))
-        })?;
-        let request = InferRequest {
-            request_id,
-            sent_at_ms: unix_millis(SystemTime::now()),
+        let attested = self.current();
+        check_request(&attested, model_id, &inputs)?;
+        let mut request = InferRequest {
+            request_id: [0; REQUEST_ID_LEN],
+            sent_at_ms: 0,
             model_id: model_id.to_string(),
             inputs,
         };
+        match self.send(&attested, &mut request).await {
+            // The enclave did not open it (the key has rotated out, or the enclave restarted):
+            // nothing ran, so sending it again under a newly attested key is safe.
+            Err(e) if e.needs_reattestation() => {
+                self.reattest_after(&attested).await?;
+                let attested = self.current();
+                // The enclave may serve other models now.
+                check_request(&attested, model_id, &request.inputs)?;
+                self.send(&attested, &mut request).await
+            }
+            other => other,
+        }
+    }
+
+    /// Seals `request` to `attested`'s key under a fresh id and the current time, posts it, and
+    /// opens the answer.
+    async fn send(
+        &self,
+        attested: &AttestedEnclave,
+        request: &mut InferRequest,
+    ) -> Result<Vec<NamedTensor>, ClientError> {
+        const STEP: &str = "infer_request";
+        // Replay protection (docs/protocol.md §2.2): a fresh random id and our clock, both sealed.
+        // Every attempt gets its own id, so the enclave can tell a retry from a replay.
+        getrandom::fill(&mut request.request_id).map_err(|e| {
+            ClientError::InvalidRequest(format!("the OS random number generator failed: {e}"))
+        })?;
+        request.sent_at_ms = unix_millis(SystemTime::now());
         let plaintext = Zeroizing::new(request.encode().map_err(ClientError::Encode)?);
-        drop(request);
         // The host refuses sealed bodies over MAX_SEALED_MESSAGE_LEN; say so before sealing.
         let max_plaintext = MAX_SEALED_MESSAGE_LEN - REQUEST_OVERHEAD;
         if plaintext.len() > max_plaintext {
@@ -249,7 +378,7 @@ impl Session {
         // source at all, which `attest` has already shown not to be the case; `UnwrapErr` would
         // then panic rather than seal with bad randomness.
         let mut rng = UnwrapErr(getrandom::SysRng);
-        let (sealed, opener) = seal_request(&self.key_config, &plaintext, &mut rng)?;
+        let (sealed, opener) = seal_request(attested.key_config(), &plaintext, &mut rng)?;
         drop(plaintext);
 
         let response = self
@@ -274,50 +403,45 @@ impl Session {
             }),
         }
     }
+}
 
-    /// Refuses what the enclave would refuse anyway, before anything is sealed or sent: a model
-    /// the enclave did not attest to, and malformed tensor lists.
-    fn check_request(&self, model_id: &str, inputs: &[NamedTensor]) -> Result<(), ClientError> {
-        if !valid_model_id(model_id) || !self.models().any(|m| m == model_id) {
-            return Err(ClientError::ModelNotAttested {
-                model_id: sanitize(model_id, 128),
-                available: self.models_list(),
-            });
-        }
-        if inputs.is_empty() {
-            return Err(ClientError::InvalidRequest("no inputs".into()));
-        }
-        if inputs.len() > MAX_TENSORS {
+/// Refuses what the enclave would refuse anyway, before anything is sealed or sent: a model
+/// the enclave did not attest to, and malformed tensor lists.
+fn check_request(
+    attested: &AttestedEnclave,
+    model_id: &str,
+    inputs: &[NamedTensor],
+) -> Result<(), ClientError> {
+    if !valid_model_id(model_id) || !attested.models().any(|m| m == model_id) {
+        return Err(ClientError::ModelNotAttested {
+            model_id: sanitize(model_id, 128),
+            available: attested.models_list(),
+        });
+    }
+    if inputs.is_empty() {
+        return Err(ClientError::InvalidRequest("no inputs".into()));
+    }
+    if inputs.len() > MAX_TENSORS {
+        return Err(ClientError::InvalidRequest(format!(
+            "{} inputs, more than the maximum of {MAX_TENSORS}",
+            inputs.len()
+        )));
+    }
+    for (i, input) in inputs.iter().enumerate() {
+        let name = &input.name;
+        if !sealed_wire::message::valid_name(name) {
             return Err(ClientError::InvalidRequest(format!(
-                "{} inputs, more than the maximum of {MAX_TENSORS}",
-                inputs.len()
+                "invalid input name {:?}",
+                sanitize(name, 64)
             )));
         }
-        for (i, input) in inputs.iter().enumerate() {
-            let name = &input.name;
-            if !sealed_wire::message::valid_name(name) {
-                return Err(ClientError::InvalidRequest(format!(
-                    "invalid input name {:?}",
-                    sanitize(name, 64)
-                )));
-            }
-            if inputs.iter().take(i).any(|o| &o.name == name) {
-                return Err(ClientError::InvalidRequest(format!(
-                    "input {name:?} is given twice"
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn models_list(&self) -> String {
-        let ids: Vec<&str> = self.models().collect();
-        if ids.is_empty() {
-            "(none)".to_string()
-        } else {
-            ids.join(", ")
+        if inputs.iter().take(i).any(|o| &o.name == name) {
+            return Err(ClientError::InvalidRequest(format!(
+                "input {name:?} is given twice"
+            )));
         }
     }
+    Ok(())
 }
 
 /// Milliseconds since the Unix epoch; 0 for a clock set before 1970 (the enclave then refuses the
@@ -336,8 +460,7 @@ mod tests {
     fn session_with(models: &[&str]) -> Session {
         // Unit tests of the request checks only; a real Session comes from `attest`.
         let client = Client::new("http://127.0.0.1:9", Policy::new().no_pcr_policy()).unwrap();
-        Session {
-            client,
+        let attested = Arc::new(AttestedEnclave {
             document: VerifiedDocument {
                 module_id: "i-0-enc0".into(),
                 timestamp_ms: 0,
@@ -363,6 +486,12 @@ mod tests {
                 public_key: [9; 32],
             },
             accepted_as: None,
+        });
+        Session {
+            client,
+            first: Arc::clone(&attested),
+            current: Arc::new(RwLock::new(attested)),
+            reattesting: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 

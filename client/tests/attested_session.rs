@@ -127,6 +127,143 @@ async fn an_enclave_error_comes_back_with_its_code() {
     let err = session.infer("add", inputs()).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InputMismatch), "{err:?}");
     assert!(err.to_string().contains("expected [3]"), "{err}");
+    // The enclave opened the request: it is not sent again.
+    assert_eq!(s.posts.load(Ordering::SeqCst), 1);
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn a_retired_key_leads_to_one_reattestation_and_one_retry_under_a_new_request_id() {
+    let s = start(Misbehave::Nothing);
+    let session = Client::new(&s.url, policy(&s))
+        .unwrap()
+        .attest()
+        .await
+        .unwrap();
+    let want = vec![11, 22, -27];
+    let sum = |outputs: Vec<NamedTensor>| outputs[0].tensor.to_i64().unwrap();
+    assert_eq!(sum(session.infer("add", inputs()).await.unwrap()), want);
+    assert_eq!((s.attestations(), s.posts.load(Ordering::SeqCst)), (1, 1));
+
+    s.rotate_key();
+    let before = now_ms();
+    assert_eq!(sum(session.infer("add", inputs()).await.unwrap()), want);
+    // Refused under key 7, attested again, answered under key 8.
+    assert_eq!((s.attestations(), s.posts.load(Ordering::SeqCst)), (2, 3));
+    assert_eq!(session.current().key_config().key_id, 8);
+    assert_eq!(
+        session.key_config().key_id,
+        7,
+        "the first attestation is kept"
+    );
+    let requests = s.requests();
+    assert_eq!(requests.len(), 3);
+    // Every attempt has its own id and a current timestamp.
+    assert_ne!(requests[1].0, requests[2].0);
+    assert_ne!(requests[0].0, requests[1].0);
+    for (_, sent_at) in &requests[1..] {
+        assert!(*sent_at >= before && *sent_at <= now_ms(), "{sent_at}");
+    }
+    // Later requests go straight to the new key.
+    assert_eq!(sum(session.infer("add", inputs()).await.unwrap()), want);
+    assert_eq!((s.attestations(), s.posts.load(Ordering::SeqCst)), (2, 4));
+}
+
+#[tokio::test]
+async fn a_second_unsupported_key_config_is_returned_as_the_error() {
+    let s = start(Misbehave::RefuseEveryKey);
+    let session = Client::new(&s.url, policy(&s))
+        .unwrap()
+        .attest()
+        .await
+        .unwrap();
+    let err = session.infer("add", inputs()).await.unwrap_err();
+    assert!(err.needs_reattestation(), "{err:?}");
+    assert_eq!(err.code(), Some(ErrorCode::UnsupportedKeyConfig));
+    // One re-attestation, one retry, then the error: no loop.
+    assert_eq!((s.attestations(), s.posts.load(Ordering::SeqCst)), (2, 2));
+}
+
+#[tokio::test]
+async fn a_sealed_replayed_request_error_is_not_retried() {
+    let s = start(Misbehave::ReplayedError);
+    let session = Client::new(&s.url, policy(&s))
+        .unwrap()
+        .attest()
+        .await
+        .unwrap();
+    let err = session.infer("add", inputs()).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ReplayedRequest), "{err:?}");
+    assert!(matches!(err, ClientError::Inference { .. }));
+    assert_eq!((s.attestations(), s.posts.load(Ordering::SeqCst)), (1, 1));
+}
+
+#[tokio::test]
+async fn reattestation_verifies_fully_and_keeps_the_old_key_when_it_fails() {
+    let s = start(Misbehave::Nothing);
+    let session = Client::new(&s.url, policy(&s))
+        .unwrap()
+        .attest()
+        .await
+        .unwrap();
+    s.rotate_key();
+    s.sign_stale_nonces();
+    let err = session.infer("add", inputs()).await.unwrap_err();
+    assert_eq!(err.step(), "verify:nonce", "{err}");
+    assert_eq!(session.current().key_config().key_id, 7);
+    let err = session.reattest().await.unwrap_err();
+    assert_eq!(err.step(), "verify:nonce", "{err}");
+    assert_eq!(session.current().key_config().key_id, 7);
+    // Nothing was sent under a key that did not verify.
+    assert_eq!(s.posts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn reattest_replaces_key_and_document_for_every_clone() {
+    let s = start(Misbehave::Nothing);
+    let session = Client::new(&s.url, policy(&s))
+        .unwrap()
+        .attest()
+        .await
+        .unwrap();
+    let clone = session.clone();
+    s.rotate_key();
+    session.reattest().await.unwrap();
+    assert_eq!(s.attestations(), 2);
+    let current = clone.current();
+    assert_eq!(current.key_config().key_id, 8);
+    assert_ne!(current.document().nonce, session.document().nonce);
+    assert_eq!(current.models().collect::<Vec<_>>(), ["add", "digits"]);
+    clone.infer("add", inputs()).await.unwrap();
+    assert_eq!(s.posts.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn concurrent_requests_refused_together_attest_once() {
+    let s = start(Misbehave::Nothing);
+    let session = Client::new(&s.url, policy(&s))
+        .unwrap()
+        .attest()
+        .await
+        .unwrap();
+    s.rotate_key();
+    let (a, b, c, d) = tokio::join!(
+        session.infer("add", inputs()),
+        session.infer("add", inputs()),
+        session.infer("add", inputs()),
+        session.infer("add", inputs()),
+    );
+    for r in [a, b, c, d] {
+        r.unwrap();
+    }
+    assert_eq!(s.attestations(), 2);
+    assert_eq!(s.posts.load(Ordering::SeqCst), 8);
 }
 
 #[tokio::test]

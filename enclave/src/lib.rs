@@ -14,6 +14,8 @@
 //! - [`nsm`]: the `Nsm` trait, the `/dev/nsm` driver and (simulation) the mock NSM.
 //! - [`engine`]: tract behind one module: load, optimise once, bounded worker pool.
 //! - [`service`]: one request in, one response out: attestation, sealed inference, model loading.
+//! - [`keyring`]: the HPKE key pairs over time: the current key, retired keys in their overlap.
+//! - [`freshness`]: the timestamp window and the replay cache of request ids.
 //! - [`model_store`]: sealed-model uploads: header, KMS data key, chunked unsealing, engine load.
 //! - [`kms`]: the KMS client: RSA recipient key, attestation, SigV4, HTTPS through the host's
 //!   proxy, `CiphertextForRecipient`.
@@ -31,6 +33,8 @@
 
 pub mod engine;
 pub mod entropy;
+pub mod freshness;
+pub mod keyring;
 pub mod kms;
 pub mod model_store;
 pub mod nsm;
@@ -43,6 +47,8 @@ use std::sync::Arc;
 use sealed_transport::Endpoint;
 
 use crate::engine::{Engine, EngineConfig};
+use crate::freshness::FreshnessConfig;
+use crate::keyring::{KeyRing, KeyRingConfig};
 use crate::kms::{DataKeySource, KmsClient, KmsConfig};
 use crate::model_store::{ModelStore, StoreConfig};
 use crate::nsm::Nsm;
@@ -56,6 +62,12 @@ pub struct Config {
     /// KMS access for sealed models; `None` answers every sealed load `KmsNotConfigured`.
     pub kms: Option<KmsConfig>,
     pub store: StoreConfig,
+    /// HPKE key rotation schedule (checked with [`KeyRingConfig::validate`] at start).
+    pub keys: KeyRingConfig,
+    /// Timestamp window and replay cache size for sealed requests.
+    pub freshness: FreshnessConfig,
+    /// Per-request deadlines and connection bounds of the listener.
+    pub limits: server::ServerLimits,
 }
 
 /// Why the enclave could not start.
@@ -67,6 +79,8 @@ pub enum StartError {
     Kms(#[from] kms::KmsConfigError),
     #[error("seeding the kernel random pool from the NSM: {0}")]
     Entropy(#[from] entropy::EntropyError),
+    #[error(transparent)]
+    Keys(#[from] keyring::KeyRingConfigError),
 }
 
 /// [`entropy::seed_kernel_pool`] with the failure policy of this build: an NSM failure always
@@ -90,15 +104,22 @@ fn seed_entropy(nsm: &dyn nsm::Nsm) -> Result<(), entropy::EntropyError> {
 /// How often idle sealed-model uploads are looked for.
 const UPLOAD_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Seeds the kernel pool from the NSM, generates the HPKE key pair, binds the listener and serves
-/// until cancelled. `on_ready` is called once the listener is bound (the binary prints a line a
-/// launcher can wait for).
+/// Seeds the kernel pool from the NSM, generates the first HPKE key pair (and rotates keys on
+/// schedule from then on), binds the listener and serves until cancelled. `on_ready` is called
+/// once the listener is bound (the binary prints a line a launcher can wait for).
 pub async fn run(config: Config, on_ready: impl FnOnce(&Endpoint)) -> Result<(), StartError> {
+    config.keys.validate()?;
     // Before any key exists (entropy.rs: what is mixed in, and why failure stops the enclave).
     seed_entropy(config.nsm.as_ref())?;
-    let mut rng = rng::os_rng();
-    // Key id 0: one key per enclave boot; a restart attests a new key.
-    let key = sealed_crypto::ServerKey::generate(0, &mut rng);
+    // A random first key id, so that a restarted enclave is unlikely to reuse the id a client
+    // still holds (it would get an opaque failure instead of `unsupported_key_config`).
+    let ring = KeyRing::new(config.keys, std::time::Instant::now(), &mut rng::os_rng());
+    tracing::info!(
+        key_id = ring.current().key_id(),
+        rotation_secs = config.keys.rotation.as_secs(),
+        overlap_secs = config.keys.overlap.as_secs(),
+        "HPKE key generated"
+    );
     let engine = Arc::new(Engine::new(config.engine));
     let keys: Option<Arc<dyn DataKeySource>> = match config.kms {
         Some(kms) => {
@@ -108,7 +129,13 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Endpoint)) -> Result<(),
         None => None,
     };
     let store = ModelStore::new(Arc::clone(&engine), keys, config.store);
-    let service = Arc::new(Service::with_store(config.nsm, key, engine, store));
+    let service = Arc::new(Service::with_keys(
+        config.nsm,
+        ring,
+        config.freshness,
+        engine,
+        store,
+    ));
     let listener = server::bind(&config.listen)?;
     let sweeper = Arc::downgrade(&service);
     tokio::spawn(async move {
@@ -121,7 +148,21 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Endpoint)) -> Result<(),
             service.model_store().expire_idle(std::time::Instant::now());
         }
     });
+    // Rotates keys and drops retired ones on time, also when no request comes to do it.
+    let rotator = Arc::downgrade(&service);
+    tokio::spawn(async move {
+        loop {
+            let Some(service) = rotator.upgrade() else {
+                return;
+            };
+            let next = service.maintain_keys();
+            drop(service);
+            // A few milliseconds late rather than early: `maintain` acts at the deadline or after.
+            let wait = next.saturating_duration_since(std::time::Instant::now());
+            tokio::time::sleep(wait + std::time::Duration::from_millis(5)).await;
+        }
+    });
     on_ready(&config.listen);
-    server::serve(listener, service).await;
+    server::serve_with_limits(listener, service, config.limits).await;
     Ok(())
 }

@@ -14,11 +14,25 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use sealed_enclave::engine::EngineConfig;
-use sealed_enclave::kms::{KmsConfig, KmsEndpoint};
+use sealed_enclave::freshness::{
+    DEFAULT_FRESHNESS_WINDOW_SECS, DEFAULT_REPLAY_CACHE_ENTRIES, FreshnessConfig,
+    MAX_FRESHNESS_WINDOW_SECS, MAX_REPLAY_CACHE_ENTRIES,
+};
+use sealed_enclave::keyring::{
+    DEFAULT_KEY_OVERLAP_SECS, DEFAULT_KEY_ROTATION_SECS, KeyRingConfig, MAX_KEY_ROTATION_SECS,
+};
+use sealed_enclave::kms::{
+    DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_RETRY_DEADLINE, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
+    KmsConfig, KmsEndpoint, MAX_RETRY_DEADLINE, RetryConfig,
+};
 use sealed_enclave::model_store::{
     DEFAULT_MAX_CLOCK_SKEW_SECS, DEFAULT_MAX_MODEL_BYTES, MAX_CLOCK_SKEW_SECS, StoreConfig,
 };
 use sealed_enclave::nsm::Nsm;
+use sealed_enclave::server::{
+    DEFAULT_MODEL_LOAD_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, MAX_CONNECTIONS,
+    MAX_IN_FLIGHT_PER_CONNECTION, ServerLimits,
+};
 use sealed_transport::Endpoint;
 
 /// The Sealed Inference enclave.
@@ -61,11 +75,90 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MAX_CLOCK_SKEW_SECS,
           value_parser = clap::value_parser!(u64).range(1..=MAX_CLOCK_SKEW_SECS))]
     max_clock_skew_secs: u64,
+    /// How far, in seconds, a sealed request's timestamp may be from this enclave's clock, either
+    /// way, before it is refused as `stale_request` (docs/protocol.md §2.2). Request ids are
+    /// remembered for as long as their timestamp is inside this window.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_FRESHNESS_WINDOW_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_FRESHNESS_WINDOW_SECS))]
+    freshness_window_secs: u64,
+    /// Request ids the replay cache holds at most (58 bytes each: 58 MiB at the default). When it holds
+    /// this many ids that are all still inside the window, requests are answered `busy`.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_REPLAY_CACHE_ENTRIES,
+          value_parser = replay_cache_entries)]
+    replay_cache_entries: usize,
+    /// Seconds between HPKE key rotations; clients re-attest when their key is retired. Values
+    /// below 3600 are for tests.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_KEY_ROTATION_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_KEY_ROTATION_SECS))]
+    key_rotation_secs: u64,
+    /// Seconds a retired key still opens requests after a rotation; must be less than
+    /// --key-rotation-secs.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_KEY_OVERLAP_SECS,
+          value_parser = clap::value_parser!(u64).range(0..MAX_KEY_ROTATION_SECS))]
+    key_overlap_secs: u64,
+    /// Deadline, in seconds, of every host request except model loads (inference, attestation,
+    /// health, upload chunks); past it the request is answered `timeout` and its memory and
+    /// in-flight slot are released.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_timeout_secs: u64,
+    /// Deadline, in seconds, of a model load (plaintext load, or the end of a sealed upload).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_MODEL_LOAD_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=7200))]
+    model_load_timeout_secs: u64,
+    /// Host connections served at once.
+    #[arg(long, value_name = "N", default_value_t = MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=4096))]
+    max_connections: usize,
+    /// Requests in flight on one host connection; the enclave stops reading that connection
+    /// beyond it.
+    #[arg(long, value_name = "N", default_value_t = MAX_IN_FLIGHT_PER_CONNECTION,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
+    max_in_flight_per_connection: usize,
+    /// First KMS retry delay in milliseconds; delays double up to --kms-retry-max-ms.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RETRY_INITIAL.as_millis() as u64,
+          requires = "kms_proxy")]
+    kms_retry_initial_ms: u64,
+    /// Longest KMS retry delay in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_RETRY_MAX.as_millis() as u64,
+          requires = "kms_proxy")]
+    kms_retry_max_ms: u64,
+    /// Overall deadline, in seconds, of one KMS call with its retries (0: one attempt, no retry).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_RETRY_DEADLINE.as_secs(),
+          value_parser = clap::value_parser!(u64).range(0..=MAX_RETRY_DEADLINE.as_secs()),
+          requires = "kms_proxy")]
+    kms_deadline_secs: u64,
+    /// Deadline, in seconds, of one KMS attempt (connect, TLS, request and answer).
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_ATTEMPT_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=300), requires = "kms_proxy")]
+    kms_attempt_timeout_secs: u64,
     /// PEM file with the CA that signed the mock KMS's TLS certificate; it then becomes the only
     /// KMS trust root (simulation builds only; production builds trust the public web PKI roots).
     #[cfg(feature = "simulation")]
     #[arg(long, value_name = "FILE", requires = "kms_proxy")]
     kms_ca: Option<std::path::PathBuf>,
+}
+
+/// `--replay-cache-entries`: 1 to [`MAX_REPLAY_CACHE_ENTRIES`].
+fn replay_cache_entries(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if (1..=MAX_REPLAY_CACHE_ENTRIES).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("must be 1..={MAX_REPLAY_CACHE_ENTRIES}"))
+    }
+}
+
+/// Rotation settings from the flags, checked (`overlap < rotation`).
+fn key_ring_config(args: &Args) -> anyhow::Result<KeyRingConfig> {
+    let config = KeyRingConfig {
+        rotation: std::time::Duration::from_secs(args.key_rotation_secs),
+        overlap: std::time::Duration::from_secs(args.key_overlap_secs),
+    };
+    config
+        .validate()
+        .context("--key-overlap-secs / --key-rotation-secs")?;
+    Ok(config)
 }
 
 fn main() {
@@ -77,6 +170,7 @@ fn main() {
 
 fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let keys = key_ring_config(&args)?;
     init_tracing();
     // The default hook prints panic messages, which may quote data; log the location only.
     std::panic::set_hook(Box::new(|info| {
@@ -107,6 +201,18 @@ fn real_main() -> anyhow::Result<()> {
             max_model_bytes: args.max_model_bytes,
             max_clock_skew: std::time::Duration::from_secs(args.max_clock_skew_secs),
             ..StoreConfig::default()
+        },
+        keys,
+        limits: ServerLimits {
+            request_timeout: std::time::Duration::from_secs(args.request_timeout_secs),
+            model_load_timeout: std::time::Duration::from_secs(args.model_load_timeout_secs),
+            max_connections: args.max_connections,
+            max_in_flight_per_connection: args.max_in_flight_per_connection,
+            ..ServerLimits::default()
+        },
+        freshness: FreshnessConfig {
+            window: std::time::Duration::from_secs(args.freshness_window_secs),
+            replay_cache_entries: args.replay_cache_entries,
         },
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -173,6 +279,16 @@ fn kms_config(args: &Args) -> anyhow::Result<Option<KmsConfig>> {
     let mut config = KmsConfig::new(proxy);
     config.endpoint = args.kms_endpoint.clone();
     config.region = args.kms_region.clone();
+    config.request_timeout = std::time::Duration::from_secs(args.kms_attempt_timeout_secs);
+    config.retry = RetryConfig {
+        initial_backoff: std::time::Duration::from_millis(args.kms_retry_initial_ms),
+        max_backoff: std::time::Duration::from_millis(args.kms_retry_max_ms),
+        deadline: std::time::Duration::from_secs(args.kms_deadline_secs),
+    };
+    config
+        .retry
+        .validate()
+        .context("--kms-retry-initial-ms / --kms-retry-max-ms / --kms-deadline-secs")?;
     #[cfg(feature = "simulation")]
     if let Some(path) = &args.kms_ca {
         let pem = std::fs::read(path)
@@ -258,5 +374,53 @@ mod tests {
         );
         assert!(parse(&["--max-clock-skew-secs", "901"]).is_err());
         assert!(parse(&["--max-clock-skew-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn freshness_window_defaults_to_two_minutes_and_stops_at_fifteen() {
+        assert_eq!(parse(&[]).unwrap().freshness_window_secs, 120);
+        let args = parse(&["--freshness-window-secs", "900"]).unwrap();
+        assert_eq!(args.freshness_window_secs, 900);
+        assert!(parse(&["--freshness-window-secs", "901"]).is_err());
+        assert!(parse(&["--freshness-window-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn replay_cache_defaults_to_a_million_ids_and_is_bounded() {
+        assert_eq!(parse(&[]).unwrap().replay_cache_entries, 1_048_576);
+        let args = parse(&["--replay-cache-entries", "1"]).unwrap();
+        assert_eq!(args.replay_cache_entries, 1);
+        assert!(parse(&["--replay-cache-entries", "0"]).is_err());
+        assert!(parse(&["--replay-cache-entries", "16777217"]).is_err());
+        assert!(parse(&["--replay-cache-entries", "-1"]).is_err());
+    }
+
+    #[test]
+    fn key_rotation_defaults_to_an_hour_with_five_minutes_overlap() {
+        let config = key_ring_config(&parse(&[]).unwrap()).unwrap();
+        assert_eq!(config, KeyRingConfig::default());
+        assert_eq!(config.rotation.as_secs(), 3600);
+        assert_eq!(config.overlap.as_secs(), 300);
+        // The quick schedule the e2e tests use.
+        let args = parse(&["--key-rotation-secs", "2", "--key-overlap-secs", "1"]).unwrap();
+        assert_eq!(key_ring_config(&args).unwrap().rotation.as_secs(), 2);
+        assert!(parse(&["--key-rotation-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn key_overlap_must_be_shorter_than_rotation() {
+        for (rotation, overlap) in [("60", "60"), ("60", "61"), ("1", "1")] {
+            let args = parse(&[
+                "--key-rotation-secs",
+                rotation,
+                "--key-overlap-secs",
+                overlap,
+            ])
+            .unwrap();
+            let err = key_ring_config(&args).unwrap_err();
+            assert!(format!("{err:#}").contains("shorter than"), "{err:#}");
+        }
+        let args = parse(&["--key-rotation-secs", "1", "--key-overlap-secs", "0"]).unwrap();
+        assert!(key_ring_config(&args).is_ok());
     }
 }

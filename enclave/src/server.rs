@@ -6,8 +6,17 @@
 //! sends responses in the order they finish. A malformed message is answered with an error for its
 //! request id and the connection goes on; a frame that breaks the framing itself (length over the
 //! maximum, truncated) closes only that connection. Nothing a peer sends can stop the listener.
+//!
+//! Every request has a deadline ([`ServerLimits::request_timeout`], model loads
+//! [`ServerLimits::model_load_timeout`]): past it the host is answered `timeout` and the request's
+//! memory budget and in-flight permit are released at once, so a stuck request cannot hold them
+//! (the host, untrusted, may never time anything out itself). Health, attestation and inference
+//! are cancelled at the deadline (a queued inference is then skipped by the engine); model loads
+//! are left to finish, because the model store accounts for their memory itself and cancelling one
+//! mid-load would release its model id while the load still runs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use sealed_transport::{BoxRead, BoxWrite, Endpoint, Listener, TransportError};
 use sealed_wire::limits::MAX_FRAME_LEN;
@@ -36,6 +45,39 @@ pub const MAX_ACCEPTED_FRAME_LEN: u32 = if crate::service::PLAINTEXT_MODELS_ALLO
     (sealed_wire::limits::MAX_SEALED_MESSAGE_LEN + 64 * 1024) as u32
 };
 
+/// Default deadline of one request (health, attestation, inference, sealed-upload chunks).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default deadline of a model load (`LoadModel`, `LoadSealedModelEnd`: parsing and optimising a
+/// large model; above the host's own 300 s default so that the host times out first).
+pub const DEFAULT_MODEL_LOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Bounds of the listener. `Default` gives the documented defaults (the constants above).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Deadline of every request but model loads; past it: `timeout`.
+    pub request_timeout: Duration,
+    /// Deadline of `LoadModel` and `LoadSealedModelEnd`.
+    pub model_load_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Requests in flight on one connection.
+    pub max_in_flight_per_connection: usize,
+    /// Frame bodies (and their work) held at once across all connections, in bytes.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        ServerLimits {
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            model_load_timeout: DEFAULT_MODEL_LOAD_TIMEOUT,
+            max_connections: MAX_CONNECTIONS,
+            max_in_flight_per_connection: MAX_IN_FLIGHT_PER_CONNECTION,
+            max_buffered_bytes: MAX_BUFFERED_BYTES,
+        }
+    }
+}
+
 /// Why the server stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -54,10 +96,15 @@ pub fn bind(endpoint: &Endpoint) -> Result<Listener, ServerError> {
     })
 }
 
-/// Serves connections until the task is cancelled.
+/// Serves connections with the default [`ServerLimits`] until the task is cancelled.
 pub async fn serve(listener: Listener, service: Arc<Service>) {
-    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let budget = Arc::new(Semaphore::new(MAX_BUFFERED_BYTES / BUDGET_UNIT));
+    serve_with_limits(listener, service, ServerLimits::default()).await;
+}
+
+/// Serves connections under `limits` until the task is cancelled.
+pub async fn serve_with_limits(listener: Listener, service: Arc<Service>, limits: ServerLimits) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let budget = Arc::new(Semaphore::new(budget_units(&limits)));
     let mut next_conn: u64 = 0;
     loop {
         let permit = match Arc::clone(&connections).acquire_owned().await {
@@ -73,7 +120,7 @@ pub async fn serve(listener: Listener, service: Arc<Service>) {
                 tokio::spawn(
                     async move {
                         info!("host connected");
-                        serve_connection(reader, writer, service, budget).await;
+                        serve_connection_with_limits(reader, writer, service, budget, limits).await;
                         info!("host disconnected");
                         drop(permit);
                     }
@@ -89,15 +136,76 @@ pub async fn serve(listener: Listener, service: Arc<Service>) {
     }
 }
 
-/// Serves one connection until the host closes it or breaks the framing. `budget` holds
+/// Budget units (of 64 KiB) for `limits.max_buffered_bytes`: at least one frame's worth, so that
+/// the largest accepted frame can always be read.
+pub fn budget_units(limits: &ServerLimits) -> usize {
+    let min = (MAX_ACCEPTED_FRAME_LEN as usize).div_ceil(BUDGET_UNIT);
+    (limits.max_buffered_bytes / BUDGET_UNIT)
+        .max(min)
+        .min(Semaphore::MAX_PERMITS)
+}
+
+/// Serves one connection with the default [`ServerLimits`]. `budget` holds
 /// [`MAX_BUFFERED_BYTES`] in units shared by every connection.
 pub async fn serve_connection(
+    reader: BoxRead,
+    writer: BoxWrite,
+    service: Arc<Service>,
+    budget: Arc<Semaphore>,
+) {
+    serve_connection_with_limits(reader, writer, service, budget, ServerLimits::default()).await;
+}
+
+/// Whether `request` is a model load (its own deadline, and left to finish past it).
+fn is_model_load(request: &EnclaveRequest) -> bool {
+    matches!(
+        request,
+        EnclaveRequest::LoadModel { .. } | EnclaveRequest::LoadSealedModelEnd { .. }
+    )
+}
+
+/// Handles one request under its deadline. Past it: `timeout`. Model loads run in their own task
+/// and are left to finish; anything else is dropped (cancelled) at the deadline.
+async fn handle_with_deadline(
+    service: Arc<Service>,
+    request: EnclaveRequest,
+    limits: &ServerLimits,
+) -> EnclaveResponse {
+    let timed_out = |deadline: Duration| {
+        warn!(
+            deadline_ms = deadline.as_millis() as u64,
+            "request deadline passed; answering timeout"
+        );
+        EnclaveResponse::error(ErrorCode::Timeout, "the enclave did not finish in time")
+    };
+    if is_model_load(&request) {
+        let deadline = limits.model_load_timeout;
+        let task = tokio::spawn(async move { service.handle(request).await });
+        match tokio::time::timeout(deadline, task).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(_)) => EnclaveResponse::error(ErrorCode::Internal, "request task failed"),
+            Err(_) => timed_out(deadline),
+        }
+    } else {
+        let deadline = limits.request_timeout;
+        match tokio::time::timeout(deadline, service.handle(request)).await {
+            Ok(response) => response,
+            Err(_) => timed_out(deadline),
+        }
+    }
+}
+
+/// Serves one connection under `limits` until the host closes it or breaks the framing. `budget`
+/// holds `limits.max_buffered_bytes` in units shared by every connection ([`budget_units`]).
+pub async fn serve_connection_with_limits(
     mut reader: BoxRead,
     mut writer: BoxWrite,
     service: Arc<Service>,
     budget: Arc<Semaphore>,
+    limits: ServerLimits,
 ) {
-    let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(MAX_IN_FLIGHT_PER_CONNECTION);
+    let max_in_flight = limits.max_in_flight_per_connection.max(1);
+    let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(max_in_flight);
     let write_task = tokio::spawn(async move {
         while let Some((id, body)) = rx.recv().await {
             if let Err(e) = sealed_transport::write_frame(&mut writer, id, &body).await {
@@ -106,7 +214,7 @@ pub async fn serve_connection(
             }
         }
     });
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CONNECTION));
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
     loop {
         let permit = match Arc::clone(&in_flight).acquire_owned().await {
             Ok(p) => p,
@@ -154,7 +262,7 @@ pub async fn serve_connection(
                 let response = match EnclaveRequest::decode(&frame.body) {
                     Ok(request) => {
                         drop(frame);
-                        service.handle(request).await
+                        handle_with_deadline(service, request, &limits).await
                     }
                     Err(e) => {
                         warn!(code = %e.code(), error = %e, "malformed request");
@@ -190,4 +298,126 @@ async fn send(tx: &mpsc::Sender<(u64, Vec<u8>)>, request_id: u64, response: &Enc
     };
     // A closed channel means the connection is gone; the host will time the request out.
     let _ = tx.send((request_id, body)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Mutex, PoisonError, mpsc};
+
+    use aws_nitro_enclaves_nsm_api::api::{ErrorCode as NsmErrorCode, Request, Response};
+    use sealed_crypto::ServerKey;
+    use sealed_wire::limits::MAX_FRAME_LEN;
+
+    use super::*;
+    use crate::engine::{Engine, EngineConfig};
+    use crate::nsm::Nsm;
+
+    /// An NSM whose every call blocks until released (at most 10 s, so that nothing hangs).
+    struct StuckNsm(Mutex<mpsc::Receiver<()>>);
+
+    impl Nsm for StuckNsm {
+        fn process(&self, _request: Request) -> Response {
+            let rx = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let _ = rx.recv_timeout(Duration::from_secs(10));
+            Response::Error(NsmErrorCode::InternalError)
+        }
+    }
+    async fn read_response(reader: &mut BoxRead) -> (u64, EnclaveResponse) {
+        let frame = tokio::time::timeout(
+            Duration::from_secs(10),
+            sealed_transport::read_frame(reader, MAX_FRAME_LEN),
+        )
+        .await
+        .expect("no answer")
+        .unwrap()
+        .unwrap();
+        (
+            frame.request_id,
+            EnclaveResponse::decode(&frame.body).unwrap(),
+        )
+    }
+
+    /// A request stuck past its deadline is answered `timeout`, and its in-flight slot comes back
+    /// at once: with one slot per connection, the next request is read and answered only then.
+    #[tokio::test]
+    async fn a_stuck_request_is_answered_timeout_and_releases_its_slot() {
+        let (release, stuck) = mpsc::channel();
+        let engine = Arc::new(Engine::new(EngineConfig {
+            workers: 1,
+            queue_depth: 1,
+            ..EngineConfig::default()
+        }));
+        let key = ServerKey::generate(0, &mut crate::rng::os_rng());
+        let service = Arc::new(Service::new(
+            Arc::new(StuckNsm(Mutex::new(stuck))),
+            key,
+            engine,
+        ));
+        let limits = ServerLimits {
+            request_timeout: Duration::from_millis(200),
+            max_in_flight_per_connection: 1,
+            ..ServerLimits::default()
+        };
+        let budget = Arc::new(Semaphore::new(budget_units(&limits)));
+        let (host_side, enclave_side) = tokio::io::duplex(64 * 1024);
+        let (enclave_read, enclave_write) = tokio::io::split(enclave_side);
+        let server = tokio::spawn(serve_connection_with_limits(
+            Box::pin(enclave_read),
+            Box::pin(enclave_write),
+            service,
+            Arc::clone(&budget),
+            limits,
+        ));
+        let (host_read, mut host_write) = tokio::io::split(host_side);
+        let mut host_read: BoxRead = Box::pin(host_read);
+
+        let attest = EnclaveRequest::Attestation { nonce: vec![7; 32] }
+            .encode()
+            .unwrap();
+        sealed_transport::write_frame(&mut host_write, 1, &attest)
+            .await
+            .unwrap();
+        let health = EnclaveRequest::Health.encode().unwrap();
+        sealed_transport::write_frame(&mut host_write, 2, &health)
+            .await
+            .unwrap();
+
+        let (id, response) = read_response(&mut host_read).await;
+        assert_eq!(id, 1);
+        assert!(
+            matches!(&response, EnclaveResponse::Error(e) if e.code == ErrorCode::Timeout),
+            "{response:?}"
+        );
+        let (id, response) = read_response(&mut host_read).await;
+        assert_eq!(id, 2);
+        assert!(
+            matches!(response, EnclaveResponse::Health(_)),
+            "{response:?}"
+        );
+        // Every byte of budget is back once both are answered.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while budget.available_permits() != budget_units(&limits) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("budget not released");
+
+        let _ = release.send(());
+        drop(host_write);
+        server.abort();
+    }
+
+    #[test]
+    fn the_budget_always_fits_the_largest_frame() {
+        let tiny = ServerLimits {
+            max_buffered_bytes: 1,
+            ..ServerLimits::default()
+        };
+        assert!(budget_units(&tiny) * BUDGET_UNIT >= MAX_ACCEPTED_FRAME_LEN as usize);
+        assert_eq!(
+            budget_units(&ServerLimits::default()),
+            MAX_BUFFERED_BYTES / BUDGET_UNIT
+        );
+    }
 }

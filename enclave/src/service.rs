@@ -5,11 +5,16 @@
 //!
 //! Everything that can go wrong *after* a sealed request has been opened is answered inside the
 //! sealed response, so the host learns only that a request was answered, never why it failed.
+//! That includes the freshness checks ([`crate::freshness`]): a replayed or stale request is
+//! answered `replayed_request` / `stale_request` sealed to its sender, and is not logged.
+//! Requests are opened with the key their header names from the [`KeyRing`]; a key that has
+//! rotated out is answered `unsupported_key_config` in the clear (the header is public anyway).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use sealed_attestation::commitment;
-use sealed_crypto::{HeaderError, ResponseSealer, ServerKey};
+use sealed_crypto::{HeaderError, KeyConfig, ResponseSealer, ServerKey};
 use sealed_wire::{
     EnclaveRequest, EnclaveResponse, ErrorCode, HealthStatus, InferRequest, InferResponse,
     PROTOCOL_VERSION,
@@ -17,6 +22,8 @@ use sealed_wire::{
 use tracing::{debug, warn};
 
 use crate::engine::Engine;
+use crate::freshness::{FreshnessConfig, ReplayGuard, unix_millis};
+use crate::keyring::{KeyRing, KeyRingConfig};
 use crate::model_store::{ModelStore, StoreConfig};
 use crate::nsm::{self, Nsm};
 
@@ -27,7 +34,11 @@ pub const PLAINTEXT_MODELS_ALLOWED: bool = cfg!(feature = "simulation");
 /// Shared state of the enclave's request handling.
 pub struct Service {
     nsm: Arc<dyn Nsm>,
-    key: ServerKey,
+    /// The current HPKE key and the retired ones still in their overlap. The lock is held only to
+    /// look a key up or rotate, never while opening a request (keys are `Arc`s).
+    keys: Mutex<KeyRing>,
+    /// Request ids seen within the freshness window.
+    replay: ReplayGuard,
     engine: Arc<Engine>,
     /// Sealed-model uploads (KMS key release, chunked unsealing).
     store: ModelStore,
@@ -42,26 +53,63 @@ pub const MAX_CONCURRENT_ATTESTATIONS: usize = 4;
 const ATTEST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Service {
-    /// A service with no KMS: sealed-model uploads are answered `KmsNotConfigured`.
+    /// A service with no KMS: sealed-model uploads are answered `KmsNotConfigured`. `key` is
+    /// current now and rotates on the default schedule; freshness has its default settings.
     pub fn new(nsm: Arc<dyn Nsm>, key: ServerKey, engine: Arc<Engine>) -> Self {
         let store = ModelStore::new(Arc::clone(&engine), None, StoreConfig::default());
         Self::with_store(nsm, key, engine, store)
     }
 
-    /// A service whose sealed-model uploads go to `store` (built over the same `engine`).
+    /// A service whose sealed-model uploads go to `store` (built over the same `engine`), with
+    /// `key` current now, the default rotation schedule and the default freshness settings.
     pub fn with_store(
         nsm: Arc<dyn Nsm>,
         key: ServerKey,
         engine: Arc<Engine>,
         store: ModelStore,
     ) -> Self {
+        let keys = KeyRing::with_key(KeyRingConfig::default(), key, Instant::now());
+        Self::with_keys(nsm, keys, FreshnessConfig::default(), engine, store)
+    }
+
+    /// The general constructor: a key ring (rotation schedule included) and freshness settings.
+    pub fn with_keys(
+        nsm: Arc<dyn Nsm>,
+        keys: KeyRing,
+        freshness: FreshnessConfig,
+        engine: Arc<Engine>,
+        store: ModelStore,
+    ) -> Self {
         Service {
             nsm,
-            key,
+            keys: Mutex::new(keys),
+            replay: ReplayGuard::new(freshness),
             engine,
             store,
             attest_slots: tokio::sync::Semaphore::new(MAX_CONCURRENT_ATTESTATIONS),
         }
+    }
+
+    /// The current key configuration (what attestation publishes now).
+    pub fn key_config(&self) -> KeyConfig {
+        self.with_ring(|ring| ring.current().config())
+    }
+
+    /// Rotates and drops keys that are due ([`KeyRing::maintain`]) and returns when to call again.
+    /// The enclave calls it from a timer so that keys retire on time even when no request comes.
+    pub fn maintain_keys(&self) -> Instant {
+        self.with_ring(|ring| ring.next_deadline())
+    }
+
+    /// Runs `f` on the key ring after bringing it up to date.
+    fn with_ring<T>(&self, f: impl FnOnce(&KeyRing) -> T) -> T {
+        // Poisoning means a panic while the ring was locked; the ring is consistent between its
+        // method calls, so carrying on is safe.
+        let mut ring = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if ring.maintain(Instant::now(), &mut crate::rng::os_rng()) {
+            tracing::info!(key_id = ring.current().key_id(), "HPKE key rotated");
+        }
+        f(&ring)
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -146,7 +194,8 @@ impl Service {
             }
         };
         let user_data = commitment::user_data(&manifest);
-        let public_key = self.key.config().encode();
+        // Always the current key: a client that attests now seals to the newest key.
+        let public_key = self.key_config().encode();
         let this = Arc::clone(self);
         // The NSM call is a blocking ioctl (or a signature in the mock): keep it off the reactor.
         let doc = tokio::task::spawn_blocking(move || {
@@ -171,25 +220,31 @@ impl Service {
         }
     }
 
-    /// Sealed inference (DESIGN.md flow 2).
+    /// Sealed inference (DESIGN.md flow 2), with the freshness checks of docs/protocol.md §2.2.
     async fn infer(&self, sealed: Vec<u8>) -> EnclaveResponse {
+        let unsupported = || {
+            EnclaveResponse::error(
+                ErrorCode::UnsupportedKeyConfig,
+                "sealed request names a key id or suite this enclave does not serve \
+                 (the key may have been retired): attest again",
+            )
+        };
         // The header is plaintext (RFC 9458 §4.1), so naming a wrong key id or suite reveals nothing.
-        match self.key.check_header(&sealed) {
-            Ok(()) => {}
-            Err(HeaderError::UnknownKeyId { .. } | HeaderError::UnsupportedSuite { .. }) => {
-                return EnclaveResponse::error(
-                    ErrorCode::UnsupportedKeyConfig,
-                    "sealed request names a key id or suite this enclave does not serve",
-                );
-            }
+        let key_id = match sealed_crypto::request_key_id(&sealed) {
+            Ok(id) => id,
+            Err(HeaderError::UnsupportedSuite { .. }) => return unsupported(),
             Err(_) => {
                 return EnclaveResponse::error(
                     ErrorCode::SealedRequestInvalid,
                     "sealed request could not be opened",
                 );
             }
-        }
-        let opened = self.key.open_request(&sealed);
+        };
+        let Some(key) = self.with_ring(|ring| ring.get(key_id)) else {
+            return unsupported();
+        };
+        let opened = key.open_request(&sealed);
+        drop(key);
         // Hold one copy of the request at a time: the ciphertext goes once opened, the
         // plaintext once decoded.
         drop(sealed);
@@ -206,24 +261,39 @@ impl Service {
         let decoded = InferRequest::decode(&plaintext);
         drop(plaintext);
         let response = match decoded {
-            Ok(request) => {
-                let model_id = request.model_id;
-                match self.engine.infer(&model_id, request.inputs).await {
-                    Ok(outputs) => InferResponse::Ok { outputs },
-                    // Not logged: the log leaves through the host, and which model a sealed
-                    // request named, or why it failed, is for the requester alone.
-                    Err(e) => InferResponse::Error {
-                        code: e.code(),
-                        message: e.to_string(),
-                    },
-                }
-            }
+            // Freshness first, then the replay cache (which remembers only fresh ids). Nothing is
+            // logged: whether a request was a replay is for its sender alone.
+            Ok(request) => match self.replay.check(
+                request.request_id,
+                request.sent_at_ms,
+                unix_millis(SystemTime::now()),
+            ) {
+                Err(e) => InferResponse::Error {
+                    code: e.code(),
+                    message: e.to_string(),
+                },
+                Ok(()) => self.run(request).await,
+            },
             Err(e) => InferResponse::Error {
                 code: e.code(),
                 message: e.to_string(),
             },
         };
         seal_response(sealer, &response)
+    }
+
+    /// Runs an opened request that passed the freshness checks.
+    async fn run(&self, request: InferRequest) -> InferResponse {
+        let model_id = request.model_id;
+        match self.engine.infer(&model_id, request.inputs).await {
+            Ok(outputs) => InferResponse::Ok { outputs },
+            // Not logged: the log leaves through the host, and which model a sealed
+            // request named, or why it failed, is for the requester alone.
+            Err(e) => InferResponse::Error {
+                code: e.code(),
+                message: e.to_string(),
+            },
+        }
     }
 
     async fn load_plaintext(&self, model_id: String, onnx: Vec<u8>) -> EnclaveResponse {
@@ -330,13 +400,34 @@ mod tests {
     }
 
     async fn sealed_infer(service: &Arc<Service>, plaintext: &[u8]) -> InferResponse {
-        let config: KeyConfig = service.key.config();
+        let config: KeyConfig = service.key_config();
         let (sealed, opener) = seal_request(&config, plaintext, &mut rng()).unwrap();
         match service.handle(EnclaveRequest::Infer { sealed }).await {
             EnclaveResponse::Infer { sealed } => {
                 InferResponse::decode(&opener.open(&sealed).unwrap()).unwrap()
             }
             other => panic!("expected a sealed response, got {other:?}"),
+        }
+    }
+
+    fn request_at(request_id: [u8; 16], sent_at_ms: u64) -> Vec<u8> {
+        InferRequest {
+            request_id,
+            sent_at_ms,
+            model_id: "digits".to_string(),
+            inputs: vec![NamedTensor {
+                name: "input".to_string(),
+                tensor: Tensor::from_f32(vec![1, 64], &[0.5; 64]).unwrap(),
+            }],
+        }
+        .encode()
+        .unwrap()
+    }
+
+    fn error_code(response: InferResponse) -> ErrorCode {
+        match response {
+            InferResponse::Error { code, .. } => code,
+            InferResponse::Ok { .. } => panic!("expected an error, got outputs"),
         }
     }
 
@@ -393,9 +484,132 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_replayed_request_is_answered_replayed_sealed_to_its_sender() {
+        let service = service_with(Arc::new(NoNsm));
+        load_digits(&service);
+        let plaintext = request_at(rand_id(), now_ms());
+        assert!(matches!(
+            sealed_infer(&service, &plaintext).await,
+            InferResponse::Ok { .. }
+        ));
+        // The same plaintext sealed again (a new HPKE context, as a host cannot make one, but the
+        // id is what counts) and the very same sealed bytes both come back `replayed_request`.
+        assert_eq!(
+            error_code(sealed_infer(&service, &plaintext).await),
+            ErrorCode::ReplayedRequest
+        );
+        let (sealed, opener) = seal_request(
+            &service.key_config(),
+            &request_at(rand_id(), now_ms()),
+            &mut rng(),
+        )
+        .unwrap();
+        let first = service
+            .handle(EnclaveRequest::Infer {
+                sealed: sealed.clone(),
+            })
+            .await;
+        assert!(matches!(first, EnclaveResponse::Infer { .. }));
+        let EnclaveResponse::Infer { sealed: replayed } =
+            service.handle(EnclaveRequest::Infer { sealed }).await
+        else {
+            panic!("a replay is answered sealed, not in the clear");
+        };
+        let response = InferResponse::decode(&opener.open(&replayed).unwrap()).unwrap();
+        assert_eq!(error_code(response), ErrorCode::ReplayedRequest);
+    }
+
+    #[tokio::test]
+    async fn a_request_outside_the_window_is_answered_stale_and_not_remembered() {
+        let service = service_with(Arc::new(NoNsm));
+        load_digits(&service);
+        let id = rand_id();
+        let hour_ms = 3_600_000;
+        for sent_at in [now_ms() - hour_ms, now_ms() + hour_ms] {
+            assert_eq!(
+                error_code(sealed_infer(&service, &request_at(id, sent_at)).await),
+                ErrorCode::StaleRequest
+            );
+        }
+        // The id was not used up by the refused requests.
+        assert!(matches!(
+            sealed_infer(&service, &request_at(id, now_ms())).await,
+            InferResponse::Ok { .. }
+        ));
+        assert_eq!(service.replay.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_replay_cache_answers_busy_sealed() {
+        let engine = Arc::new(Engine::new(EngineConfig {
+            workers: 1,
+            queue_depth: 8,
+            ..EngineConfig::default()
+        }));
+        let store = ModelStore::new(Arc::clone(&engine), None, StoreConfig::default());
+        let keys = KeyRing::new(KeyRingConfig::default(), Instant::now(), &mut rng());
+        let freshness = FreshnessConfig {
+            replay_cache_entries: 2,
+            ..FreshnessConfig::default()
+        };
+        let service = Arc::new(Service::with_keys(
+            Arc::new(NoNsm),
+            keys,
+            freshness,
+            engine,
+            store,
+        ));
+        load_digits(&service);
+        for _ in 0..2 {
+            let r = sealed_infer(&service, &request_at(rand_id(), now_ms())).await;
+            assert!(matches!(r, InferResponse::Ok { .. }));
+        }
+        let r = sealed_infer(&service, &request_at(rand_id(), now_ms())).await;
+        assert_eq!(error_code(r), ErrorCode::Busy);
+    }
+
+    #[tokio::test]
+    async fn requests_open_with_any_key_in_the_ring_and_a_retired_key_is_refused_in_the_clear() {
+        let service = service_with(Arc::new(NoNsm));
+        load_digits(&service);
+        let old = service.key_config();
+        let t = Instant::now() + std::time::Duration::from_secs(3600);
+        // Rotate by hand (as the timer would an hour from now): the old key enters its overlap.
+        assert!(service.keys.lock().unwrap().maintain(t, &mut rng()));
+        let new = service.key_config();
+        assert_eq!(new.key_id, old.key_id.wrapping_add(1));
+        for config in [&old, &new] {
+            let (sealed, opener) =
+                seal_request(config, &request_at(rand_id(), now_ms()), &mut rng()).unwrap();
+            let EnclaveResponse::Infer { sealed } =
+                service.handle(EnclaveRequest::Infer { sealed }).await
+            else {
+                panic!("key {} should open", config.key_id);
+            };
+            let r = InferResponse::decode(&opener.open(&sealed).unwrap()).unwrap();
+            assert!(matches!(r, InferResponse::Ok { .. }));
+        }
+        // Overlap over: the old key is gone, and its requests get `unsupported_key_config`.
+        service
+            .keys
+            .lock()
+            .unwrap()
+            .maintain(t + std::time::Duration::from_secs(300), &mut rng());
+        let (sealed, _) = seal_request(&old, &request_at(rand_id(), now_ms()), &mut rng()).unwrap();
+        let r = service.handle(EnclaveRequest::Infer { sealed }).await;
+        match &r {
+            EnclaveResponse::Error(e) => {
+                assert_eq!(e.code, ErrorCode::UnsupportedKeyConfig);
+                assert!(e.message.contains("attest again"), "{}", e.message);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
     async fn tampered_or_foreign_requests_fail_opaquely() {
         let service = service_with(Arc::new(NoNsm));
-        let config = service.key.config();
+        let config = service.key_config();
         let (mut sealed, _) = seal_request(&config, b"hello", &mut rng()).unwrap();
         let last = sealed.len() - 1;
         sealed[last] ^= 1;
@@ -508,7 +722,7 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(doc.public_key.unwrap(), service.key.config().encode());
+        assert_eq!(doc.public_key.unwrap(), service.key_config().encode());
         let m = commitment::verify(&doc.user_data.unwrap(), &manifest).unwrap();
         assert_eq!(m.models.len(), 1);
         assert_eq!(m.models[0].model_id, "digits");

@@ -17,6 +17,7 @@
 //! and timing are all it learns), or log nonces or raw paths (requests are logged and counted by
 //! matched route template only, never the path or query).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use crate::enclave_pool::PoolError;
+use crate::limits::{ClientKey, HttpLimits, Limiter, Refusal, RejectReason};
 use crate::metrics::route_label;
 use crate::supervisor::HostState;
 
@@ -50,28 +52,47 @@ struct ApiState {
     /// Inference bodies being received or relayed at once. Taken before the body is read, so a
     /// burst of uploads waits for `busy` instead of buffering gigabytes on the host.
     infer_slots: Arc<tokio::sync::Semaphore>,
+    /// `/v1/infer` and `/v1/attestation` requests being handled, in total and per client.
+    in_flight: Arc<Limiter>,
 }
 
 /// Most `/v1/infer` requests in progress at once (each may carry up to MAX_SEALED_MESSAGE_LEN).
 pub const MAX_CONCURRENT_INFER: usize = 64;
 
-/// The HTTP API over `host`'s pool. `http_timeout` bounds a whole HTTP request, body transfer
-/// included.
+/// The HTTP API over `host`'s pool with the default in-flight limits. `http_timeout` bounds a
+/// whole HTTP request, body transfer included.
 pub fn router(host: Arc<HostState>, http_timeout: Duration) -> Router {
+    router_with_limits(host, http_timeout, &HttpLimits::default())
+}
+
+/// The HTTP API with `limits`' in-flight bounds on `/v1/infer` and `/v1/attestation` (the
+/// connection limits are the accept loop's, [`crate::limits::serve_http`]). The client is the
+/// peer address the accept loop puts in the request's [`ConnectInfo`]; without one only the total
+/// bound applies.
+pub fn router_with_limits(
+    host: Arc<HostState>,
+    http_timeout: Duration,
+    limits: &HttpLimits,
+) -> Router {
     let state = ApiState {
         host,
         http_timeout,
         next_http_request: Arc::new(AtomicU64::new(1)),
         infer_slots: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_INFER)),
+        in_flight: Limiter::new(limits.max_in_flight, limits.max_in_flight_per_client),
     };
+    let admission = || middleware::from_fn_with_state(state.clone(), in_flight_admission);
     Router::new()
-        .route("/v1/attestation", get(attestation))
+        .route("/v1/attestation", get(attestation).layer(admission()))
         .route(
             "/v1/infer",
-            post(infer).layer(middleware::from_fn_with_state(
-                state.clone(),
-                infer_admission,
-            )),
+            // The in-flight bound first (outermost), then the body slots.
+            post(infer)
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    infer_admission,
+                ))
+                .layer(admission()),
         )
         .route("/v1/health", get(health))
         .route("/v1/models", get(models))
@@ -84,6 +105,43 @@ pub fn router(host: Arc<HostState>, http_timeout: Duration) -> Router {
         .layer(DefaultBodyLimit::max(MAX_SEALED_MESSAGE_LEN))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Admits a request that reaches the enclave only while its client and the host are under their
+/// in-flight bounds: 429 `too_many_requests` over the client's, 503 `busy` over the total. Never
+/// queues; answered before the body is read.
+async fn in_flight_admission(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| ClientKey::of(peer.ip()));
+    match state.in_flight.try_acquire(client) {
+        Ok(permit) => {
+            let response = next.run(request).await;
+            drop(permit);
+            response
+        }
+        Err(refusal) => {
+            let (reason, message) = match refusal {
+                Refusal::PerClient => (
+                    RejectReason::InFlightPerClient,
+                    "too many requests in progress from this client",
+                ),
+                Refusal::Total => (RejectReason::InFlightTotal, "too many requests in progress"),
+            };
+            state.host.metrics.observe_rejected(reason);
+            let code = refusal.code();
+            let mut response = ApiError::new(status_for(code), code, message).into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            response
+        }
+    }
 }
 
 /// Admits an inference request only if a slot is free; answers 503 `busy` otherwise, before the
@@ -253,12 +311,22 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
     let handled = next.run(request).instrument(info_span!("http", id));
     let response = match tokio::time::timeout(state.http_timeout, handled).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            ErrorCode::Timeout,
-            "request timed out",
-        )
-        .into_response(),
+        Err(_) => {
+            // A slow upload or download is cut here, whatever stage it reached.
+            metrics.observe_rejected(RejectReason::RequestDeadline);
+            let mut response = ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorCode::Timeout,
+                "request timed out",
+            )
+            .into_response();
+            // Part of the body may still be on its way: close rather than read it to the end.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            response
+        }
     };
     metrics.http_in_flight.dec();
     let status = response.status().as_u16();

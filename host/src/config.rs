@@ -24,6 +24,7 @@ use sealed_transport::Endpoint;
 
 use crate::credentials::{CredentialSourceKind, DEFAULT_REFRESH_MARGIN};
 use crate::enclave_pool::PoolConfig;
+use crate::limits::{self, HttpLimits};
 use crate::model_loader::ModelSpec;
 use crate::proxy::{ProxyConfig, ProxySpec};
 
@@ -59,6 +60,12 @@ pub const MAX_CONFIG_FILE_LEN: u64 = 64 * 1024;
 const CONNECTIONS_RANGE: RangeInclusive<u64> = 1..=64;
 const REQUEST_TIMEOUT_RANGE: RangeInclusive<u64> = 1..=3600;
 const SHUTDOWN_GRACE_RANGE: RangeInclusive<u64> = 0..=3600;
+const HEADER_TIMEOUT_RANGE: RangeInclusive<u64> = 1..=300;
+const IDLE_TIMEOUT_RANGE: RangeInclusive<u64> = 1..=3600;
+const MAX_HEADER_BYTES_RANGE: RangeInclusive<u64> =
+    limits::MIN_MAX_HEADER_BYTES as u64..=limits::MAX_MAX_HEADER_BYTES as u64;
+const CONNECTIONS_LIMIT_RANGE: RangeInclusive<u64> = 1..=1_000_000;
+const IN_FLIGHT_LIMIT_RANGE: RangeInclusive<u64> = 1..=100_000;
 
 /// Log line format on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
@@ -154,6 +161,42 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
     pub shutdown_grace_secs: Option<u64>,
 
+    /// Seconds a client has to send a request's complete headers (from connecting, or from the
+    /// first byte of a later request on the same connection); the connection is closed otherwise
+    /// (slowloris) [default: 10].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub http_header_timeout_secs: Option<u64>,
+
+    /// Largest request head (request line and headers) in bytes; a larger one is answered 431
+    /// and the connection closed [default: 16384; at least 8192].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(8192..=1_048_576))]
+    pub http_max_header_bytes: Option<u64>,
+
+    /// Seconds a kept-alive connection may wait for its next request before it is closed
+    /// [default: 60].
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_idle_timeout_secs: Option<u64>,
+
+    /// Client connections open at once; a connection over it gets 503 `busy` and is closed
+    /// [default: 1024].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
+
+    /// Connections open at once from one client (IPv4 address or IPv6 /64); over it: 429
+    /// `too_many_requests` and closed [default: 64].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_client: Option<u64>,
+
+    /// `/v1/infer` and `/v1/attestation` requests handled at once; over it: 503 `busy`
+    /// [default: 256].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_in_flight: Option<u64>,
+
+    /// Those requests handled at once for one client; over it: 429 `too_many_requests`
+    /// [default: 32].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub max_in_flight_per_client: Option<u64>,
+
     /// Resolve the configuration (flags, environment, file), print it and exit: 0 if it is valid,
     /// 2 if not. Starts nothing (for ExecStartPre, or after editing host.toml).
     #[arg(long)]
@@ -190,6 +233,8 @@ pub struct Config {
     /// Interval and timeout of the supervisor's enclave health probe.
     pub probe_interval: Duration,
     pub probe_timeout: Duration,
+    /// Client connection and request limits of the HTTP API.
+    pub limits: HttpLimits,
 }
 
 impl Config {
@@ -218,6 +263,7 @@ impl Config {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             probe_interval: DEFAULT_PROBE_INTERVAL,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            limits: HttpLimits::default(),
         }
     }
 
@@ -317,6 +363,13 @@ pub enum ConfigError {
     MissingEnclave,
     #[error("kms_proxy needs proxy_allowlist")]
     ProxyWithoutAllowlist,
+    #[error("{per_client_key} ({per_client}) is larger than {total_key} ({total})")]
+    PerClientOverTotal {
+        per_client_key: &'static str,
+        per_client: u64,
+        total_key: &'static str,
+        total: u64,
+    },
 }
 
 /// Every configuration key.
@@ -335,6 +388,13 @@ pub const KEYS: &[&str] = &[
     "metrics_listen",
     "log_format",
     "shutdown_grace_secs",
+    "http_header_timeout_secs",
+    "http_max_header_bytes",
+    "http_idle_timeout_secs",
+    "max_connections",
+    "max_connections_per_client",
+    "max_in_flight",
+    "max_in_flight_per_client",
 ];
 /// Keys that take a list.
 const LIST_KEYS: &[&str] = &["load_model", "kms_proxy"];
@@ -362,6 +422,13 @@ struct Layer {
     metrics_listen: Option<SocketAddr>,
     log_format: Option<LogFormat>,
     shutdown_grace_secs: Option<u64>,
+    http_header_timeout_secs: Option<u64>,
+    http_max_header_bytes: Option<u64>,
+    http_idle_timeout_secs: Option<u64>,
+    max_connections: Option<u64>,
+    max_connections_per_client: Option<u64>,
+    max_in_flight: Option<u64>,
+    max_in_flight_per_client: Option<u64>,
 }
 
 impl Layer {
@@ -381,6 +448,13 @@ impl Layer {
             metrics_listen: a.metrics_listen,
             log_format: a.log_format,
             shutdown_grace_secs: a.shutdown_grace_secs,
+            http_header_timeout_secs: a.http_header_timeout_secs,
+            http_max_header_bytes: a.http_max_header_bytes,
+            http_idle_timeout_secs: a.http_idle_timeout_secs,
+            max_connections: a.max_connections,
+            max_connections_per_client: a.max_connections_per_client,
+            max_in_flight: a.max_in_flight,
+            max_in_flight_per_client: a.max_in_flight_per_client,
         }
     }
 
@@ -506,6 +580,28 @@ impl Layer {
             "shutdown_grace_secs" => {
                 self.shutdown_grace_secs = Some(ranged(&one(raw)?, SHUTDOWN_GRACE_RANGE)?);
             }
+            "http_header_timeout_secs" => {
+                self.http_header_timeout_secs = Some(ranged(&one(raw)?, HEADER_TIMEOUT_RANGE)?);
+            }
+            "http_max_header_bytes" => {
+                self.http_max_header_bytes = Some(ranged(&one(raw)?, MAX_HEADER_BYTES_RANGE)?);
+            }
+            "http_idle_timeout_secs" => {
+                self.http_idle_timeout_secs = Some(ranged(&one(raw)?, IDLE_TIMEOUT_RANGE)?);
+            }
+            "max_connections" => {
+                self.max_connections = Some(ranged(&one(raw)?, CONNECTIONS_LIMIT_RANGE)?);
+            }
+            "max_connections_per_client" => {
+                self.max_connections_per_client =
+                    Some(ranged(&one(raw)?, CONNECTIONS_LIMIT_RANGE)?);
+            }
+            "max_in_flight" => {
+                self.max_in_flight = Some(ranged(&one(raw)?, IN_FLIGHT_LIMIT_RANGE)?);
+            }
+            "max_in_flight_per_client" => {
+                self.max_in_flight_per_client = Some(ranged(&one(raw)?, IN_FLIGHT_LIMIT_RANGE)?);
+            }
             "load_model" => {
                 self.load_model = Some(
                     list(raw)
@@ -566,11 +662,25 @@ impl Layer {
             metrics_listen: self.metrics_listen.or(lower.metrics_listen),
             log_format: self.log_format.or(lower.log_format),
             shutdown_grace_secs: self.shutdown_grace_secs.or(lower.shutdown_grace_secs),
+            http_header_timeout_secs: self
+                .http_header_timeout_secs
+                .or(lower.http_header_timeout_secs),
+            http_max_header_bytes: self.http_max_header_bytes.or(lower.http_max_header_bytes),
+            http_idle_timeout_secs: self.http_idle_timeout_secs.or(lower.http_idle_timeout_secs),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_connections_per_client: self
+                .max_connections_per_client
+                .or(lower.max_connections_per_client),
+            max_in_flight: self.max_in_flight.or(lower.max_in_flight),
+            max_in_flight_per_client: self
+                .max_in_flight_per_client
+                .or(lower.max_in_flight_per_client),
         }
     }
 
     /// The final configuration: defaults for what no layer set.
     fn into_config(self) -> Result<Config, ConfigError> {
+        let limits = self.http_limits()?;
         let enclave = self.enclave.ok_or(ConfigError::MissingEnclave)?;
         let listen = self
             .listen
@@ -584,6 +694,7 @@ impl Layer {
             .map_or(DEFAULT_REQUEST_TIMEOUT, Duration::from_secs);
         let defaults = Config::new(enclave, listen);
         Ok(Config {
+            limits,
             connections: self
                 .connections
                 .and_then(|n| usize::try_from(n).ok())
@@ -603,6 +714,57 @@ impl Layer {
                 .shutdown_grace_secs
                 .map_or(DEFAULT_SHUTDOWN_GRACE, Duration::from_secs),
             ..defaults
+        })
+    }
+
+    /// The HTTP limits this layer stack sets, over the defaults. A per-client bound left at its
+    /// default follows a smaller total; one set explicitly above its total is an error (it could
+    /// never be reached, which is surely not what was meant).
+    fn http_limits(&self) -> Result<HttpLimits, ConfigError> {
+        let d = HttpLimits::default();
+        let size = |n: Option<u64>, default: usize| {
+            n.and_then(|n| usize::try_from(n).ok()).unwrap_or(default)
+        };
+        let pair = |total: Option<u64>,
+                    per_client: Option<u64>,
+                    (total_default, per_client_default): (usize, usize),
+                    (total_key, per_client_key): (&'static str, &'static str)| {
+            let total = size(total, total_default);
+            match per_client {
+                Some(n) if n > total as u64 => Err(ConfigError::PerClientOverTotal {
+                    per_client_key,
+                    per_client: n,
+                    total_key,
+                    total: total as u64,
+                }),
+                Some(n) => Ok((total, size(Some(n), per_client_default))),
+                None => Ok((total, per_client_default.min(total))),
+            }
+        };
+        let (max_connections, max_connections_per_client) = pair(
+            self.max_connections,
+            self.max_connections_per_client,
+            (d.max_connections, d.max_connections_per_client),
+            ("max_connections", "max_connections_per_client"),
+        )?;
+        let (max_in_flight, max_in_flight_per_client) = pair(
+            self.max_in_flight,
+            self.max_in_flight_per_client,
+            (d.max_in_flight, d.max_in_flight_per_client),
+            ("max_in_flight", "max_in_flight_per_client"),
+        )?;
+        Ok(HttpLimits {
+            header_timeout: self
+                .http_header_timeout_secs
+                .map_or(d.header_timeout, Duration::from_secs),
+            max_header_bytes: size(self.http_max_header_bytes, d.max_header_bytes),
+            idle_timeout: self
+                .http_idle_timeout_secs
+                .map_or(d.idle_timeout, Duration::from_secs),
+            max_connections,
+            max_connections_per_client,
+            max_in_flight,
+            max_in_flight_per_client,
         })
     }
 }
@@ -664,6 +826,8 @@ mod tests {
         assert!(c.proxy_allowlist.is_some());
         assert!(c.models_dir.is_some());
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+        // The example spells out every limit at its default.
+        assert_eq!(c.limits, HttpLimits::default());
     }
 
     #[test]
@@ -839,6 +1003,95 @@ mod tests {
         assert_eq!(c.imds_endpoint.as_deref(), Some("http://127.0.0.1:1338"));
         assert_eq!(c.models_dir, Some(PathBuf::from("/models")));
         assert_eq!(c.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+    }
+
+    #[test]
+    fn http_limits_come_from_flags_env_and_file_with_defaults() {
+        let c = parse(&["--enclave", "unix:/e"]).unwrap();
+        assert_eq!(c.limits, HttpLimits::default());
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.max_header_bytes, 16 * 1024);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
+        assert_eq!(
+            (
+                c.limits.max_connections,
+                c.limits.max_connections_per_client
+            ),
+            (1024, 64)
+        );
+        assert_eq!(
+            (c.limits.max_in_flight, c.limits.max_in_flight_per_client),
+            (256, 32)
+        );
+        let (_dir, path) = write_config(
+            "enclave = \"unix:/e\"\nhttp_header_timeout_secs = 3\nhttp_max_header_bytes = 8192\n\
+             max_connections = 100\nmax_in_flight = 50\nmax_in_flight_per_client = 5\n",
+        );
+        let c = parse_with(
+            &[
+                "--config",
+                &path,
+                "--http-idle-timeout-secs",
+                "7",
+                "--max-in-flight-per-client",
+                "6",
+            ],
+            &[("SEALED_HOST_MAX_CONNECTIONS_PER_CLIENT", "9")],
+        )
+        .unwrap();
+        assert_eq!(c.limits.header_timeout, Duration::from_secs(3), "file");
+        assert_eq!(c.limits.max_header_bytes, 8192, "file");
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(7), "flag");
+        assert_eq!(c.limits.max_connections, 100, "file");
+        assert_eq!(c.limits.max_connections_per_client, 9, "env");
+        assert_eq!(c.limits.max_in_flight, 50, "file");
+        assert_eq!(c.limits.max_in_flight_per_client, 6, "flag over file");
+        // A per-client bound left at its default follows a smaller total.
+        let c = parse(&["--enclave", "unix:/e", "--max-in-flight", "10"]).unwrap();
+        assert_eq!(c.limits.max_in_flight_per_client, 10);
+    }
+
+    #[test]
+    fn refuses_bad_http_limits() {
+        for args in [
+            ["--http-header-timeout-secs", "0"],
+            ["--http-max-header-bytes", "4096"],
+            ["--http-idle-timeout-secs", "0"],
+            ["--max-connections", "0"],
+            ["--max-in-flight-per-client", "0"],
+        ] {
+            let mut argv = vec!["--enclave", "unix:/e"];
+            argv.extend(args);
+            assert!(parse(&argv).is_err(), "{args:?}");
+        }
+        for (text, key) in [
+            ("http_max_header_bytes = 100", "http_max_header_bytes"),
+            ("http_header_timeout_secs = 301", "http_header_timeout_secs"),
+            ("max_in_flight = \"many\"", "max_in_flight"),
+        ] {
+            let (_dir, path) = write_config(&format!("enclave = \"unix:/e\"\n{text}\n"));
+            let err = parse(&["--config", &path]).unwrap_err();
+            assert!(err.contains(key) && err.contains(&path), "{text}: {err}");
+        }
+        let err = parse(&[
+            "--enclave",
+            "unix:/e",
+            "--max-connections",
+            "10",
+            "--max-connections-per-client",
+            "11",
+        ])
+        .unwrap_err();
+        assert!(
+            err.contains("max_connections_per_client (11) is larger than max_connections (10)"),
+            "{err}"
+        );
+        let err = parse_with(
+            &["--enclave", "unix:/e"],
+            &[("SEALED_HOST_MAX_IN_FLIGHT_PER_CLIENT", "257")],
+        )
+        .unwrap_err();
+        assert!(err.contains("max_in_flight_per_client"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,8 @@
 //!   `/livez`, `/readyz`) and the metrics listener's (`/metrics`, `/livez`, `/readyz`).
 //! - [`supervisor`]: [`supervisor::HostState`] (readiness, fail-fast) and the enclave health probe
 //!   that detects a lost enclave and reloads the startup models when it is back.
+//! - [`limits`]: [`limits::HttpLimits`] (connections, in flight, header size and time, idle) and
+//!   the hyper accept loop that enforces them.
 //! - [`metrics`]: the Prometheus metrics (`sealed_host_*`).
 //! - [`model_loader`]: `--load-model ID=PATH` at startup.
 //! - [`sealed_loader`]: streams a sealed model file to the enclave; `--models-dir DIR` at startup.
@@ -43,6 +45,7 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod enclave_pool;
+pub mod limits;
 pub mod metrics;
 pub mod model_loader;
 pub mod proxy;
@@ -57,6 +60,7 @@ use std::time::Duration;
 
 pub use config::Config;
 pub use enclave_pool::{EnclavePool, PoolConfig, PoolError};
+pub use limits::HttpLimits;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -321,7 +325,13 @@ where
             stop_tx.send_replace(true);
         }
     }));
-    let main = serve_state(listener, host.clone(), config.http_timeout, stopped());
+    let main = serve_state(
+        listener,
+        host.clone(),
+        config.http_timeout,
+        config.limits,
+        stopped(),
+    );
     let servers = async {
         match admin {
             Some(admin) => {
@@ -357,9 +367,10 @@ where
 }
 
 /// Serves the HTTP API on `listener` over `pool` until `shutdown` completes (graceful: in-flight
-/// requests finish, idle connections close). The bare API, as tests use it: no supervisor, so
-/// nothing but clients talks to the enclave, and `/readyz` answers 503 `enclave_unavailable`
-/// (use [`supervisor::spawn`] and [`serve_state`] for the full behaviour).
+/// requests finish, idle connections close), with the default [`HttpLimits`]. The bare API, as
+/// tests use it: no supervisor, so nothing but clients talks to the enclave, and `/readyz`
+/// answers 503 `enclave_unavailable` (use [`supervisor::spawn`] and [`serve_state`] for the full
+/// behaviour).
 pub async fn serve<F>(
     listener: TcpListener,
     pool: Arc<EnclavePool>,
@@ -369,23 +380,46 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let host = Arc::new(HostState::new(pool));
-    host.mark_started();
-    serve_state(listener, host, http_timeout, shutdown).await
+    serve_with_limits(
+        listener,
+        pool,
+        http_timeout,
+        HttpLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
-/// Serves the HTTP API over `host` on `listener` until `shutdown` completes.
-pub async fn serve_state<F>(
+/// [`serve`] under `limits`.
+pub async fn serve_with_limits<F>(
     listener: TcpListener,
-    host: Arc<HostState>,
+    pool: Arc<EnclavePool>,
     http_timeout: Duration,
+    limits: HttpLimits,
     shutdown: F,
 ) -> Result<(), RunError>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, api::router(host, http_timeout))
-        .with_graceful_shutdown(shutdown)
+    let host = Arc::new(HostState::new(pool));
+    host.mark_started();
+    serve_state(listener, host, http_timeout, limits, shutdown).await
+}
+
+/// Serves the HTTP API over `host` on `listener` under `limits` until `shutdown` completes.
+/// `http_timeout` bounds each whole request, body transfer included.
+pub async fn serve_state<F>(
+    listener: TcpListener,
+    host: Arc<HostState>,
+    http_timeout: Duration,
+    limits: HttpLimits,
+    shutdown: F,
+) -> Result<(), RunError>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let router = api::router_with_limits(host.clone(), http_timeout, &limits);
+    limits::serve_http(listener, router, host, http_timeout, limits, shutdown)
         .await
         .map_err(RunError::Serve)
 }

@@ -5,7 +5,8 @@
 //! (`_seconds`). Label values come from fixed sets only, so that no client-chosen string reaches a
 //! label and the series count stays bounded: `route` is the matched route template (one of
 //! [`ROUTES`], or `unmatched`), never the raw path; `status` is the HTTP status the host chose;
-//! `code` and `outcome` are stable error-code names ([`ErrorCode::as_str`]) or `loaded`.
+//! `code` and `outcome` are stable error-code names ([`ErrorCode::as_str`]) or `loaded`; `reason` is
+//! one of [`RejectReason::ALL`].
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
@@ -19,6 +20,8 @@
 //! | `sealed_host_enclave_restarts_total` | counter (returns after a loss) | |
 //! | `sealed_host_models_loaded` | gauge | |
 //! | `sealed_host_sealed_model_loads_total` | counter | outcome |
+//! | `sealed_host_http_connections` | gauge (client connections open) | |
+//! | `sealed_host_rejected_total` | counter (refused or cut off by a limit) | reason |
 //!
 //! What it does not do: label anything with a path, query, body, model id, nonce or secret.
 
@@ -29,6 +32,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use sealed_wire::ErrorCode;
+
+use crate::limits::RejectReason;
 
 /// The routes the host serves, as matched templates: the only values of the `route` label besides
 /// [`UNMATCHED_ROUTE`].
@@ -71,6 +76,11 @@ struct CodeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: &'static str,
 }
@@ -87,6 +97,9 @@ pub struct Metrics {
     http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
     errors: Family<CodeLabels, Counter>,
     sealed_loads: Family<OutcomeLabels, Counter>,
+    rejected: Family<ReasonLabels, Counter>,
+    /// Client HTTP connections open.
+    pub http_connections: Gauge,
     /// HTTP requests being handled (what a drain waits for).
     pub http_in_flight: Gauge,
     /// Requests sent to the enclave and not yet answered.
@@ -116,6 +129,8 @@ impl Metrics {
             http_duration: Family::new_with_constructor(latency_histogram),
             errors: Family::default(),
             sealed_loads: Family::default(),
+            rejected: Family::default(),
+            http_connections: Gauge::default(),
             http_in_flight: Gauge::default(),
             enclave_in_flight: Gauge::default(),
             enclave_connections_up: Gauge::default(),
@@ -174,6 +189,16 @@ impl Metrics {
             "Sealed model loads (startup, reload and admin), by outcome",
             m.sealed_loads.clone(),
         );
+        registry.register(
+            "http_connections",
+            "Client HTTP connections open",
+            m.http_connections.clone(),
+        );
+        registry.register(
+            "rejected",
+            "Connections and requests refused or cut off by a limit, by reason",
+            m.rejected.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -204,6 +229,15 @@ impl Metrics {
         };
         self.sealed_loads
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Counts one connection or request refused or cut off by a limit.
+    pub fn observe_rejected(&self, reason: RejectReason) {
+        self.rejected
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
             .inc();
     }
 
@@ -271,6 +305,10 @@ mod tests {
         }
         m.observe_error(ErrorCode::Unknown(4242));
         m.observe_sealed_load(Ok(()));
+        for &reason in RejectReason::ALL {
+            m.observe_rejected(reason);
+        }
+        m.http_connections.inc();
         m.enclave_up.set(1);
         m.enclave_restarts.inc();
         m
@@ -333,6 +371,8 @@ mod tests {
             "sealed_host_enclave_restarts_total",
             "sealed_host_models_loaded",
             "sealed_host_sealed_model_loads_total",
+            "sealed_host_http_connections",
+            "sealed_host_rejected_total",
         ] {
             assert!(text.lines().any(|l| l.starts_with(want)), "{want} missing");
         }
@@ -363,6 +403,7 @@ mod tests {
                     "outcome" => {
                         assert!(v == LOADED_OUTCOME || codes.contains(&v.as_str()), "{v}")
                     }
+                    "reason" => assert!(RejectReason::ALL.iter().any(|r| r.as_str() == v), "{v}"),
                     "le" => assert!(name.ends_with("_bucket"), "{name}"),
                     other => panic!("unexpected label {other} on {name}"),
                 }

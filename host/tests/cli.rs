@@ -186,3 +186,54 @@ async fn rejects_an_invalid_endpoint_on_the_command_line() {
     assert!(!status.success());
     assert!(stderr.contains("--enclave"), "{stderr}");
 }
+
+#[tokio::test]
+async fn check_config_validates_the_http_limits() {
+    let mut ok = host_command(
+        "unix:/nonexistent/enclave.sock",
+        &[
+            "--check-config",
+            "--max-connections",
+            "10",
+            "--http-header-timeout-secs",
+            "2",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let mut stdout = String::new();
+    ok.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .await
+        .unwrap();
+    let (status, stderr) = wait_exit(&mut ok).await;
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("max_connections: 10"), "{stdout}");
+    // The per-client bound left at its default (64) follows the smaller total.
+    assert!(
+        stdout.contains("max_connections_per_client: 10"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("header_timeout: 2s"), "{stdout}");
+
+    let mut bad = host_command(
+        "unix:/nonexistent/enclave.sock",
+        &[
+            "--check-config",
+            "--max-in-flight",
+            "4",
+            "--max-in-flight-per-client",
+            "5",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let (status, stderr) = wait_exit(&mut bad).await;
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("max_in_flight_per_client (5) is larger than max_in_flight (4)"),
+        "{stderr}"
+    );
+}

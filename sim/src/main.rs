@@ -78,6 +78,10 @@ struct KmsArgs {
     /// Region in the SigV4 scope and key ARNs.
     #[arg(long, default_value = sealed_mock_kms::MOCK_REGION)]
     region: String,
+    /// Fault plan for testing clients' retries: comma-separated `KIND[*COUNT][@OPERATION]` with
+    /// KIND one of internal, unavailable, throttle, drop, delay:MS (docs/sealed-models.md).
+    #[arg(long, value_name = "SPEC")]
+    fault: Option<String>,
 }
 
 fn run_kms(args: &KmsArgs) -> anyhow::Result<()> {
@@ -102,6 +106,10 @@ fn run_kms(args: &KmsArgs) -> anyhow::Result<()> {
     config.listen = args.listen;
     config.credentials = credentials;
     config.region = args.region;
+    if let Some(spec) = &args.fault {
+        config.faults = sealed_mock_kms::faults::parse_plan(spec)
+            .with_context(|| format!("--fault {spec:?}"))?;
+    }
     config.attestation_root = args
         .attestation_root
         .as_deref()

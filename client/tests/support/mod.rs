@@ -3,12 +3,17 @@
 //! and opens and answers sealed requests with a real `sealed_crypto::ServerKey`. The "enclave"
 //! serves one model, `add` (sum = a + b over i64), and lists `add` and `digits` in its manifest.
 //! [`Misbehave`] makes it misbehave in one way. Used by `attested_session.rs` and `cli.rs`.
+//!
+//! Key rotation: [`StandIn::rotate_key`] makes the next request find a new current key (id + 1)
+//! and the old one retired at once (no overlap). A request sealed to a retired key is opened only
+//! to record its request id, then answered as the real host does: HTTP 400 with the JSON error
+//! `unsupported_key_config` (201). [`StandIn::request_ids`] lists the id of every request received.
 #![allow(dead_code)] // each test crate uses a different part
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -33,11 +38,31 @@ pub enum Misbehave {
     TamperResponse,
     /// The enclave answers with an inference error.
     EnclaveError,
+    /// Every request is answered `unsupported_key_config`, as if every key were retired.
+    RefuseEveryKey,
+    /// The enclave answers `replayed_request`, sealed.
+    ReplayedError,
+}
+
+/// What a test changes or reads while the stand-in runs.
+#[derive(Default)]
+pub struct Control {
+    /// Rotate the key before the next request.
+    rotate: AtomicBool,
+    /// Sign documents for another nonce from now on.
+    stale_nonce: AtomicBool,
+    /// Attestation requests served.
+    attestations: AtomicUsize,
+    /// `(request_id, sent_at_ms)` of every sealed request received, in order.
+    requests: Mutex<Vec<([u8; 16], u64)>>,
 }
 
 struct Enclave {
     leaf: MockLeaf,
     key: ServerKey,
+    /// The key before the last rotation: no longer served.
+    retired: Option<ServerKey>,
+    control: Arc<Control>,
     manifest_bytes: Vec<u8>,
     mode: Misbehave,
     posts: Arc<AtomicUsize>,
@@ -47,6 +72,29 @@ pub struct StandIn {
     pub url: String,
     pub root_pem: String,
     pub posts: Arc<AtomicUsize>,
+    pub control: Arc<Control>,
+}
+
+impl StandIn {
+    /// Retires the current key (no overlap) and makes a new one current, id + 1.
+    pub fn rotate_key(&self) {
+        self.control.rotate.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on, documents are signed for another nonce than the client's.
+    pub fn sign_stale_nonces(&self) {
+        self.control.stale_nonce.store(true, Ordering::SeqCst);
+    }
+
+    /// Attestation requests served so far.
+    pub fn attestations(&self) -> usize {
+        self.control.attestations.load(Ordering::SeqCst)
+    }
+
+    /// `(request_id, sent_at_ms)` of every sealed request received so far.
+    pub fn requests(&self) -> Vec<([u8; 16], u64)> {
+        self.control.requests.lock().unwrap().clone()
+    }
 }
 
 fn now_secs() -> u64 {
@@ -64,9 +112,12 @@ pub fn start(mode: Misbehave) -> StandIn {
     manifest.insert("add".into(), vec![0xab; 48]);
     manifest.insert("digits".into(), vec![0xcd; 48]);
     let posts = Arc::new(AtomicUsize::new(0));
+    let control = Arc::new(Control::default());
     let mut enclave = Enclave {
         leaf,
         key,
+        retired: None,
+        control: control.clone(),
         manifest_bytes: manifest.encode().unwrap(),
         mode,
         posts: posts.clone(),
@@ -83,6 +134,7 @@ pub fn start(mode: Misbehave) -> StandIn {
         url,
         root_pem: ca.root_pem(),
         posts,
+        control,
     }
 }
 
@@ -110,18 +162,29 @@ impl Enclave {
         let mut body = vec![0u8; content_length];
         stream.read_exact(&mut body).unwrap();
 
-        let (content_type, response) =
+        if self.control.rotate.swap(false, Ordering::SeqCst) {
+            let next = ServerKey::generate(
+                self.key.key_id().wrapping_add(1),
+                &mut UnwrapErr(getrandom::SysRng),
+            );
+            self.retired = Some(std::mem::replace(&mut self.key, next));
+        }
+        let (status, content_type, response) =
             if let Some(rest) = request_line.strip_prefix("GET /v1/attestation?nonce=") {
+                self.control.attestations.fetch_add(1, Ordering::SeqCst);
                 let nonce = hex::decode(rest.split(' ').next().unwrap()).unwrap();
-                ("application/json", self.attestation(nonce))
+                ("200 OK", "application/json", self.attestation(nonce))
             } else if request_line.starts_with("POST /v1/infer ") {
                 self.posts.fetch_add(1, Ordering::SeqCst);
-                ("application/octet-stream", self.infer(&body))
+                match self.infer(&body) {
+                    Ok(sealed) => ("200 OK", "application/octet-stream", sealed),
+                    Err(json) => ("400 Bad Request", "application/json", json),
+                }
             } else {
                 panic!("unexpected request {request_line:?}");
             };
         let mut out = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             response.len()
         )
         .into_bytes();
@@ -130,7 +193,9 @@ impl Enclave {
     }
 
     fn attestation(&self, nonce: Vec<u8>) -> Vec<u8> {
-        let nonce = if self.mode == Misbehave::StaleNonce {
+        let nonce = if self.mode == Misbehave::StaleNonce
+            || self.control.stale_nonce.load(Ordering::SeqCst)
+        {
             vec![0x42; 32]
         } else {
             nonce
@@ -187,14 +252,31 @@ impl Enclave {
         .into_bytes()
     }
 
-    /// The enclave side: open, run `add` (sum = a + b over i64), seal.
-    fn infer(&self, sealed: &[u8]) -> Vec<u8> {
-        let (plaintext, sealer) = self.key.open_request(sealed).unwrap();
+    /// The enclave side: open, run `add` (sum = a + b over i64), seal. A request sealed to a
+    /// retired key (or any key, under [`Misbehave::RefuseEveryKey`]) gets the host's JSON error.
+    fn infer(&self, sealed: &[u8]) -> Result<Vec<u8>, Vec<u8>> {
+        let key_id = sealed_crypto::request_key_id(sealed).unwrap();
+        let retired = self.retired.as_ref().filter(|k| k.key_id() == key_id);
+        let key = retired.unwrap_or(&self.key);
+        let (plaintext, sealer) = key.open_request(sealed).unwrap();
         let request = InferRequest::decode(&plaintext).unwrap();
+        self.control
+            .requests
+            .lock()
+            .unwrap()
+            .push((request.request_id, request.sent_at_ms));
+        if retired.is_some() || self.mode == Misbehave::RefuseEveryKey {
+            return Err(br#"{"error":{"code":201,"name":"unsupported_key_config","message":"sealed request names a key id or suite this enclave does not serve (the key may have been retired): attest again"}}"#.to_vec());
+        }
         let response = if self.mode == Misbehave::EnclaveError {
             InferResponse::Error {
                 code: ErrorCode::InputMismatch,
                 message: "input b has shape [2], expected [3]".into(),
+            }
+        } else if self.mode == Misbehave::ReplayedError {
+            InferResponse::Error {
+                code: ErrorCode::ReplayedRequest,
+                message: "request id already used".into(),
             }
         } else {
             let get = |name: &str| {
@@ -224,6 +306,6 @@ impl Enclave {
         if self.mode == Misbehave::TamperResponse {
             *out.last_mut().unwrap() ^= 1;
         }
-        out
+        Ok(out)
     }
 }

@@ -181,6 +181,13 @@ fn worker_loop(queue: Arc<Mutex<Receiver<Job>>>, in_flight: Arc<AtomicUsize>) {
                 inputs,
                 reply,
             } => {
+                // The requester gave up (its deadline passed or its connection closed) while the
+                // job waited: skip it, so that expired work does not hold the workers.
+                if reply.is_closed() {
+                    drop((model, inputs));
+                    in_flight.fetch_sub(1, Ordering::AcqRel);
+                    continue;
+                }
                 let result = guarded(|| model.run(inputs));
                 drop(model);
                 in_flight.fetch_sub(1, Ordering::AcqRel);

@@ -26,6 +26,10 @@ pub enum HttpsError {
     Connect { endpoint: String, reason: String },
     #[error("TLS with KMS failed: {0}")]
     Tls(String),
+    /// The handshake completed far enough to see that this server will never do: its
+    /// certificate does not verify for the KMS name, or it offers nothing we accept.
+    #[error("TLS with KMS failed: the server was refused: {0}")]
+    TlsRejected(String),
     #[error("HTTP exchange with KMS failed: {0}")]
     Http(String),
     #[error("KMS did not answer within {0:?}")]
@@ -186,7 +190,46 @@ async fn connect_tls(
     TlsConnector::from(Arc::clone(&target.tls))
         .connect(target.server_name.clone(), stream)
         .await
-        .map_err(|e| HttpsError::Tls(e.to_string()))
+        .map_err(tls_error)
+}
+
+/// Tells a server we refuse (retrying meets the same certificate) from a handshake that broke
+/// (which another attempt may complete).
+fn tls_error(e: std::io::Error) -> HttpsError {
+    let refused = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::UnsupportedNameType
+                    | rustls::Error::PeerIncompatible(_)
+            )
+        });
+    if refused {
+        HttpsError::TlsRejected(e.to_string())
+    } else {
+        HttpsError::Tls(e.to_string())
+    }
+}
+
+impl HttpsError {
+    /// Whether another attempt may succeed: the proxy or KMS unreachable, a broken handshake or
+    /// exchange (a dropped connection), a timeout. Not: a refused server, our own bad request,
+    /// an oversized answer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HttpsError::Connect { .. }
+            | HttpsError::Tls(_)
+            | HttpsError::Http(_)
+            | HttpsError::Timeout(_) => true,
+            HttpsError::TlsRejected(_) | HttpsError::TooLarge { .. } | HttpsError::Request(_) => {
+                false
+            }
+        }
+    }
 }
 
 /// Client TLS settings over the ring provider (the workspace's one TLS crypto provider), TLS 1.2

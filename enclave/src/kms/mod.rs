@@ -9,12 +9,21 @@
 //! EnvelopedData) is opened with the private key; a response carrying `Plaintext` is refused
 //! (`sealed_kms::api::decrypt_response_for_recipient` fails closed).
 //!
+//! Transient failures (the proxy or KMS unreachable, a broken TLS handshake, a dropped
+//! connection, a timeout, HTTP 5xx, `ThrottlingException` and the other retryable KMS errors) are
+//! retried with capped exponential backoff and jitter ([`RetryConfig`], as AWS's "Timeouts,
+//! retries and backoff with jitter" guidance and the SDKs' standard retry mode do) within an
+//! overall deadline, reusing the same recipient key, attestation document and signed request
+//! (Decrypt is idempotent). Access denied and every other 4xx answer are final at once. When the
+//! deadline runs out the error is `kms_unavailable` naming the attempts and the last cause.
+//!
 //! What it does not do: choose credentials (the host's, bounded and redacted in `sealed-wire`),
 //! trust the host's clock blindly (the model store checks skew before calling), keep connections
 //! open, or log anything but key ids, regions, statuses and error kinds.
 //!
 //! # Layout
 //! - [`KmsClient`], [`KmsConfig`], [`KmsEndpoint`]: configuration and the Decrypt call (here).
+//! - [`RetryConfig`]: backoff and deadline of the retries.
 //! - [`DataKeySource`]: what the model store needs; [`KmsClient`] implements it, tests fake it.
 //! - [`KmsError`]: failures with their stable wire codes.
 //! - [`recipient`]: the RSA key pair. [`https`]: one POST over TLS over the proxied stream.
@@ -26,7 +35,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use rustls_pki_types::ServerName;
 use sealed_kms::api::{self, Blob, DecryptRequest, KmsErrorBody, KmsErrorKind, Recipient};
@@ -73,6 +82,16 @@ pub enum KmsError {
     AccessDenied(String),
     #[error("KMS is unavailable: {0}")]
     Unavailable(String),
+    #[error(
+        "KMS is unavailable: gave up after {attempts} attempt{s} in {elapsed_ms} ms; last error: {cause}",
+        s = if *.attempts == 1 { "" } else { "s" },
+        cause = .last.cause()
+    )]
+    GaveUp {
+        attempts: u32,
+        elapsed_ms: u64,
+        last: Box<KmsError>,
+    },
     #[error("KMS error: {0}")]
     Service(String),
     #[error("cannot tell the KMS region from key id `{0}`; start the enclave with --kms-region")]
@@ -92,12 +111,20 @@ pub enum KmsError {
 }
 
 impl KmsError {
+    /// The message without the "KMS is unavailable" prefix that [`KmsError::GaveUp`] already says.
+    fn cause(&self) -> String {
+        match self {
+            KmsError::Unavailable(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
+
     /// The stable code the host receives (contract: AccessDeniedException → ModelAccessDenied;
     /// network, TLS, 5xx and throttling → KmsUnavailable; everything else KMS says → KmsError).
     pub fn code(&self) -> ErrorCode {
         match self {
             KmsError::AccessDenied(_) => ErrorCode::ModelAccessDenied,
-            KmsError::Unavailable(_) => ErrorCode::KmsUnavailable,
+            KmsError::Unavailable(_) | KmsError::GaveUp { .. } => ErrorCode::KmsUnavailable,
             KmsError::Service(_)
             | KmsError::NoRegion(_)
             | KmsError::Signing(_)
@@ -200,6 +227,88 @@ pub enum TrustRoots {
     Only(Vec<rustls_pki_types::CertificateDer<'static>>),
 }
 
+/// Default first retry delay (`--kms-retry-initial-ms`).
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+/// Default longest retry delay (`--kms-retry-max-ms`).
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(2);
+/// Default overall deadline of one KMS call, retries included (`--kms-deadline-secs`). Below
+/// the host's default 30 s wait for the upload's `Begin`, so the operator gets our clear
+/// `kms_unavailable` rather than the host's `timeout`.
+pub const DEFAULT_RETRY_DEADLINE: Duration = Duration::from_secs(20);
+/// Longest deadline accepted: a model load holds an upload slot while it waits.
+pub const MAX_RETRY_DEADLINE: Duration = Duration::from_secs(300);
+
+/// How a KMS call is retried. Delays double from `initial_backoff` up to `max_backoff`; each is
+/// drawn from [d/2, d] ("equal jitter") so that enclaves restarted together do not retry in step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryConfig {
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    /// From the first attempt: no attempt starts, and none runs, past it.
+    pub deadline: Duration,
+}
+
+impl Default for RetryConfig {
+    /// 100 ms doubling to 2 s, within 20 s.
+    fn default() -> Self {
+        RetryConfig {
+            initial_backoff: DEFAULT_RETRY_INITIAL,
+            max_backoff: DEFAULT_RETRY_MAX,
+            deadline: DEFAULT_RETRY_DEADLINE,
+        }
+    }
+}
+
+/// Why retry settings were refused.
+#[derive(Debug, thiserror::Error)]
+#[error("KMS retry settings: {0}")]
+pub struct RetryConfigError(&'static str);
+
+impl RetryConfig {
+    /// No retries: one attempt (tests, and operators who retry themselves).
+    pub fn none() -> RetryConfig {
+        RetryConfig {
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(1),
+            deadline: Duration::ZERO,
+        }
+    }
+
+    /// Checks the bounds the flags must respect.
+    pub fn validate(&self) -> Result<(), RetryConfigError> {
+        if self.initial_backoff < Duration::from_millis(1) {
+            return Err(RetryConfigError("the first delay must be at least 1 ms"));
+        }
+        if self.max_backoff < self.initial_backoff {
+            return Err(RetryConfigError(
+                "the longest delay must not be below the first",
+            ));
+        }
+        if self.deadline > MAX_RETRY_DEADLINE {
+            return Err(RetryConfigError("the deadline must be at most 300 s"));
+        }
+        Ok(())
+    }
+
+    /// The delay before retry number `retry` (1 for the first retry), before jitter.
+    fn backoff(&self, retry: u32) -> Duration {
+        let factor = 1u32
+            .checked_shl(retry.saturating_sub(1))
+            .unwrap_or(u32::MAX);
+        self.initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff)
+    }
+
+    /// `backoff` with equal jitter: uniform in [d/2, d] (millisecond steps).
+    fn jittered(&self, retry: u32, random: u64) -> Duration {
+        let d = u64::try_from(self.backoff(retry).as_millis()).unwrap_or(u64::MAX);
+        let half = d / 2;
+        let spread = d - half;
+        Duration::from_millis(half + random % spread.saturating_add(1))
+    }
+}
+
 /// KMS settings from the command line.
 #[derive(Clone)]
 pub struct KmsConfig {
@@ -210,22 +319,34 @@ pub struct KmsConfig {
     /// Used when the key id is not an ARN (an alias name or a bare key id).
     pub region: Option<String>,
     pub roots: TrustRoots,
+    /// Limit on one attempt's connecting and TLS handshake.
     pub connect_timeout: Duration,
+    /// Limit on one attempt (`--kms-attempt-timeout-secs`); the deadline caps it too.
     pub request_timeout: Duration,
+    /// Retries of transient failures.
+    pub retry: RetryConfig,
     /// How the proxy is dialled: [`https::TransportConnect`] except in tests.
     pub connector: Arc<dyn https::ProxyConnect>,
 }
 
+/// Default limit on connecting to the proxy plus the TLS handshake, per attempt.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default limit on one attempt (`--kms-attempt-timeout-secs`).
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl KmsConfig {
-    /// Defaults: web PKI roots, 10 s to connect and handshake, 30 s for the whole call.
+    /// Defaults: web PKI roots; per attempt 5 s to connect and handshake, 10 s in all (KMS
+    /// answers in milliseconds; a stuck attempt should leave time to retry); [`RetryConfig`]'s
+    /// defaults.
     pub fn new(proxy: Endpoint) -> KmsConfig {
         KmsConfig {
             proxy,
             endpoint: None,
             region: None,
             roots: TrustRoots::WebPki,
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            retry: RetryConfig::default(),
             connector: Arc::new(https::TransportConnect),
         }
     }
@@ -242,6 +363,8 @@ pub enum KmsConfigError {
     Ca(String),
     #[error("--kms-proxy {0}")]
     Proxy(String),
+    #[error(transparent)]
+    Retry(#[from] RetryConfigError),
 }
 
 /// The parent instance's vsock CID as seen from an enclave (`VMADDR_CID_HOST` is 2 on a
@@ -313,6 +436,7 @@ pub fn region_from_key_id(key_id: &str) -> Option<&str> {
 impl KmsClient {
     pub fn new(config: KmsConfig, nsm: Arc<dyn Nsm>) -> Result<KmsClient, KmsConfigError> {
         check_proxy(&config.proxy)?;
+        config.retry.validate()?;
         if let Some(region) = &config.region
             && !valid_region(region)
         {
@@ -413,18 +537,9 @@ impl KmsClient {
             request_timeout: self.config.request_timeout,
             max_response_len: api::MAX_MESSAGE_LEN,
         };
-        let started = std::time::Instant::now();
-        let response = https::post(&target, &headers, body).await?;
-        tracing::info!(
-            region,
-            endpoint = %endpoint,
-            status = response.status,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "KMS Decrypt answered"
-        );
-        if response.status != 200 {
-            return Err(service_error(response.status, &response.body));
-        }
+        let response = self
+            .post_with_retries(&target, &endpoint, &headers, body)
+            .await?;
         let enveloped = api::decrypt_response_for_recipient(&response.body)?;
         // RSA-OAEP decryption with blinding, then AES-256-CBC: CPU work, off the reactor.
         let plaintext = tokio::task::spawn_blocking(move || {
@@ -440,6 +555,114 @@ impl KmsClient {
         }
         key.copy_from_slice(&plaintext);
         Ok(key)
+    }
+}
+
+/// No retry starts with less time than this before the deadline.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(100);
+
+/// One attempt's outcome when it produced no 200 answer.
+enum Failed {
+    /// Another attempt may succeed.
+    Transient(KmsError),
+    Final(KmsError),
+}
+
+impl KmsClient {
+    /// POSTs the signed request until KMS answers 200, a final error, or the deadline.
+    async fn post_with_retries(
+        &self,
+        target: &HttpsTarget,
+        endpoint: &KmsEndpoint,
+        headers: &[(&'static str, String)],
+        body: Vec<u8>,
+    ) -> Result<https::HttpsResponse, KmsError> {
+        let retry = &self.config.retry;
+        let started = Instant::now();
+        let deadline = started + retry.deadline;
+        let mut attempts: u32 = 0;
+        loop {
+            attempts = attempts.saturating_add(1);
+            // The first attempt always runs with its own limits; later ones only in the time left.
+            let mut attempt = target.clone();
+            if attempts > 1 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                attempt.connect_timeout = attempt.connect_timeout.min(left);
+                attempt.request_timeout = attempt.request_timeout.min(left);
+            }
+            let attempt_started = Instant::now();
+            let failed = match https::post(&attempt, headers, body.clone()).await {
+                Ok(response) => {
+                    tracing::info!(
+                        endpoint = %endpoint,
+                        status = response.status,
+                        attempt = attempts,
+                        elapsed_ms = attempt_started.elapsed().as_millis() as u64,
+                        "KMS Decrypt answered"
+                    );
+                    if response.status == 200 {
+                        return Ok(response);
+                    }
+                    let error = service_error(response.status, &response.body);
+                    if retryable_status(response.status, &response.body) {
+                        Failed::Transient(error)
+                    } else {
+                        Failed::Final(error)
+                    }
+                }
+                Err(e) if e.is_transient() => Failed::Transient(e.into()),
+                Err(e) => Failed::Final(e.into()),
+            };
+            let error = match failed {
+                Failed::Final(e) => return Err(e),
+                Failed::Transient(e) => e,
+            };
+            let mut rng = crate::rng::os_rng();
+            let delay = retry.jittered(attempts, rand_core::Rng::next_u64(&mut rng));
+            let now = Instant::now();
+            // Waiting past the deadline, or retrying with hardly any time left (the attempt would
+            // time out and hide the real cause), only delays the answer.
+            if now + delay + MIN_ATTEMPT_TIME > deadline {
+                let elapsed_ms =
+                    u64::try_from(now.duration_since(started).as_millis()).unwrap_or(u64::MAX);
+                tracing::warn!(attempts, elapsed_ms, error = %error, "KMS unavailable; giving up");
+                return Err(if attempts == 1 && retry.deadline.is_zero() {
+                    error
+                } else {
+                    KmsError::GaveUp {
+                        attempts,
+                        elapsed_ms,
+                        last: Box::new(error),
+                    }
+                });
+            }
+            tracing::warn!(
+                attempt = attempts,
+                retry_in_ms = delay.as_millis() as u64,
+                error = %error,
+                "KMS call failed; retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Whether an error answer is worth another attempt: 5xx, 429, and the KMS error types AWS
+/// documents as retryable (throttling, `KeyUnavailableException`, `DependencyTimeoutException`,
+/// `KMSInternalException`). Access denied and every other 4xx are final.
+fn retryable_status(status: u16, body: &[u8]) -> bool {
+    let kind = serde_json::from_slice::<KmsErrorBody>(body)
+        .ok()
+        .map(|b| b.kind());
+    match kind {
+        Some(KmsErrorKind::AccessDenied) => false,
+        Some(
+            KmsErrorKind::Throttling
+            | KmsErrorKind::KeyUnavailable
+            | KmsErrorKind::DependencyTimeout
+            | KmsErrorKind::Internal,
+        ) => true,
+        _ => status >= 500 || status == 429,
     }
 }
 

@@ -4,6 +4,7 @@
 //! returns the requested `public_key` as the "document", so the server can find the key without a
 //! mock CA; the attestation itself is exercised by the mock-KMS integration test.
 
+use std::collections::VecDeque;
 use std::sync::Mutex as StdMutex;
 
 use aws_nitro_enclaves_nsm_api::api::{Request, Response};
@@ -53,7 +54,23 @@ enum Mode {
     Huge,
     /// Never answers.
     Hang,
+    /// Reads the request and closes the connection without an answer.
+    Drop,
+    /// HTTP 500 `KMSInternalException`.
+    Internal,
+    /// HTTP 503 `ServiceUnavailable`, as the AWS front end sends it.
+    Unavailable503,
 }
+
+/// The stand-in's way of closing a connection without an answer.
+#[derive(Debug)]
+struct Dropped;
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("dropped on purpose")
+    }
+}
+impl std::error::Error for Dropped {}
 
 /// What the stand-in saw.
 #[derive(Default)]
@@ -70,6 +87,8 @@ struct StandIn {
     proxy: Endpoint,
     ca: CertificateDer<'static>,
     mode: Arc<StdMutex<Mode>>,
+    /// Modes used once each, in order, before `mode`.
+    script: Arc<StdMutex<VecDeque<Mode>>>,
     seen: Arc<StdMutex<Seen>>,
     _task: tokio::task::JoinHandle<()>,
 }
@@ -120,21 +139,31 @@ impl StandIn {
         .unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let mode = Arc::new(StdMutex::new(mode));
+        let script = Arc::new(StdMutex::new(VecDeque::new()));
         let seen = Arc::new(StdMutex::new(Seen::default()));
-        let (m, s) = (Arc::clone(&mode), Arc::clone(&seen));
+        let (m, s, sc) = (Arc::clone(&mode), Arc::clone(&seen), Arc::clone(&script));
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
-                let (acceptor, m, s) = (acceptor.clone(), Arc::clone(&m), Arc::clone(&s));
+                let (acceptor, m, s, sc) = (
+                    acceptor.clone(),
+                    Arc::clone(&m),
+                    Arc::clone(&s),
+                    Arc::clone(&sc),
+                );
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(stream).await else {
                         return;
                     };
                     let service = hyper::service::service_fn(move |req| {
-                        let (m, s) = (Arc::clone(&m), Arc::clone(&s));
-                        async move { Ok::<_, std::convert::Infallible>(answer(req, m, s).await) }
+                        let (m, s, sc) = (Arc::clone(&m), Arc::clone(&s), Arc::clone(&sc));
+                        async move {
+                            let mode = sc.lock().unwrap().pop_front();
+                            let mode = mode.unwrap_or_else(|| *m.lock().unwrap());
+                            answer(req, mode, s).await.ok_or(Dropped)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
@@ -147,6 +176,7 @@ impl StandIn {
             _dir: dir,
             ca,
             mode,
+            script,
             seen,
             _task: task,
         }
@@ -157,7 +187,17 @@ impl StandIn {
         config.endpoint = Some("localhost:4443".parse().unwrap());
         config.roots = TrustRoots::Only(vec![self.ca.clone()]);
         config.request_timeout = Duration::from_secs(5);
+        config.retry = fast_retries();
         KmsClient::new(config, Arc::new(EchoNsm)).unwrap()
+    }
+}
+
+/// Retries on a test's time scale: 10 ms doubling to 40 ms, within 2 s.
+fn fast_retries() -> RetryConfig {
+    RetryConfig {
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+        deadline: Duration::from_secs(2),
     }
 }
 
@@ -176,11 +216,12 @@ fn error(kind: KmsErrorKind, message: &str) -> hyper::Response<Full<Bytes>> {
     )
 }
 
+/// The answer for `mode`; `None` closes the connection without one.
 async fn answer(
     req: hyper::Request<Incoming>,
-    mode: Arc<StdMutex<Mode>>,
+    mode: Mode,
     seen: Arc<StdMutex<Seen>>,
-) -> hyper::Response<Full<Bytes>> {
+) -> Option<hyper::Response<Full<Bytes>>> {
     let (parts, body) = req.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     let headers: Vec<(String, Vec<u8>)> = parts
@@ -235,7 +276,6 @@ async fn answer(
         Some("digits")
     );
     assert_eq!(header("content-type").as_deref(), Some(api::CONTENT_TYPE));
-    let mode = *mode.lock().unwrap();
     let cfr = || {
         let recipient = request.recipient.as_ref().unwrap();
         let public =
@@ -258,7 +298,7 @@ async fn answer(
         };
         json(200, serde_json::to_vec(&response).unwrap())
     };
-    match mode {
+    Some(match mode {
         Mode::Release => release(None),
         Mode::Plaintext => release(Some(SecretBlob::new(DATA_KEY.to_vec()))),
         Mode::Deny => error(
@@ -273,7 +313,13 @@ async fn answer(
             std::future::pending::<()>().await;
             unreachable!()
         }
-    }
+        Mode::Drop => return None,
+        Mode::Internal => error(KmsErrorKind::Internal, "internal error"),
+        Mode::Unavailable503 => json(
+            503,
+            br#"{"__type":"ServiceUnavailable","message":"Service Unavailable"}"#.to_vec(),
+        ),
+    })
 }
 
 fn credentials(token: Option<&str>) -> AwsCredentials {
@@ -316,7 +362,9 @@ async fn data_key_comes_back_through_tls_sigv4_and_cms() {
 #[tokio::test]
 async fn kms_answers_map_to_stable_codes() {
     let kms = StandIn::start(Mode::Release).await;
-    let client = kms.client();
+    let mut client = kms.client();
+    // Retryable answers keep failing here: give up soon.
+    client.config.retry.deadline = Duration::from_millis(100);
     let cases = [
         (Mode::Plaintext, ErrorCode::KmsError),
         (Mode::Deny, ErrorCode::ModelAccessDenied),
@@ -354,6 +402,7 @@ async fn unreachable_untrusted_or_silent_kms_is_unavailable() {
             .unwrap(),
     );
     config.region = Some("us-east-1".into());
+    config.retry = RetryConfig::none();
     let client = KmsClient::new(config, Arc::new(EchoNsm)).unwrap();
     let err = data_key(&client, None).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::KmsUnavailable, "{err}");
@@ -377,14 +426,26 @@ async fn unreachable_untrusted_or_silent_kms_is_unavailable() {
     assert_eq!(err.code(), ErrorCode::KmsUnavailable, "{err}");
     assert_eq!(kms.seen.lock().unwrap().requests, 0);
 
-    // A server that never answers: the request timeout ends the wait.
+    // A server that never answers: the attempt timeout ends each wait, the deadline the retries.
     *kms.mode.lock().unwrap() = Mode::Hang;
     let mut client = kms.client();
     client.config.request_timeout = Duration::from_millis(300);
+    client.config.retry.deadline = Duration::from_millis(700);
     let err = data_key(&client, None).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::KmsUnavailable, "{err}");
+    let KmsError::GaveUp { attempts, last, .. } = &err else {
+        panic!("{err}")
+    };
+    assert!(*attempts >= 2, "{err}");
     assert!(
-        matches!(err, KmsError::Unavailable(ref m) if m.contains("did not answer")),
+        matches!(**last, KmsError::Unavailable(ref m) if m.contains("did not answer")),
         "{err}"
+    );
+    // An attempt cut short by the deadline may end before its request reaches the server.
+    let requests = kms.seen.lock().unwrap().requests;
+    assert!(
+        requests >= 2 && requests <= *attempts as usize,
+        "{requests} requests, {err}"
     );
 }
 
@@ -494,6 +555,7 @@ async fn kms_calls_dial_the_parent_proxy_over_vsock() {
     let recorder = Arc::new(RecordingConnect::default());
     let mut config = KmsConfig::new(proxy.clone());
     config.connector = recorder.clone();
+    config.retry = RetryConfig::none();
     let client = KmsClient::new(config, Arc::new(EchoNsm)).unwrap();
     let err = data_key(&client, None).await.unwrap_err();
     assert_eq!(*recorder.0.lock().unwrap(), vec![proxy]);
@@ -516,7 +578,9 @@ async fn unix_proxy_errors_carry_no_vsock_hint() {
     let proxy: Endpoint = format!("unix:{}", dir.path().join("none.sock").display())
         .parse()
         .unwrap();
-    let client = KmsClient::new(KmsConfig::new(proxy), Arc::new(EchoNsm)).unwrap();
+    let mut config = KmsConfig::new(proxy);
+    config.retry = RetryConfig::none();
+    let client = KmsClient::new(config, Arc::new(EchoNsm)).unwrap();
     let text = data_key(&client, None).await.unwrap_err().to_string();
     assert!(text.contains("cannot reach the KMS proxy unix:"), "{text}");
     assert!(!text.contains("sealed-host"), "{text}");
@@ -543,4 +607,192 @@ fn a_listening_address_is_refused_as_kms_proxy() {
         )
         .is_ok()
     );
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_until_kms_answers() {
+    let kms = StandIn::start(Mode::Release).await;
+    let mut client = kms.client();
+    client.config.request_timeout = Duration::from_millis(300);
+    // Every kind of transient failure once, then KMS answers.
+    kms.script.lock().unwrap().extend([
+        Mode::Drop,
+        Mode::Bare500,
+        Mode::Throttle,
+        Mode::Internal,
+        Mode::Unavailable503,
+        Mode::Hang,
+    ]);
+    let key = data_key(&client, Some(TOKEN)).await.unwrap();
+    assert_eq!(*key, DATA_KEY);
+    let seen = kms.seen.lock().unwrap();
+    assert_eq!(seen.requests, 7);
+    // The same signed request each time: still valid at the last attempt.
+    assert!(seen.signature_ok);
+}
+
+#[tokio::test]
+async fn final_answers_are_not_retried() {
+    let kms = StandIn::start(Mode::Release).await;
+    let client = kms.client();
+    let cases = [
+        (Mode::Deny, ErrorCode::ModelAccessDenied),
+        (Mode::InvalidCiphertext, ErrorCode::KmsError),
+        (Mode::Plaintext, ErrorCode::KmsError),
+        (Mode::Huge, ErrorCode::KmsError),
+    ];
+    for (i, (mode, code)) in cases.into_iter().enumerate() {
+        // A release queued behind the failure: a retry would succeed, so only no retry fails.
+        kms.script.lock().unwrap().extend([mode, Mode::Release]);
+        let err = data_key(&client, None).await.unwrap_err();
+        assert_eq!(err.code(), code, "{mode:?}: {err}");
+        assert!(!matches!(err, KmsError::GaveUp { .. }), "{mode:?}: {err}");
+        assert_eq!(
+            kms.seen.lock().unwrap().requests,
+            i + 1,
+            "{mode:?} was retried"
+        );
+        kms.script.lock().unwrap().clear();
+    }
+}
+
+#[tokio::test]
+async fn a_persistent_failure_gives_up_at_the_deadline_naming_attempts_and_cause() {
+    for mode in [Mode::Throttle, Mode::Drop, Mode::Unavailable503] {
+        let kms = StandIn::start(mode).await;
+        let mut client = kms.client();
+        client.config.retry.deadline = Duration::from_millis(200);
+        let err = data_key(&client, None).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::KmsUnavailable, "{mode:?}: {err}");
+        let KmsError::GaveUp { attempts, .. } = &err else {
+            panic!("{mode:?}: {err}")
+        };
+        assert!(*attempts >= 2, "{mode:?}: {err}");
+        let requests = kms.seen.lock().unwrap().requests;
+        assert!(
+            requests >= 2 && requests <= *attempts as usize,
+            "{mode:?}: {requests} requests, {err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "KMS is unavailable: gave up after {attempts} attempts in "
+            )),
+            "{text}"
+        );
+        let cause = match mode {
+            Mode::Throttle => "ThrottlingException",
+            Mode::Drop => "HTTP exchange with KMS failed",
+            _ => "HTTP 503, ServiceUnavailable",
+        };
+        assert!(text.contains(cause), "{text}");
+    }
+}
+
+/// Dials the real socket and counts the dials.
+#[derive(Default)]
+struct CountingConnect(std::sync::atomic::AtomicUsize);
+
+impl https::ProxyConnect for CountingConnect {
+    fn connect<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+    ) -> BoxFuture<
+        'a,
+        Result<
+            (sealed_transport::BoxRead, sealed_transport::BoxWrite),
+            sealed_transport::TransportError,
+        >,
+    > {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(sealed_transport::connect(endpoint))
+    }
+}
+
+#[tokio::test]
+async fn a_refused_certificate_is_final_but_an_absent_proxy_is_retried() {
+    let kms = StandIn::start(Mode::Release).await;
+    let dials = Arc::new(CountingConnect::default());
+    let mut config = KmsConfig::new(kms.proxy.clone());
+    config.endpoint = Some("localhost:4443".parse().unwrap());
+    config.connector = dials.clone();
+    config.retry = fast_retries();
+    // The web PKI does not know the stand-in's CA.
+    let client = KmsClient::new(config.clone(), Arc::new(EchoNsm)).unwrap();
+    let err = data_key(&client, None).await.unwrap_err();
+    assert!(
+        matches!(err, KmsError::Unavailable(ref m) if m.contains("server was refused")),
+        "{err}"
+    );
+    assert_eq!(dials.0.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Nobody listens on the proxy socket: dialled again until the deadline.
+    let dir = tempfile::tempdir().unwrap();
+    config.proxy = format!("unix:{}", dir.path().join("none.sock").display())
+        .parse()
+        .unwrap();
+    config.retry.deadline = Duration::from_millis(200);
+    let client = KmsClient::new(config, Arc::new(EchoNsm)).unwrap();
+    let err = data_key(&client, None).await.unwrap_err();
+    let KmsError::GaveUp { attempts, .. } = err else {
+        panic!("{err}")
+    };
+    assert!(attempts >= 2);
+    assert_eq!(
+        dials.0.load(std::sync::atomic::Ordering::SeqCst),
+        1 + attempts as usize
+    );
+}
+
+#[test]
+fn backoff_doubles_to_the_cap_with_jitter_inside_half_to_full() {
+    let retry = RetryConfig::default();
+    assert_eq!(retry.initial_backoff, Duration::from_millis(100));
+    assert_eq!(retry.max_backoff, Duration::from_secs(2));
+    assert_eq!(retry.deadline, Duration::from_secs(20));
+    let want = [100, 200, 400, 800, 1600, 2000, 2000];
+    for (i, ms) in want.into_iter().enumerate() {
+        assert_eq!(retry.backoff(i as u32 + 1), Duration::from_millis(ms));
+    }
+    // Far past any shift width: capped, no overflow.
+    assert_eq!(retry.backoff(u32::MAX), Duration::from_secs(2));
+    for random in [0, 1, 99, 100, 101, u64::MAX] {
+        let d = retry.jittered(3, random);
+        assert!(
+            d >= Duration::from_millis(200) && d <= Duration::from_millis(400),
+            "{d:?}"
+        );
+    }
+    assert_eq!(retry.jittered(3, 0), Duration::from_millis(200));
+    assert_eq!(retry.jittered(3, 200), Duration::from_millis(400));
+
+    let dir = tempfile::tempdir().unwrap();
+    let proxy: Endpoint = format!("unix:{}", dir.path().join("p").display())
+        .parse()
+        .unwrap();
+    for bad in [
+        RetryConfig {
+            initial_backoff: Duration::ZERO,
+            ..RetryConfig::default()
+        },
+        RetryConfig {
+            max_backoff: Duration::from_millis(50),
+            ..RetryConfig::default()
+        },
+        RetryConfig {
+            deadline: Duration::from_secs(301),
+            ..RetryConfig::default()
+        },
+    ] {
+        let mut config = KmsConfig::new(proxy.clone());
+        config.retry = bad.clone();
+        assert!(
+            matches!(
+                KmsClient::new(config, Arc::new(EchoNsm)),
+                Err(KmsConfigError::Retry(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    RetryConfig::none().validate().unwrap();
 }

@@ -10,7 +10,9 @@
 //! What it does not do: no I/O, no clock, no OS randomness (callers pass a [`rand_core::CryptoRng`]);
 //! no attestation (`sealed-attestation` checks that the key in a [`KeyConfig`] is the enclave's);
 //! no message encoding (`sealed-wire` owns what goes inside); no replay protection (the host may
-//! replay a request, and the enclave then answers it again, under a fresh response nonce); no
+//! replay a request and this crate opens it again: the enclave rejects replays by the request id
+//! and timestamp sealed inside, `enclave/src/freshness.rs`); no key rotation (the enclave keeps a
+//! ring of [`ServerKey`]s and picks one by [`request_key_id`]); no
 //! suite negotiation: one suite, and anything else is refused. Failures to open are opaque by
 //! design ([`OpenError`] says nothing about why), so that no peer learns which check failed.
 //!
@@ -57,7 +59,7 @@ mod kat_tests;
 
 pub use error::{HeaderError, KeyConfigError, OpenError, SealError};
 pub use key_config::KeyConfig;
-pub use request::{ServerKey, seal_request};
+pub use request::{ServerKey, request_key_id, seal_request};
 pub use response::{ResponseOpener, ResponseSealer};
 
 /// DHKEM(X25519, HKDF-SHA256), RFC 9180 §7.1 table 2.

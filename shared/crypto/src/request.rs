@@ -109,6 +109,44 @@ pub fn seal_request<R: CryptoRng + ?Sized>(
     Ok((out, ResponseOpener::new(secret)))
 }
 
+/// Reads the key id from the cleartext header of an encapsulated request (RFC 9458 §4.1) after
+/// checking its length bounds and that it names the one suite. A server holding several keys (a
+/// rotation overlap) uses it to pick the key, then [`ServerKey::open_request`] checks the rest.
+pub fn request_key_id(encapsulated: &[u8]) -> Result<u8, HeaderError> {
+    let len = encapsulated.len();
+    if len > MAX_ENCAPSULATED_REQUEST_LEN {
+        return Err(HeaderError::TooLarge {
+            len,
+            max: MAX_ENCAPSULATED_REQUEST_LEN,
+        });
+    }
+    let truncated = HeaderError::Truncated {
+        len,
+        min: REQUEST_OVERHEAD,
+    };
+    if len < REQUEST_OVERHEAD {
+        return Err(truncated);
+    }
+    let Some((&[key_id, kem0, kem1, kdf0, kdf1, aead0, aead1], _)) =
+        encapsulated.split_first_chunk::<REQUEST_HEADER_LEN>()
+    else {
+        return Err(truncated);
+    };
+    let (kem_id, kdf_id, aead_id) = (
+        u16::from_be_bytes([kem0, kem1]),
+        u16::from_be_bytes([kdf0, kdf1]),
+        u16::from_be_bytes([aead0, aead1]),
+    );
+    if (kem_id, kdf_id, aead_id) != (KEM_ID, KDF_ID, AEAD_ID) {
+        return Err(HeaderError::UnsupportedSuite {
+            kem_id,
+            kdf_id,
+            aead_id,
+        });
+    }
+    Ok(key_id)
+}
+
 /// The enclave's HPKE key pair and key id.
 ///
 /// The private key is wiped on drop (`x25519-dalek`'s `StaticSecret` zeroizes itself). There is
@@ -162,37 +200,7 @@ impl ServerKey {
     /// suite. Lets the server answer `unsupported_key_config` rather than an opaque failure; the
     /// header is public, so this reveals nothing an observer could not read.
     pub fn check_header(&self, encapsulated: &[u8]) -> Result<(), HeaderError> {
-        let len = encapsulated.len();
-        if len > MAX_ENCAPSULATED_REQUEST_LEN {
-            return Err(HeaderError::TooLarge {
-                len,
-                max: MAX_ENCAPSULATED_REQUEST_LEN,
-            });
-        }
-        let truncated = HeaderError::Truncated {
-            len,
-            min: REQUEST_OVERHEAD,
-        };
-        if len < REQUEST_OVERHEAD {
-            return Err(truncated);
-        }
-        let Some((&[key_id, kem0, kem1, kdf0, kdf1, aead0, aead1], _)) =
-            encapsulated.split_first_chunk::<REQUEST_HEADER_LEN>()
-        else {
-            return Err(truncated);
-        };
-        let (kem_id, kdf_id, aead_id) = (
-            u16::from_be_bytes([kem0, kem1]),
-            u16::from_be_bytes([kdf0, kdf1]),
-            u16::from_be_bytes([aead0, aead1]),
-        );
-        if (kem_id, kdf_id, aead_id) != (KEM_ID, KDF_ID, AEAD_ID) {
-            return Err(HeaderError::UnsupportedSuite {
-                kem_id,
-                kdf_id,
-                aead_id,
-            });
-        }
+        let key_id = request_key_id(encapsulated)?;
         if key_id != self.key_id {
             return Err(HeaderError::UnknownKeyId {
                 key_id,

@@ -8,7 +8,7 @@ use sealed_crypto::{
     AEAD_ID, HeaderError, KDF_ID, KEM_ID, KeyConfig, MAX_ENCAPSULATED_REQUEST_LEN,
     MAX_ENCAPSULATED_RESPONSE_LEN, MAX_PLAINTEXT_LEN, OpenError, REQUEST_HEADER_LEN,
     REQUEST_OVERHEAD, RESPONSE_OVERHEAD, ResponseOpener, ResponseSealer, SealError, ServerKey,
-    seal_request,
+    request_key_id, seal_request,
 };
 
 fn rng() -> UnwrapErr<getrandom::SysRng> {
@@ -171,6 +171,30 @@ fn wrong_key_id_fails_to_open_and_check_header_names_it() {
             expected: 1
         })
     );
+}
+
+#[test]
+fn request_key_id_reads_any_key_id_but_checks_length_and_suite() {
+    // A server with several keys (a rotation overlap) picks the key by this id.
+    for id in [0u8, 1, 200, 255] {
+        let (request, _) = sealed(&server(id), REQUEST);
+        assert_eq!(request_key_id(&request), Ok(id));
+    }
+    let (request, _) = sealed(&server(3), REQUEST);
+    let mut other_suite = request.clone();
+    other_suite[5..7].copy_from_slice(&0x0001u16.to_be_bytes());
+    assert!(matches!(
+        request_key_id(&other_suite),
+        Err(HeaderError::UnsupportedSuite { .. })
+    ));
+    assert!(matches!(
+        request_key_id(&request[..REQUEST_OVERHEAD - 1]),
+        Err(HeaderError::Truncated { .. })
+    ));
+    assert!(matches!(
+        request_key_id(&vec![0u8; MAX_ENCAPSULATED_REQUEST_LEN + 1]),
+        Err(HeaderError::TooLarge { .. })
+    ));
 }
 
 #[test]

@@ -26,7 +26,8 @@
 //! AWS) are allowed to any authenticated caller, and a key policy naming the account
 //! (`arn:aws:iam::ACCOUNT:root`) allows every principal of that account instead of delegating to
 //! IAM. No aliases, grants, key rotation, disabling, deletion, asymmetric or HMAC keys, multi-
-//! region keys, custom key stores, encryption-context condition keys, or throttling.
+//! region keys, custom key stores, encryption-context condition keys, or real throttling (it fails
+//! only on purpose: [`faults`]).
 //!
 //! How it differs from AWS on the wire: the `CiphertextBlob` format is its own (AWS's is opaque
 //! too; see [`state`]); the CMS `subjectKeyIdentifier` is SHA-256 of the recipient SPKI (what AWS
@@ -36,6 +37,7 @@
 //!
 //! # Layout
 //! - [`spawn`] / [`MockKmsHandle`]: bind, generate TLS material, serve until dropped.
+//! - [`faults`]: injected faults (delays, 5xx, throttling, dropped connections) for tests.
 //! - [`service`]: authentication, dispatch, operations, error replies.
 //! - [`policy`]: key-policy parsing and evaluation.
 //! - [`state`]: keys, the blob format, the state file.
@@ -45,6 +47,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod faults;
 pub mod policy;
 pub mod service;
 pub mod state;
@@ -65,6 +68,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use zeroize::Zeroizing;
 
+use crate::faults::{Fault, FaultControl, FaultRule};
 use crate::service::Service;
 use crate::state::KeyStore;
 
@@ -185,6 +189,9 @@ pub struct Config {
     pub account_id: String,
     /// Oldest attestation document accepted.
     pub max_attestation_age: Duration,
+    /// Faults injected from the start ([`faults`]); change them later through
+    /// [`MockKmsHandle::faults`].
+    pub faults: Vec<FaultRule>,
 }
 
 impl Config {
@@ -199,6 +206,7 @@ impl Config {
             region: MOCK_REGION.to_owned(),
             account_id: MOCK_ACCOUNT_ID.to_owned(),
             max_attestation_age: Duration::from_secs(300),
+            faults: Vec::new(),
         }
     }
 }
@@ -232,6 +240,7 @@ pub struct MockKmsHandle {
     pub ca_pem: String,
     /// Path of `kms-ca.pem` in the TLS directory.
     pub ca_file: PathBuf,
+    faults: FaultControl,
     shutdown: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -245,6 +254,11 @@ impl MockKmsHandle {
     /// `localhost:PORT`, the Host / server name the enclave uses.
     pub fn host(&self) -> String {
         format!("localhost:{}", self.addr.port())
+    }
+
+    /// The live fault plan: tests make KMS fail, slow or rude from here ([`faults`]).
+    pub fn faults(&self) -> &FaultControl {
+        &self.faults
     }
 
     /// Stops accepting and waits for the accept loop to end (open connections finish alone).
@@ -293,6 +307,10 @@ pub async fn spawn(config: Config) -> Result<MockKmsHandle, MockKmsError> {
         source,
     })?;
     tracing::info!(%addr, keys = store.len(), "mock KMS listening");
+    let faults = FaultControl::new(config.faults);
+    if !faults.spec().is_empty() {
+        tracing::warn!(plan = %faults.spec(), "fault injection on: requests will fail on purpose");
+    }
     let service = Arc::new(Service {
         region: config.region,
         account_id: config.account_id,
@@ -302,11 +320,12 @@ pub async fn spawn(config: Config) -> Result<MockKmsHandle, MockKmsError> {
         store: Mutex::new(store),
     });
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, acceptor, service, rx));
+    let task = tokio::spawn(accept_loop(listener, acceptor, service, faults.clone(), rx));
     Ok(MockKmsHandle {
         addr,
         ca_pem: material.ca_pem,
         ca_file: config.tls_dir.join(tls::CA_FILE),
+        faults,
         shutdown: tx,
         task: Some(task),
     })
@@ -316,6 +335,7 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     service: Arc<Service>,
+    faults: FaultControl,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -336,6 +356,7 @@ async fn accept_loop(
         };
         let acceptor = acceptor.clone();
         let service = service.clone();
+        let faults = faults.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(tcp)).await {
@@ -347,8 +368,9 @@ async fn accept_loop(
                 Err(_) => return,
             };
             let svc = hyper::service::service_fn(move |req| {
-                let service = service.clone();
-                async move { Ok::<_, std::convert::Infallible>(serve(&service, req).await) }
+                let (service, faults) = (service.clone(), faults.clone());
+                // An `Err` makes hyper close the connection without answering (`Fault::Drop`).
+                async move { serve(&service, &faults, req).await }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -361,25 +383,54 @@ async fn accept_loop(
     }
 }
 
-async fn serve(service: &Service, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// A request answered by closing the connection ([`Fault::Drop`]).
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped by an injected fault")]
+struct Dropped;
+
+async fn serve(
+    service: &Service,
+    faults: &FaultControl,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
     let request_id = request_id();
     let (parts, body) = req.into_parts();
     let reply = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => {
             let body = collected.to_bytes();
-            let headers: Vec<(&str, &[u8])> = parts
+            // After the whole request is read: the fault hits a request KMS has received.
+            let operation = parts
                 .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_bytes()))
-                .collect();
-            service.handle(
-                parts.method.as_str(),
-                parts.uri.path(),
-                parts.uri.query().unwrap_or(""),
-                &headers,
-                &body,
-                SystemTime::now(),
-            )
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|t| t.strip_prefix("TrentService."))
+                .unwrap_or_default();
+            let injected = match faults.next(operation) {
+                Some(Fault::Drop) => {
+                    tracing::info!(%request_id, operation, "injected fault: connection dropped");
+                    return Err(Dropped);
+                }
+                Some(Fault::Delay(d)) => {
+                    tracing::info!(%request_id, operation, delay_ms = d.as_millis() as u64, "injected fault: delay");
+                    tokio::time::sleep(d).await;
+                    None
+                }
+                Some(fault) => fault.error_reply(),
+                None => None,
+            };
+            if let Some((status, error_type, message)) = injected {
+                tracing::info!(%request_id, operation, status, error_type, "injected fault");
+                service::Reply {
+                    status,
+                    error_type: Some(error_type.to_owned()),
+                    body: serde_json::to_vec(
+                        &serde_json::json!({"__type": error_type, "message": message}),
+                    )
+                    .unwrap_or_default(),
+                }
+            } else {
+                answer(service, &parts, &body)
+            }
         }
         Err(_) => service::Reply {
             status: 413,
@@ -388,6 +439,27 @@ async fn serve(service: &Service, req: Request<Incoming>) -> Response<Full<Bytes
                 .to_vec(),
         },
     };
+    Ok(respond(&request_id, reply))
+}
+
+/// Handles a request that gets no injected fault.
+fn answer(service: &Service, parts: &http::request::Parts, body: &[u8]) -> service::Reply {
+    let headers: Vec<(&str, &[u8])> = parts
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    service.handle(
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query().unwrap_or(""),
+        &headers,
+        body,
+        SystemTime::now(),
+    )
+}
+
+fn respond(request_id: &str, reply: service::Reply) -> Response<Full<Bytes>> {
     if let Some(t) = &reply.error_type {
         tracing::info!(%request_id, status = reply.status, error = %t, "kms error");
     }
@@ -398,7 +470,7 @@ async fn serve(service: &Service, req: Request<Incoming>) -> Response<Full<Bytes
         http::header::CONTENT_TYPE,
         HeaderValue::from_static(sealed_kms::api::CONTENT_TYPE),
     );
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-requestid", v);
     }
     if let Some(t) = reply.error_type
