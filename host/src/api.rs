@@ -273,6 +273,7 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::ModelAccessDenied => StatusCode::FORBIDDEN,
         ErrorCode::ModelCorrupt
         | ErrorCode::ModelDigestMismatch
+        | ErrorCode::ModelRejected
         | ErrorCode::UnsupportedOperator => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorCode::KmsUnavailable | ErrorCode::KmsNotConfigured => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::KmsError | ErrorCode::UnknownUpload => StatusCode::BAD_GATEWAY,
@@ -283,7 +284,6 @@ pub fn status_for(code: ErrorCode) -> StatusCode {
         ErrorCode::MalformedFrame
         | ErrorCode::MalformedMessage
         | ErrorCode::InferenceFailed
-        | ErrorCode::ModelRejected
         | ErrorCode::PlaintextModelsDisabled
         | ErrorCode::TooManyModels
         | ErrorCode::Internal

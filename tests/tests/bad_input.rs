@@ -1275,11 +1275,11 @@ fn cases() -> Vec<Case> {
             "model_malformed_onnx",
             "sealed_model",
             "a correctly sealed file (real KMS data key) whose plaintext is 10 KiB of 0xff (protobuf wire type 7: never valid ONNX)",
-            "502 model_rejected (tract refuses the ONNX)",
+            "422 model_rejected (tract refuses the ONNX)",
             |c| upload_expect(
                 c,
                 sealed_file(&c.keys.bad_onnx, "bad-onnx", &[0xff; 10 * 1024], None),
-                502,
+                422,
                 "model_rejected"
             )
             .await
