@@ -15,7 +15,9 @@
 //! - `main.rs`: the command line.
 //! - [`load`]: the client tasks, the RSS sampler and the report.
 
+mod compare;
 mod load;
+mod micro;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -33,6 +35,13 @@ struct Cli {
 enum Command {
     /// N clients for T seconds of back-to-back sealed inferences.
     Load(LoadArgs),
+    /// Bare tract vs sealed vs plain HTTP: latency, throughput, ratios (docs/performance.md).
+    Compare(compare::Args),
+    /// Attestation verification and sealed-model unseal micro-benchmarks.
+    Micro(micro::Args),
+    /// (Internal) hold one model in bare tract and print the process's peak RSS.
+    #[command(hide = true)]
+    BareRss(compare::BareRssArgs),
 }
 
 #[derive(clap::Args)]
@@ -81,7 +90,12 @@ struct LoadArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let Command::Load(args) = cli.command;
+    let args = match cli.command {
+        Command::Load(args) => args,
+        Command::Compare(args) => return compare::run(args),
+        Command::Micro(args) => return micro::run(args),
+        Command::BareRss(args) => return compare::bare_rss(args),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
