@@ -92,7 +92,7 @@ echo "ok: $bin is statically linked"
 # No simulation code: the same markers as scripts/test.sh, plus the simulation-only log line
 # (which survives `strip`, unlike symbol names).
 if grep -a -q -e 'sealed_mock_ca' -e 'MockNsm' -e 'sealed_mock_kms' -e 'kms-ca' \
-        -e 'SIMULATION BUILD' "$bin"; then
+        -e 'SIMULATION BUILD' -e 'BENCHMARK BUILD' "$bin"; then
     echo "FAIL: $bin contains simulation (mock) code" >&2
     exit 1
 fi

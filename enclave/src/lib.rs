@@ -31,6 +31,14 @@
     )
 )]
 
+// `bench-plaintext` turns the sealing off (docs/performance.md): it exists for the simulation
+// benchmark only and must never reach a build that talks to a real NSM or KMS.
+#[cfg(all(feature = "bench-plaintext", not(feature = "simulation")))]
+compile_error!(
+    "the `bench-plaintext` feature is for sealed-bench's simulation stack only: it requires \
+     `simulation` and must never be in a production enclave build"
+);
+
 pub mod engine;
 pub mod entropy;
 pub mod freshness;

@@ -31,6 +31,11 @@ use crate::nsm::{self, Nsm};
 /// can turn it on in a production build.
 pub const PLAINTEXT_MODELS_ALLOWED: bool = cfg!(feature = "simulation");
 
+/// Whether inference requests and answers are plaintext CBOR instead of HPKE-sealed: only in the
+/// `sealed-enclave-plain-bench` binary (feature `bench-plaintext`, which needs `simulation`), so that
+/// the benchmark can measure the relay without the crypto (docs/performance.md).
+pub const PLAINTEXT_INFERENCE: bool = cfg!(feature = "bench-plaintext");
+
 /// Shared state of the enclave's request handling.
 pub struct Service {
     nsm: Arc<dyn Nsm>,
@@ -222,6 +227,42 @@ impl Service {
 
     /// Sealed inference (DESIGN.md flow 2), with the freshness checks of docs/protocol.md §2.2.
     async fn infer(&self, sealed: Vec<u8>) -> EnclaveResponse {
+        #[cfg(feature = "bench-plaintext")]
+        return self.infer_plaintext(sealed).await;
+        #[cfg(not(feature = "bench-plaintext"))]
+        self.infer_sealed(sealed).await
+    }
+
+    /// The benchmark's plain-HTTP variant: the same steps as [`Self::infer_sealed`] minus HPKE.
+    #[cfg(feature = "bench-plaintext")]
+    async fn infer_plaintext(&self, plaintext: Vec<u8>) -> EnclaveResponse {
+        let decoded = InferRequest::decode(&plaintext);
+        drop(plaintext);
+        let response = match decoded {
+            Ok(request) => match self.replay.check(
+                request.request_id,
+                request.sent_at_ms,
+                unix_millis(SystemTime::now()),
+            ) {
+                Err(e) => InferResponse::Error {
+                    code: e.code(),
+                    message: e.to_string(),
+                },
+                Ok(()) => self.run(request).await,
+            },
+            Err(e) => InferResponse::Error {
+                code: e.code(),
+                message: e.to_string(),
+            },
+        };
+        match response.encode() {
+            Ok(sealed) => EnclaveResponse::Infer { sealed },
+            Err(_) => EnclaveResponse::error(ErrorCode::Internal, "response encoding failed"),
+        }
+    }
+
+    #[cfg_attr(feature = "bench-plaintext", allow(dead_code))]
+    async fn infer_sealed(&self, sealed: Vec<u8>) -> EnclaveResponse {
         let unsupported = || {
             EnclaveResponse::error(
                 ErrorCode::UnsupportedKeyConfig,
