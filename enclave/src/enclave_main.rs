@@ -190,7 +190,9 @@ fn real_main() -> anyhow::Result<()> {
     let args = Args::parse();
     let keys = key_ring_config(&args)?;
     init_tracing();
-    if sealed_enclave::service::PLAINTEXT_INFERENCE {
+    // cfg, not `if`: the production binary must not even contain the line (build-enclave.sh greps).
+    #[cfg(feature = "bench-plaintext")]
+    {
         tracing::warn!(
             "BENCHMARK BUILD: inference requests and answers are NOT sealed (bench-plaintext)"
         );
