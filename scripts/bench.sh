@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The benchmark (docs/performance.md): sealed inference beside bare tract, the plain-HTTP stack and
+# onnxruntime, plus the micro-benchmarks. Writes target/bench-results/{onnxruntime,compare,micro}.json.
+#
+# Steps: a Python venv in target/bench-venv (scripts/requirements-bench.txt, from PyPI); the
+# benchmark models into target/bench-models (scripts/make_bench_models.py); onnxruntime on them
+# (scripts/bench_onnxruntime.py), run BEFORE the release build so that it does not compete with
+# rustc for the CPU; release binaries; then `sealed-bench compare` and `sealed-bench micro`.
+# Figures mean something only on an otherwise idle machine.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: scripts/bench.sh [--quick] [--ort-only]
+
+  --quick      short cells (0.5 s) everywhere: a smoke run, not figures to publish
+  --ort-only   stop after the models and the onnxruntime JSON (no cargo build)
+  -h, --help   this text
+
+Results: target/bench-results/onnxruntime.json, compare.json, micro.json (and tables on stdout).
+EOF
+}
+
+die() {
+    echo "bench.sh: error: $*" >&2
+    exit 1
+}
+
+quick=()
+ort_only=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) quick=(--quick); shift ;;
+        --ort-only) ort_only=true; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+
+cd "$(dirname "$0")/.."
+venv=target/bench-venv
+models=target/bench-models
+results=target/bench-results
+
+# 1. Python venv with the pinned packages (pip is a no-op when they are already installed).
+if [ ! -x "$venv/bin/python" ]; then
+    command -v python3 >/dev/null 2>&1 || die "python3 not found (3.11 or newer)"
+    python3 -m venv "$venv" || die "cannot create $venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/requirements-bench.txt ||
+    die "cannot install scripts/requirements-bench.txt into $venv"
+
+# 2. Models (deterministic: a re-run rewrites the same bytes) and 3. onnxruntime.
+"$venv/bin/python" scripts/make_bench_models.py --out "$models"
+mkdir -p "$results"
+"$venv/bin/python" scripts/bench_onnxruntime.py --models-dir "$models" --json "$results/onnxruntime.json" \
+    ${quick[@]+"${quick[@]}"}
+if [ "$ort_only" = true ]; then
+    echo "bench.sh: --ort-only: stopping before the Rust benchmarks"
+    exit 0
+fi
+
+# 4. Release binaries: host, simulation enclave and sealed-bench in one build (one feature set), then
+#    the plain-HTTP enclave, a separate binary that exists only with `bench-plaintext`.
+#    Both builds select the same packages, so dependencies resolve to the same features and build once.
+packages=(-p sealed-host -p sealed-enclave -p sealed-bench)
+cargo build --release "${packages[@]}" --features sealed-enclave/simulation
+cargo build --release "${packages[@]}" --features sealed-enclave/simulation,sealed-enclave/bench-plaintext \
+    --bin sealed-enclave-plain-bench
+
+# 5. The comparison (bare / sealed / plain, with onnxruntime beside) and the micro-benchmarks.
+target/release/sealed-bench compare --models-dir "$models" --ort-json "$results/onnxruntime.json" \
+    --json "$results/compare.json" ${quick[@]+"${quick[@]}"}
+target/release/sealed-bench micro --models-dir "$models" --json "$results/micro.json" ${quick[@]+"${quick[@]}"}
+echo "bench.sh: results in $results/"
