@@ -3,13 +3,20 @@
 //!
 //! An upload is three kinds of request. `Begin` carries the exact file prefix and the host's AWS
 //! credentials: the header is parsed and bounded, the data key is released by KMS to this
-//! enclave ([`crate::kms`]) and an [`Opener`] is set up with one zeroizing output buffer sized
-//! to the plaintext. Each `Chunk` carries the next sealed bytes, split however the host likes;
-//! they are cut at the chunk boundaries the authenticated header defines and every chunk is
-//! authenticated and decrypted into that one buffer as it completes (on a blocking thread, so
-//! inference keeps running). `End` checks that every byte arrived and the SHA-384 matches, loads
-//! the plaintext into tract through the same engine path as plaintext loads (which updates the
-//! manifest the attestation commits to), and wipes the plaintext once the plan is built.
+//! enclave ([`crate::kms`]) and a [`PipelinedOpener`] is set up: one zeroizing buffer sized to
+//! the plaintext, owned by a thread that computes its SHA-384 as chunks come in. Each `Chunk`
+//! carries the next sealed bytes, split however the host likes; they are cut at the chunk
+//! boundaries the authenticated header defines and every chunk is authenticated and decrypted as
+//! it completes (on a blocking thread, so inference keeps running), then handed to the hash
+//! thread. `End` checks that every byte arrived, loads the plaintext into tract while the hash
+//! thread finishes (the digest is computed once, and off the critical path), and publishes the
+//! model (manifest, attestation) only once the SHA-384 matches the header's; on a mismatch the
+//! plan is dropped and nothing is loaded. The plaintext is wiped once the plan is built or the
+//! load failed.
+//!
+//! Running tract on bytes whose digest is not yet confirmed changes nothing for trust: every
+//! byte has passed its AES-GCM tag under the data key KMS released to this enclave, so tract sees
+//! only what the key holder sealed, exactly as it would with a matching digest.
 //!
 //! Bounded: at most [`StoreConfig::max_uploads`] uploads at once, their plaintext together within
 //! [`StoreConfig::max_model_bytes`], one upload per model id, and uploads idle for
@@ -24,10 +31,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use sealed_model::{ModelFormatError, Opener, SealedModelHeader, parse_header};
+use sealed_model::{ModelFormatError, PipelinedOpener, SealedModelHeader, parse_header};
 use sealed_wire::{AwsCredentials, ErrorCode, ModelInfo};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use zeroize::Zeroizing;
 
 use crate::engine::{Engine, EngineError};
 use crate::kms::{DataKeyRequest, DataKeySource, KmsError};
@@ -105,6 +111,12 @@ pub enum StoreError {
     Internal(&'static str),
 }
 
+impl From<EngineError> for StoreError {
+    fn from(e: EngineError) -> Self {
+        StoreError::Engine(e)
+    }
+}
+
 impl StoreError {
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -129,7 +141,7 @@ fn format_code(e: &ModelFormatError) -> ErrorCode {
     match e {
         ModelFormatError::DigestMismatch => ErrorCode::ModelDigestMismatch,
         ModelFormatError::TooLarge { .. } => ErrorCode::ModelTooLarge,
-        ModelFormatError::Misuse { .. } => ErrorCode::Internal,
+        ModelFormatError::Misuse { .. } | ModelFormatError::Resources { .. } => ErrorCode::Internal,
         _ => ErrorCode::ModelCorrupt,
     }
 }
@@ -140,10 +152,9 @@ const BUDGET_UNIT: u64 = 1024;
 /// One upload in progress. No `Debug`: it holds the opener (key schedule) and plaintext.
 struct Upload {
     model_id: String,
-    /// `None` once the upload is finished or failed.
-    opener: Option<Opener>,
-    /// Authenticated plaintext so far, preallocated to the model's length; wiped on drop.
-    plaintext: Zeroizing<Vec<u8>>,
+    /// `None` once the upload is finished or failed. Holds the authenticated plaintext so far
+    /// (preallocated to the model's length, on its hash thread); wiped on drop.
+    opener: Option<PipelinedOpener>,
     /// Bytes of an incomplete chunk (ciphertext: not secret).
     pending: Vec<u8>,
     received: u64,
@@ -173,9 +184,7 @@ impl Upload {
             if self.pending.is_empty() && data.len() >= need {
                 // A whole chunk in this message: open it in place, no copy.
                 let (chunk, rest) = data.split_at(need);
-                opener
-                    .open_chunk(chunk, &mut self.plaintext)
-                    .map_err(StoreError::Format)?;
+                opener.open_chunk(chunk).map_err(StoreError::Format)?;
                 data = rest;
                 continue;
             }
@@ -185,7 +194,7 @@ impl Upload {
             data = rest;
             if self.pending.len() == need {
                 opener
-                    .open_chunk(&self.pending, &mut self.plaintext)
+                    .open_chunk(&self.pending)
                     .map_err(StoreError::Format)?;
                 self.pending.clear();
             }
@@ -198,7 +207,6 @@ impl Upload {
     fn close(&mut self) {
         self.closed = true;
         self.opener = None;
-        self.plaintext = Zeroizing::new(Vec::new());
         self.pending = Vec::new();
         self.budget = None;
     }
@@ -353,13 +361,12 @@ impl ModelStore {
                 return Err(e.into());
             }
         };
-        let opener = Opener::new(&header, &header_bytes, &data_key).map_err(StoreError::Format)?;
+        let opener =
+            PipelinedOpener::new(&header, &header_bytes, &data_key).map_err(StoreError::Format)?;
         drop(data_key);
-        let plaintext = opener.output_buffer().map_err(StoreError::Format)?;
         let upload = Upload {
             model_id: header.model_id.clone(),
             opener: Some(opener),
-            plaintext,
             pending: Vec::new(),
             received: 0,
             sealed_len,
@@ -460,8 +467,9 @@ impl ModelStore {
         }
     }
 
-    /// Finishes an upload: completeness and digest checks, then the engine load. The plaintext is
-    /// wiped once the plan is built (or the load failed).
+    /// Finishes an upload: completeness check, then the engine load overlapped with the end of the
+    /// SHA-384, which must match before the model is published. The plaintext is wiped once the
+    /// plan is built (or the load failed).
     pub async fn end(&self, upload_id: u64) -> Result<ModelInfo, StoreError> {
         let mut upload = self.get(upload_id)?.lock_owned().await;
         if upload.closed {
@@ -473,7 +481,6 @@ impl ModelStore {
             .ok_or(StoreError::UnknownUpload(upload_id))?;
         // Everything the upload holds moves into the blocking task and is wiped when it ends.
         let opener = upload.opener.take();
-        let plaintext = std::mem::take(&mut upload.plaintext);
         let budget = upload.budget.take();
         let (received, expected) = (upload.received, upload.sealed_len);
         upload.close();
@@ -485,11 +492,14 @@ impl ModelStore {
             if received != expected {
                 return Err(StoreError::Incomplete { received, expected });
             }
-            opener.finish().map_err(StoreError::Format)?;
-            let info = engine
-                .load_model(&id, &plaintext)
-                .map_err(StoreError::Engine);
-            drop(plaintext);
+            let model = opener.finish().map_err(StoreError::Format)?;
+            let info = engine.load_model_with_digest(
+                &id,
+                model.plaintext(),
+                *model.expected_digest(),
+                || model.verify().map_err(StoreError::Format),
+            );
+            drop(model);
             drop(budget);
             info
         })

@@ -2,8 +2,9 @@
 //! of worker threads.
 //!
 //! What it does: parses a model from memory (never from a path, so no external weight file is
-//! read), bounds its size, computes the SHA-384 that the manifest and the attestation commit to,
-//! pins the declared input facts and optimises the model once into a plan shared by every worker.
+//! read), bounds its size, computes the SHA-384 that the manifest and the attestation commit to
+//! (or, for sealed models, takes the one the opener is computing and publishes the model only once
+//! it is confirmed), pins the declared input facts and optimises the model once into a plan shared by every worker.
 //! Each request is checked against the declared input names, dtypes and shapes before it takes a
 //! worker; outputs come back in declared order, checked against the wire limits. A panic inside
 //! tract fails that one request and leaves the worker and the enclave running.
@@ -28,6 +29,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
+use sealed_model::DIGEST_LEN;
 use sealed_wire::limits::{MAX_MODEL_LEN, MAX_MODELS};
 use sealed_wire::message::valid_model_id;
 use sealed_wire::{ErrorCode, ModelInfo, ModelManifest, NamedTensor, Tensor};
@@ -249,34 +251,48 @@ impl Engine {
         self.max_model_len
     }
 
-    /// Parses an ONNX model from bytes, pins its input facts and optimises it once. Blocks for as
-    /// long as tract takes (call it from `spawn_blocking` on an async runtime).
+    /// Parses an ONNX model from bytes, pins its input facts and optimises it once. Computes the
+    /// SHA-384 the manifest carries. Blocks for as long as tract takes (call it from
+    /// `spawn_blocking` on an async runtime).
     pub fn load_model(&self, model_id: &str, onnx: &[u8]) -> Result<ModelInfo, EngineError> {
-        if !valid_model_id(model_id) {
-            return Err(EngineError::InvalidModelId);
-        }
-        if onnx.len() > self.max_model_len {
-            return Err(EngineError::ModelTooLarge {
-                len: onnx.len(),
-                max: self.max_model_len,
-            });
-        }
-        if onnx.is_empty() {
-            return Err(EngineError::ModelRejected("the model is empty".into()));
-        }
-        // Cheap checks first, so a duplicate or an over-limit load costs no parsing.
-        self.check_room(&self.read_models(), model_id)?;
+        self.check_load(model_id, onnx)?;
+        let sha384: [u8; DIGEST_LEN] = Sha384::digest(onnx).into();
+        self.load_model_with_digest(model_id, onnx, sha384, || Ok::<(), EngineError>(()))
+    }
 
+    /// [`Self::load_model`] for a caller that is computing the SHA-384 of `onnx` itself, so that
+    /// the model is hashed once and the hash can overlap tract's load (sealed models: the
+    /// digest the header promises, recomputed over the decrypted bytes on the opener's own
+    /// thread, `sealed_model::UnverifiedModel`).
+    ///
+    /// `sha384` is the digest the manifest will carry. `confirm` must return `Ok` only once the
+    /// caller has checked that `onnx` hashes to it; it is called after tract's load and before the
+    /// model becomes visible (listed, in the manifest the attestation commits to, or served), so a
+    /// model whose digest fails is never published and its plan is dropped. When the load itself
+    /// fails, `confirm` is still called first and its error wins: a digest mismatch is always
+    /// reported as such, whatever tract made of the bytes.
+    pub fn load_model_with_digest<E: From<EngineError>>(
+        &self,
+        model_id: &str,
+        onnx: &[u8],
+        sha384: [u8; DIGEST_LEN],
+        confirm: impl FnOnce() -> Result<(), E>,
+    ) -> Result<ModelInfo, E> {
         let started = Instant::now();
-        let sha384 = Sha384::digest(onnx).to_vec();
-        let sha384_hex = hex::encode(&sha384);
-        let loaded = match LoadedModel::load(model_id, onnx, sha384) {
+        let sha384_hex = hex::encode(sha384);
+        let loaded = self
+            .check_load(model_id, onnx)
+            .and_then(|()| LoadedModel::load(model_id, onnx, sha384.to_vec()));
+        let loaded = match loaded {
             Ok(m) => m,
             Err(e) => {
+                confirm()?;
                 tracing::warn!(model_id, bytes = onnx.len(), sha384 = %sha384_hex, error = %e, "model rejected");
-                return Err(e);
+                return Err(e.into());
             }
         };
+        // Only now is the digest known to be that of the bytes just loaded.
+        confirm()?;
         let info = loaded.info().clone();
 
         let mut models = self.models.write().unwrap_or_else(PoisonError::into_inner);
@@ -294,6 +310,23 @@ impl Engine {
             "model loaded"
         );
         Ok(info)
+    }
+
+    /// The cheap checks, before any hashing or parsing: id, size, a duplicate or a full table.
+    fn check_load(&self, model_id: &str, onnx: &[u8]) -> Result<(), EngineError> {
+        if !valid_model_id(model_id) {
+            return Err(EngineError::InvalidModelId);
+        }
+        if onnx.len() > self.max_model_len {
+            return Err(EngineError::ModelTooLarge {
+                len: onnx.len(),
+                max: self.max_model_len,
+            });
+        }
+        if onnx.is_empty() {
+            return Err(EngineError::ModelRejected("the model is empty".into()));
+        }
+        self.check_room(&self.read_models(), model_id)
     }
 
     fn read_models(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<LoadedModel>>> {

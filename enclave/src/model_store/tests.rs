@@ -533,3 +533,222 @@ fn clock_skew_bounds_fit_inside_the_aws_window() {
         Duration::from_secs(DEFAULT_MAX_CLOCK_SKEW_SECS)
     );
 }
+
+/// Minimal protobuf writer (proto3 wire format: varints and length-delimited fields), enough to
+/// build an ONNX `ModelProto` of any size without a generator script.
+mod onnx_proto {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    pub fn int(out: &mut Vec<u8>, field: u64, v: u64) {
+        varint(out, field << 3);
+        varint(out, v);
+    }
+
+    pub fn bytes(out: &mut Vec<u8>, field: u64, v: &[u8]) {
+        varint(out, (field << 3) | 2);
+        varint(out, v.len() as u64);
+        out.extend_from_slice(v);
+    }
+
+    /// `ValueInfoProto` of an f32 tensor of fixed shape.
+    pub fn value_info(name: &str, dims: &[u64]) -> Vec<u8> {
+        let mut shape = Vec::new();
+        for d in dims {
+            let mut dim = Vec::new();
+            int(&mut dim, 1, *d);
+            bytes(&mut shape, 1, &dim);
+        }
+        let mut tensor = Vec::new();
+        int(&mut tensor, 1, 1); // FLOAT
+        bytes(&mut tensor, 2, &shape);
+        let mut ty = Vec::new();
+        bytes(&mut ty, 1, &tensor);
+        let mut vi = Vec::new();
+        bytes(&mut vi, 1, name.as_bytes());
+        bytes(&mut vi, 2, &ty);
+        vi
+    }
+
+    /// `y = MatMul(x, w)`: x f32 [1, d], the initializer w f32 [d, d] (raw little-endian).
+    pub fn matmul_model(d: u64, w: &[f32]) -> Vec<u8> {
+        let mut node = Vec::new();
+        bytes(&mut node, 1, b"x");
+        bytes(&mut node, 1, b"w");
+        bytes(&mut node, 2, b"y");
+        bytes(&mut node, 4, b"MatMul");
+        let mut init = Vec::with_capacity(w.len() * 4 + 64);
+        int(&mut init, 1, d);
+        int(&mut init, 1, d);
+        int(&mut init, 2, 1); // FLOAT
+        bytes(&mut init, 8, b"w");
+        let raw: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+        bytes(&mut init, 9, &raw);
+        drop(raw);
+        let mut graph = Vec::with_capacity(init.len() + 256);
+        bytes(&mut graph, 1, &node);
+        bytes(&mut graph, 2, b"large");
+        bytes(&mut graph, 5, &init);
+        drop(init);
+        bytes(&mut graph, 11, &value_info("x", &[1, d]));
+        bytes(&mut graph, 12, &value_info("y", &[1, d]));
+        let mut opset = Vec::new();
+        bytes(&mut opset, 1, b"");
+        int(&mut opset, 2, 13);
+        let mut model = Vec::with_capacity(graph.len() + 64);
+        int(&mut model, 1, 8); // IR version 8
+        bytes(&mut model, 8, &opset);
+        bytes(&mut model, 7, &graph);
+        model
+    }
+}
+
+/// A MatMul model of about `mib` MiB of weights, and the weights (column sums are checked).
+fn large_model(mib: usize) -> (Vec<u8>, u64, Vec<f32>) {
+    let d = (((mib * 1024 * 1024 / 4) as f64).sqrt() as u64).max(8);
+    let w: Vec<f32> = (0..d * d)
+        .map(|i| ((i * 7919 % 1021) as f32) / 1021.0 - 0.5)
+        .collect();
+    (onnx_proto::matmul_model(d, &w), d, w)
+}
+
+/// A multi-chunk model (1 MiB chunks, the host's 4 MiB pieces) through the whole store path:
+/// pipelined unseal, tract load overlapped with the digest, manifest, a checked inference. Also
+/// prints the time beside a plain load of the same bytes. `SEALED_LARGE_MODEL_MIB` sets the size
+/// (default 3 MiB, to stay fast; 100 for the figure in docs/sealed-models.md, in a release build:
+/// `cargo test --release -p sealed-enclave --features simulation --lib large_sealed -- --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_sealed_model_loads_through_the_pipeline_beside_a_plain_load() {
+    let mib = std::env::var("SEALED_LARGE_MODEL_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let (onnx, d, w) = large_model(mib);
+    let digest = Sha384::digest(&onnx).to_vec();
+    let file = sealed_model::seal(
+        SealParams {
+            model_id: "large".into(),
+            kms_key_id: KEY_ARN.into(),
+            encrypted_data_key: BLOB.to_vec(),
+            chunk_size: sealed_model::DEFAULT_CHUNK_SIZE,
+        },
+        &KEY,
+        &onnx,
+        [5; 7],
+    )
+    .unwrap();
+
+    // The enclave's engine takes models up to --max-model-bytes (1 GiB by default).
+    let engine = || {
+        Arc::new(Engine::new(EngineConfig {
+            workers: 1,
+            queue_depth: 8,
+            max_model_len: 1 << 30,
+        }))
+    };
+    // Plain loads of the same bytes: the engine's plaintext path (one SHA-384, then tract), and
+    // tract alone (the digest handed in, nothing to confirm).
+    let plain = engine();
+    let started = Instant::now();
+    plain.load_model("large", &onnx).unwrap();
+    let plain_load = started.elapsed();
+    let bare = engine();
+    let started = Instant::now();
+    bare.load_model_with_digest("large", &onnx, [0; 48], || Ok::<(), EngineError>(()))
+        .unwrap();
+    let tract_load = started.elapsed();
+
+    let store = ModelStore::new(
+        engine(),
+        Some(FakeKms::new(Answer::Release)),
+        StoreConfig::default(),
+    );
+    let (header, body) = split(&file);
+    let started = Instant::now();
+    let (id, _) = begin(&store, &header).await.unwrap();
+    for piece in body.chunks(4 * 1024 * 1024) {
+        store.chunk(id, piece.to_vec()).await.unwrap();
+    }
+    let chunks_done = started.elapsed();
+    let info = store.end(id).await.unwrap();
+    let sealed_load = started.elapsed();
+
+    assert_eq!(info.sha384, digest);
+    assert_eq!(store.engine.manifest().models[0].sha384, digest);
+    let outputs = store
+        .engine
+        .infer(
+            "large",
+            vec![NamedTensor {
+                name: "x".into(),
+                tensor: Tensor::from_f32(vec![1, d], &vec![1.0; d as usize]).unwrap(),
+            }],
+        )
+        .await
+        .unwrap();
+    let y = outputs[0].tensor.to_f32().unwrap();
+    assert_eq!(y.len(), d as usize);
+    for j in [0, d as usize / 2, d as usize - 1] {
+        let want: f64 = (0..d as usize)
+            .map(|i| f64::from(w[i * d as usize + j]))
+            .sum();
+        assert!(
+            (f64::from(y[j]) - want).abs() < 1e-2 * (1.0 + want.abs()),
+            "y[{j}]"
+        );
+    }
+
+    let ms = |t: Duration| t.as_secs_f64() * 1e3;
+    println!(
+        "model {:.1} MB: tract load {:.0} ms, plain load (SHA-384 + tract) {:.0} ms, sealed upload \
+         (unseal + load) {:.0} ms of which End {:.0} ms; sealed / tract = {:.2}",
+        onnx.len() as f64 / 1e6,
+        ms(tract_load),
+        ms(plain_load),
+        ms(sealed_load),
+        ms(sealed_load - chunks_done),
+        sealed_load.as_secs_f64() / tract_load.as_secs_f64()
+    );
+}
+
+#[test]
+fn a_digest_that_fails_to_confirm_publishes_nothing_and_wins_over_a_load_error() {
+    let e = engine();
+    let digest: [u8; 48] = Sha384::digest(DIGITS).into();
+    let mismatch = || Err(StoreError::Format(ModelFormatError::DigestMismatch));
+
+    let err = e
+        .load_model_with_digest("digits", DIGITS, digest, mismatch)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ModelDigestMismatch);
+    assert!(e.models().is_empty());
+    assert!(e.manifest().models.is_empty());
+
+    // Bytes tract refuses: the digest failure is still what is reported.
+    let err = e
+        .load_model_with_digest("junk", b"not onnx", digest, mismatch)
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ModelDigestMismatch);
+    // With a confirmed digest, tract's own error comes through.
+    let err = e
+        .load_model_with_digest("junk", b"not onnx", digest, || Ok::<(), StoreError>(()))
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ModelRejected);
+
+    // Confirmed: published with the digest handed in, once.
+    let mut calls = 0;
+    let info = e
+        .load_model_with_digest("digits", DIGITS, digest, || {
+            calls += 1;
+            Ok::<(), StoreError>(())
+        })
+        .unwrap();
+    assert_eq!(calls, 1);
+    assert_eq!(info.sha384, digest.to_vec());
+    assert_eq!(e.manifest().models[0].sha384, digest.to_vec());
+}

@@ -42,6 +42,9 @@ pub enum ModelFormatError {
     /// finish before the last chunk, output buffer that would have to move).
     #[error("sealed-model API misuse: {reason}")]
     Misuse { reason: &'static str },
+    /// The system could not provide what opening needs (a thread for the pipelined digest).
+    #[error("sealed-model resources unavailable: {reason}")]
+    Resources { reason: &'static str },
 }
 
 impl ModelFormatError {
@@ -58,7 +61,7 @@ impl ModelFormatError {
             ModelFormatError::TooLarge { .. } => "model_too_large",
             ModelFormatError::ChunkAuthFailed { .. } => "auth_failed",
             ModelFormatError::DigestMismatch => "digest_mismatch",
-            ModelFormatError::Misuse { .. } => "internal",
+            ModelFormatError::Misuse { .. } | ModelFormatError::Resources { .. } => "internal",
         }
     }
 }
@@ -86,6 +89,8 @@ mod tests {
                 "auth_failed",
             ),
             (ModelFormatError::DigestMismatch, "digest_mismatch"),
+            (ModelFormatError::Misuse { reason: "x" }, "internal"),
+            (ModelFormatError::Resources { reason: "x" }, "internal"),
         ];
         for (err, code) in cases {
             assert_eq!(err.code(), code, "{err}");

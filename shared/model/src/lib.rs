@@ -54,6 +54,9 @@
 //! - [`error`]: [`ModelFormatError`] with stable [`ModelFormatError::code`]s.
 //! - [`header`]: [`SealedModelHeader`], [`parse_header`], the limits.
 //! - [`stream`]: [`Sealer`], [`Opener`], and the one-shot [`seal`] and [`open`].
+//! - [`pipeline`]: [`PipelinedOpener`], which leaves the SHA-384 to a thread of its own so that
+//!   opening runs at AES-GCM speed and the digest overlaps the caller's use of the plaintext
+//!   ([`UnverifiedModel`]); the enclave opens uploads with it.
 #![cfg_attr(
     not(test),
     deny(
@@ -66,6 +69,7 @@
 
 pub mod error;
 pub mod header;
+pub mod pipeline;
 pub mod stream;
 
 pub use error::ModelFormatError;
@@ -74,6 +78,7 @@ pub use header::{
     MAX_ENCRYPTED_DATA_KEY_LEN, MAX_HEADER_LEN, MAX_KMS_KEY_ID_LEN, MAX_MODEL_LEN, MIN_CHUNK_SIZE,
     NONCE_PREFIX_LEN, PREFIX_LEN, SealedModelHeader, header_total_len, parse_header,
 };
+pub use pipeline::{PIPELINE_BUFFERS, PipelinedOpener, UnverifiedModel};
 pub use stream::{DATA_KEY_LEN, Opener, SealParams, Sealer, open, seal};
 
 /// AES-GCM tag length (RFC 5116 §5.1).

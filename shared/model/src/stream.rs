@@ -15,13 +15,13 @@ use crate::header::{DIGEST_LEN, NONCE_PREFIX_LEN, SealedModelHeader, chunk_aad, 
 use crate::{ModelFormatError, TAG_LEN};
 
 type Nonce = aes_gcm::aead::Nonce<Aes256Gcm>;
-type Tag = aes_gcm::aead::Tag<Aes256Gcm>;
+pub(crate) type Tag = aes_gcm::aead::Tag<Aes256Gcm>;
 
 /// Length of an AES-256 data key.
 pub const DATA_KEY_LEN: usize = 32;
 
 /// `nonce_prefix ‖ counter (u32 BE) ‖ last flag`: 96 bits, the GCM nonce length of RFC 5116 §5.1.
-fn chunk_nonce(prefix: &[u8; NONCE_PREFIX_LEN], index: u32, last: bool) -> Nonce {
+pub(crate) fn chunk_nonce(prefix: &[u8; NONCE_PREFIX_LEN], index: u32, last: bool) -> Nonce {
     let mut n = [0u8; 12];
     let (p, rest) = n.split_at_mut(NONCE_PREFIX_LEN);
     p.copy_from_slice(prefix);
