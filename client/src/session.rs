@@ -365,7 +365,7 @@ impl Session {
             ClientError::InvalidRequest(format!("the OS random number generator failed: {e}"))
         })?;
         request.sent_at_ms = unix_millis(SystemTime::now());
-        let plaintext = Zeroizing::new(request.encode().map_err(ClientError::Encode)?);
+        let mut plaintext = Zeroizing::new(request.encode().map_err(ClientError::Encode)?);
         // The host refuses sealed bodies over MAX_SEALED_MESSAGE_LEN; say so before sealing.
         let max_plaintext = MAX_SEALED_MESSAGE_LEN - REQUEST_OVERHEAD;
         if plaintext.len() > max_plaintext {
@@ -378,8 +378,9 @@ impl Session {
         // source at all, which `attest` has already shown not to be the case; `UnwrapErr` would
         // then panic rather than seal with bad randomness.
         let mut rng = UnwrapErr(getrandom::SysRng);
-        let (sealed, opener) = seal_request(attested.key_config(), &plaintext, &mut rng)?;
-        drop(plaintext);
+        let sealed = seal_request(attested.key_config(), &plaintext, &mut rng);
+        sealed_wire::wipe::wipe(&mut plaintext);
+        let (sealed, opener) = sealed?;
 
         let response = self
             .client
@@ -394,8 +395,11 @@ impl Session {
             return Err(http::host_error(response, STEP).await);
         }
         let body = http::read_bounded(response, MAX_INFER_RESPONSE_LEN, STEP).await?;
-        let plaintext = opener.open(&body)?;
-        match InferResponse::decode(&plaintext).map_err(ClientError::Decode)? {
+        let mut plaintext = opener.open(&body)?;
+        drop(body);
+        let decoded = InferResponse::decode(&plaintext);
+        sealed_wire::wipe::wipe(&mut plaintext);
+        match decoded.map_err(ClientError::Decode)? {
             InferResponse::Ok { outputs } => Ok(outputs),
             InferResponse::Error { code, message } => Err(ClientError::Inference {
                 code,

@@ -205,10 +205,12 @@ pub async fn serve_connection_with_limits(
     limits: ServerLimits,
 ) {
     let max_in_flight = limits.max_in_flight_per_connection.max(1);
-    let (tx, mut rx) = mpsc::channel::<(u64, Vec<u8>)>(max_in_flight);
+    let (tx, mut rx) = mpsc::channel::<(u64, Outgoing)>(max_in_flight);
     let write_task = tokio::spawn(async move {
-        while let Some((id, body)) = rx.recv().await {
-            if let Err(e) = sealed_transport::write_frame(&mut writer, id, &body).await {
+        while let Some((id, out)) = rx.recv().await {
+            let written =
+                sealed_transport::write_frame_parts(&mut writer, id, &out.head, &out.body).await;
+            if let Err(e) = written {
                 debug!(error = %e, "write failed; closing connection");
                 break;
             }
@@ -231,7 +233,7 @@ pub async fn serve_connection_with_limits(
                     sealed_wire::frame::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
                     _ => ErrorCode::MalformedFrame,
                 };
-                send(&tx, 0, &EnclaveResponse::error(code, e.to_string())).await;
+                send(&tx, 0, EnclaveResponse::error(code, e.to_string())).await;
                 break;
             }
             Err(e) => {
@@ -259,11 +261,9 @@ pub async fn serve_connection_with_limits(
         tokio::spawn(
             async move {
                 let started = std::time::Instant::now();
-                let response = match EnclaveRequest::decode(&frame.body) {
-                    Ok(request) => {
-                        drop(frame);
-                        handle_with_deadline(service, request, &limits).await
-                    }
+                // An `Infer` envelope hands its sealed bytes over in the frame's own buffer.
+                let response = match EnclaveRequest::decode_owned(frame.body) {
+                    Ok(request) => handle_with_deadline(service, request, &limits).await,
                     Err(e) => {
                         warn!(code = %e.code(), error = %e, "malformed request");
                         EnclaveResponse::error(e.code(), e.to_string())
@@ -274,7 +274,7 @@ pub async fn serve_connection_with_limits(
                 } else {
                     debug!(elapsed_ms = started.elapsed().as_millis() as u64, "request done");
                 }
-                send(&tx, request_id, &response).await;
+                send(&tx, request_id, response).await;
                 drop(reserved);
                 drop(permit);
             }
@@ -285,7 +285,20 @@ pub async fn serve_connection_with_limits(
     let _ = write_task.await;
 }
 
-async fn send(tx: &mpsc::Sender<(u64, Vec<u8>)>, request_id: u64, response: &EnclaveResponse) {
+/// One frame body to write: `head ‖ body`.
+struct Outgoing {
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+async fn send(tx: &mpsc::Sender<(u64, Outgoing)>, request_id: u64, response: EnclaveResponse) {
+    // A sealed answer goes out as the envelope's prefix and the sealed bytes as they are, instead
+    // of being copied into a CBOR encoding (`prefix ‖ sealed` is that encoding).
+    if let EnclaveResponse::Infer { sealed } = response {
+        let head = sealed_wire::message::infer_envelope_prefix(sealed.len());
+        let _ = tx.send((request_id, Outgoing { head, body: sealed })).await;
+        return;
+    }
     let body = match response.encode() {
         Ok(b) => b,
         Err(e) => {
@@ -297,7 +310,8 @@ async fn send(tx: &mpsc::Sender<(u64, Vec<u8>)>, request_id: u64, response: &Enc
         }
     };
     // A closed channel means the connection is gone; the host will time the request out.
-    let _ = tx.send((request_id, body)).await;
+    let head = Vec::new();
+    let _ = tx.send((request_id, Outgoing { head, body })).await;
 }
 
 #[cfg(test)]

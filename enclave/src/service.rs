@@ -289,7 +289,7 @@ impl Service {
         // Hold one copy of the request at a time: the ciphertext goes once opened, the
         // plaintext once decoded.
         drop(sealed);
-        let (plaintext, sealer) = match opened {
+        let (mut plaintext, sealer) = match opened {
             Ok(opened) => opened,
             // Opaque on purpose: the host and the sender learn only that it did not open.
             Err(_) => {
@@ -300,7 +300,7 @@ impl Service {
             }
         };
         let decoded = InferRequest::decode(&plaintext);
-        drop(plaintext);
+        sealed_wire::wipe::wipe(&mut plaintext);
         let response = match decoded {
             // Freshness first, then the replay cache (which remembers only fresh ids). Nothing is
             // logged: whether a request was a replay is for its sender alone.
@@ -369,12 +369,14 @@ fn store_error(e: &crate::model_store::StoreError) -> EnclaveResponse {
 }
 
 fn seal_response(sealer: ResponseSealer, response: &InferResponse) -> EnclaveResponse {
-    let encoded = match response.encode() {
+    let mut encoded = match response.encode() {
         Ok(b) => zeroize::Zeroizing::new(b),
         Err(_) => return EnclaveResponse::error(ErrorCode::Internal, "response encoding failed"),
     };
     let mut rng = crate::rng::os_rng();
-    match sealer.seal(&encoded, &mut rng) {
+    let sealed = sealer.seal(&encoded, &mut rng);
+    sealed_wire::wipe::wipe(&mut encoded);
+    match sealed {
         Ok(sealed) => EnclaveResponse::Infer { sealed },
         Err(_) => EnclaveResponse::error(ErrorCode::Internal, "response sealing failed"),
     }

@@ -493,7 +493,7 @@ async fn infer(
     let request = EnclaveRequest::Infer {
         sealed: Vec::from(body),
     };
-    match state.host.call(&request).await? {
+    match state.host.call_owned(request).await? {
         EnclaveResponse::Infer { sealed } => Ok((
             [(header::CONTENT_TYPE, "application/octet-stream")],
             Body::from(sealed),

@@ -96,11 +96,24 @@ impl PoolError {
 
 type Pending = HashMap<u64, oneshot::Sender<Vec<u8>>>;
 
+/// One frame body to write: `head ‖ body` (an envelope prefix and the bytes it wraps, or an
+/// encoded message and nothing).
+struct Outgoing {
+    head: Vec<u8>,
+    body: Vec<u8>,
+}
+
+impl Outgoing {
+    fn len(&self) -> usize {
+        self.head.len().saturating_add(self.body.len())
+    }
+}
+
 /// One live connection.
 struct Conn {
     /// Frames to write, in order. Its capacity equals the permit count, so a caller holding a
     /// permit never waits for queue space.
-    tx: mpsc::Sender<(u64, Vec<u8>)>,
+    tx: mpsc::Sender<(u64, Outgoing)>,
     pending: Mutex<Pending>,
     permits: Arc<Semaphore>,
 }
@@ -248,6 +261,33 @@ impl EnclavePool {
         timeout: Duration,
     ) -> Result<EnclaveResponse, PoolError> {
         let body = request.encode().map_err(PoolError::Encode)?;
+        let head = Vec::new();
+        self.exchange(Outgoing { head, body }, timeout).await
+    }
+
+    /// [`EnclavePool::call`] on an owned request: an `Infer` request's sealed bytes are written
+    /// after the envelope's prefix as they are, without being copied into a CBOR encoding.
+    pub async fn call_owned(&self, request: EnclaveRequest) -> Result<EnclaveResponse, PoolError> {
+        let timeout = self.shared.config.request_timeout;
+        let out = match request {
+            EnclaveRequest::Infer { sealed } => Outgoing {
+                head: sealed_wire::message::infer_envelope_prefix(sealed.len()),
+                body: sealed,
+            },
+            other => Outgoing {
+                head: Vec::new(),
+                body: other.encode().map_err(PoolError::Encode)?,
+            },
+        };
+        self.exchange(out, timeout).await
+    }
+
+    /// Sends one frame body and waits for the answer, up to `timeout`.
+    async fn exchange(
+        &self,
+        body: Outgoing,
+        timeout: Duration,
+    ) -> Result<EnclaveResponse, PoolError> {
         // Checked here rather than in the writer, where an oversized frame would break the
         // connection for every other request on it.
         let max = MAX_FRAME_LEN as usize - REQUEST_ID_LEN;
@@ -293,7 +333,8 @@ impl EnclavePool {
             duration_ms = started.elapsed().as_millis() as u64,
             "enclave exchange"
         );
-        EnclaveResponse::decode(&reply).map_err(PoolError::Decode)
+        // An `Infer` answer keeps its sealed bytes in the frame's buffer (no copy through CBOR).
+        EnclaveResponse::decode_owned(reply).map_err(PoolError::Decode)
     }
 
     /// The least-loaded live connection with room for one more request, starting the scan at a
@@ -395,11 +436,11 @@ async fn serve_connection(
     index: usize,
     mut r: BoxRead,
     mut w: BoxWrite,
-    mut rx: mpsc::Receiver<(u64, Vec<u8>)>,
+    mut rx: mpsc::Receiver<(u64, Outgoing)>,
 ) -> ConnectionEnd {
     let writer = async move {
-        while let Some((request_id, body)) = rx.recv().await {
-            sealed_transport::write_frame(&mut w, request_id, &body).await?;
+        while let Some((request_id, out)) = rx.recv().await {
+            sealed_transport::write_frame_parts(&mut w, request_id, &out.head, &out.body).await?;
         }
         Ok::<_, TransportError>(())
     };
@@ -443,6 +484,64 @@ mod tests {
         let err = pool.call(&request).await.unwrap_err();
         assert!(matches!(err, PoolError::TooLarge { .. }), "{err:?}");
         assert_eq!(err.code(), ErrorCode::RequestTooLarge);
+    }
+
+    #[tokio::test]
+    async fn call_owned_sends_the_same_bytes_as_an_encoded_infer_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sock");
+        let listener = sealed_transport::Listener::bind(&Endpoint::Unix(path.clone())).unwrap();
+        let sealed: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let expected = EnclaveRequest::Infer {
+            sealed: sealed.clone(),
+        }
+        .encode()
+        .unwrap();
+        // A stand-in enclave: checks each frame body, answers with the sealed bytes reversed.
+        let enclave = tokio::spawn(async move {
+            let (mut r, mut w) = listener.accept().await.unwrap();
+            for _ in 0..2 {
+                let frame = sealed_transport::read_frame(&mut r, MAX_FRAME_LEN)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(frame.body, expected);
+                let EnclaveRequest::Infer { mut sealed } =
+                    EnclaveRequest::decode(&frame.body).unwrap()
+                else {
+                    panic!("not an infer request");
+                };
+                sealed.reverse();
+                let answer = EnclaveResponse::Infer { sealed }.encode().unwrap();
+                sealed_transport::write_frame(&mut w, frame.request_id, &answer)
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut config = PoolConfig::new(Endpoint::Unix(path));
+        // The stand-in accepts one connection.
+        config.connections = 1;
+        config.request_timeout = Duration::from_secs(10);
+        let pool = EnclavePool::start(config);
+        assert!(pool.wait_connected(Duration::from_secs(5)).await);
+        let mut reversed = sealed.clone();
+        reversed.reverse();
+        let owned = pool
+            .call_owned(EnclaveRequest::Infer {
+                sealed: sealed.clone(),
+            })
+            .await
+            .unwrap();
+        let borrowed = pool.call(&EnclaveRequest::Infer { sealed }).await.unwrap();
+        for answer in [owned, borrowed] {
+            assert!(
+                answer
+                    == EnclaveResponse::Infer {
+                        sealed: reversed.clone()
+                    }
+            );
+        }
+        enclave.await.unwrap();
     }
 
     #[test]

@@ -137,6 +137,15 @@ impl HostState {
         self.pool.call(request).await
     }
 
+    /// [`Self::call`] for a request the caller gives up: an inference's sealed bytes go into the
+    /// frame without being copied again (docs/performance.md).
+    pub async fn call_owned(&self, request: EnclaveRequest) -> Result<EnclaveResponse, PoolError> {
+        if self.probe() == Probe::Down {
+            return Err(PoolError::Unavailable);
+        }
+        self.pool.call_owned(request).await
+    }
+
     /// Sets the gauges that are read from live state rather than counted.
     pub fn refresh_gauges(&self) {
         let m = &self.metrics;

@@ -155,6 +155,25 @@ pub async fn write_frame<W: AsyncWrite + Unpin + ?Sized>(
     Ok(())
 }
 
+/// Writes one frame whose body is `head ‖ body` and flushes it, without joining the two into one
+/// buffer: a relay writes a small envelope prefix and a large payload it already holds. The
+/// frame header and `head` go out in one write.
+pub async fn write_frame_parts<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    request_id: u64,
+    head: &[u8],
+    body: &[u8],
+) -> Result<(), TransportError> {
+    let header = frame::encode_header(request_id, head.len().saturating_add(body.len()))?;
+    let mut first = Vec::with_capacity(HEADER_LEN + head.len());
+    first.extend_from_slice(&header);
+    first.extend_from_slice(head);
+    w.write_all(&first).await?;
+    w.write_all(body).await?;
+    w.flush().await?;
+    Ok(())
+}
+
 /// A bound listener on either transport.
 pub enum Listener {
     Unix(tokio::net::UnixListener),
@@ -227,6 +246,26 @@ mod tests {
         assert_eq!((f.request_id, f.body.as_slice()), (7, &b"hello"[..]));
         let f = read_frame(&mut br, 1024).await.unwrap().unwrap();
         assert_eq!((f.request_id, f.body.len()), (8, 0));
+        assert!(read_frame(&mut br, 1024).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_frame_written_in_parts_reads_back_as_one_body() {
+        let (a, b) = tokio::net::UnixStream::pair().unwrap();
+        let (_, mut aw) = a.into_split();
+        let (mut br, _) = b.into_split();
+        write_frame_parts(&mut aw, 9, b"head-", b"and body")
+            .await
+            .unwrap();
+        write_frame_parts(&mut aw, 10, b"", b"").await.unwrap();
+        drop(aw);
+        let f = read_frame(&mut br, 1024).await.unwrap().unwrap();
+        assert_eq!(
+            (f.request_id, f.body.as_slice()),
+            (9, &b"head-and body"[..])
+        );
+        let f = read_frame(&mut br, 1024).await.unwrap().unwrap();
+        assert_eq!((f.request_id, f.body.len()), (10, 0));
         assert!(read_frame(&mut br, 1024).await.unwrap().is_none());
     }
 

@@ -17,6 +17,7 @@
 //! - [`tensor`]: [`Tensor`] and [`DType`], validated on construction and on decode.
 //! - [`message`]: host↔enclave messages and the sealed inference request/response bodies.
 //! - [`manifest`]: the loaded-model manifest that the attestation commits to.
+//! - [`wipe`]: fast zeroing of plaintext buffers.
 #![cfg_attr(
     not(test),
     deny(
@@ -31,11 +32,13 @@ pub mod cbor;
 pub mod credentials;
 pub mod digest_bytes;
 pub mod error;
+mod fast;
 pub mod frame;
 pub mod limits;
 pub mod manifest;
 pub mod message;
 pub mod tensor;
+pub mod wipe;
 
 pub use credentials::AwsCredentials;
 pub use error::ErrorCode;

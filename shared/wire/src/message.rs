@@ -462,7 +462,12 @@ impl InferRequest {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let msg: InferRequest = decode_with_tensors(bytes)?;
+        // The layout our encoder writes is read without ciborium's copies; anything else (and
+        // every error) goes through the full decoder.
+        let msg: InferRequest = match crate::fast::infer_request(bytes) {
+            Some(msg) => msg,
+            None => decode_with_tensors(bytes)?,
+        };
         if !valid_model_id(&msg.model_id) {
             return Err(MessageError::InvalidModelId);
         }
@@ -492,7 +497,10 @@ impl InferResponse {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
-        let msg: InferResponse = decode_with_tensors(bytes)?;
+        let msg: InferResponse = match crate::fast::infer_response(bytes) {
+            Some(msg) => msg,
+            None => decode_with_tensors(bytes)?,
+        };
         match &msg {
             InferResponse::Ok { outputs } => check_tensors(outputs)?,
             InferResponse::Error { message, .. } => {
@@ -503,9 +511,183 @@ impl InferResponse {
     }
 }
 
+/// The CBOR bytes of `EnclaveRequest::Infer` and `EnclaveResponse::Infer` up to the sealed
+/// bytes: `{"infer": {"sealed": <byte string header>}}` (RFC 8949 §3.1, the serde externally
+/// tagged layout ciborium writes). Both messages share it.
+const INFER_ENVELOPE_HEAD: &[u8] = &[
+    0xa1, 0x65, b'i', b'n', b'f', b'e', b'r', 0xa1, 0x66, b's', b'e', b'a', b'l', b'e', b'd',
+];
+
+/// The bytes that precede `sealed_len` sealed bytes in the encoding of `EnclaveRequest::Infer`
+/// (and `EnclaveResponse::Infer`): `prefix ‖ sealed` equals `encode()` of that message. Lets a
+/// relay write the envelope and the sealed bytes without copying them into one buffer.
+pub fn infer_envelope_prefix(sealed_len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(INFER_ENVELOPE_HEAD.len() + 9);
+    out.extend_from_slice(INFER_ENVELOPE_HEAD);
+    // Major type 2 with the shortest length argument (RFC 8949 §3, §4.2.1), as ciborium writes.
+    let len = sealed_len as u64;
+    if len < 24 {
+        out.push(0x40 | len as u8);
+    } else if let Ok(l) = u8::try_from(len) {
+        out.extend_from_slice(&[0x58, l]);
+    } else if let Ok(l) = u16::try_from(len) {
+        out.push(0x59);
+        out.extend_from_slice(&l.to_be_bytes());
+    } else if let Ok(l) = u32::try_from(len) {
+        out.push(0x5a);
+        out.extend_from_slice(&l.to_be_bytes());
+    } else {
+        out.push(0x5b);
+        out.extend_from_slice(&len.to_be_bytes());
+    }
+    out
+}
+
+/// Where the sealed bytes lie in `bytes` if `bytes` is exactly an `Infer` envelope (request or
+/// response) with a definite-length byte string of 1..=[`MAX_SEALED_MESSAGE_LEN`] bytes and
+/// nothing after it. `None` means "not this shape": decode the message in full instead, which
+/// accepts every other valid encoding and reports errors. Lets the relays take the sealed bytes
+/// by position instead of copying them through the CBOR decoder.
+pub fn infer_envelope_range(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
+    let rest = bytes.strip_prefix(INFER_ENVELOPE_HEAD)?;
+    let (&initial, rest) = rest.split_first()?;
+    let (len, rest) = match initial {
+        0x40..=0x57 => (u64::from(initial & 0x1f), rest),
+        0x58 => {
+            let (l, rest) = rest.split_first_chunk::<1>()?;
+            (u64::from(l[0]), rest)
+        }
+        0x59 => {
+            let (l, rest) = rest.split_first_chunk::<2>()?;
+            (u64::from(u16::from_be_bytes(*l)), rest)
+        }
+        0x5a => {
+            let (l, rest) = rest.split_first_chunk::<4>()?;
+            (u64::from(u32::from_be_bytes(*l)), rest)
+        }
+        0x5b => {
+            let (l, rest) = rest.split_first_chunk::<8>()?;
+            (u64::from_be_bytes(*l), rest)
+        }
+        _ => return None,
+    };
+    let len = usize::try_from(len).ok()?;
+    if len == 0 || len > MAX_SEALED_MESSAGE_LEN || rest.len() != len {
+        return None;
+    }
+    let start = bytes.len() - len;
+    Some(start..bytes.len())
+}
+
+/// Takes the sealed bytes out of an owned `Infer` envelope in place (no new allocation).
+fn take_infer_envelope(mut bytes: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+    match infer_envelope_range(&bytes) {
+        Some(range) => {
+            bytes.truncate(range.end);
+            bytes.drain(..range.start);
+            Ok(bytes)
+        }
+        None => Err(bytes),
+    }
+}
+
+impl EnclaveRequest {
+    /// [`EnclaveRequest::decode`] of an owned frame body. An `Infer` envelope keeps its sealed
+    /// bytes in the same buffer instead of copying them through the CBOR decoder.
+    pub fn decode_owned(bytes: Vec<u8>) -> Result<Self, MessageError> {
+        match take_infer_envelope(bytes) {
+            Ok(sealed) => Ok(EnclaveRequest::Infer { sealed }),
+            Err(bytes) => EnclaveRequest::decode(&bytes),
+        }
+    }
+}
+
+impl EnclaveResponse {
+    /// [`EnclaveResponse::decode`] of an owned frame body, like [`EnclaveRequest::decode_owned`].
+    pub fn decode_owned(bytes: Vec<u8>) -> Result<Self, MessageError> {
+        match take_infer_envelope(bytes) {
+            Ok(sealed) => Ok(EnclaveResponse::Infer { sealed }),
+            Err(bytes) => EnclaveResponse::decode(&bytes),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn infer_envelope_prefix_and_range_match_the_full_encoding() {
+        for len in [1usize, 23, 24, 255, 256, 65_535, 65_536, 70_000] {
+            let sealed: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let request = EnclaveRequest::Infer {
+                sealed: sealed.clone(),
+            };
+            let full = request.encode().unwrap();
+            let mut parts = infer_envelope_prefix(len);
+            parts.extend_from_slice(&sealed);
+            assert_eq!(parts, full, "request prefix for {len}");
+            let response = EnclaveResponse::Infer {
+                sealed: sealed.clone(),
+            }
+            .encode()
+            .unwrap();
+            assert_eq!(response, full, "both envelopes share the layout");
+            let range = infer_envelope_range(&full).unwrap();
+            assert_eq!(&full[range], &sealed[..]);
+            assert!(EnclaveRequest::decode_owned(full.clone()).unwrap() == request);
+            assert!(
+                EnclaveResponse::decode_owned(full.clone()).unwrap()
+                    == EnclaveResponse::Infer { sealed }
+            );
+        }
+    }
+
+    #[test]
+    fn infer_envelope_range_refuses_other_shapes_and_decode_owned_falls_back() {
+        let full = EnclaveRequest::Infer {
+            sealed: vec![7; 300],
+        }
+        .encode()
+        .unwrap();
+        // Trailing byte, truncated body, empty sealed bytes: not the fast shape, and the full
+        // decoder refuses them with its usual errors.
+        let mut trailing = full.clone();
+        trailing.push(0);
+        let truncated = full[..full.len() - 1].to_vec();
+        let empty = EnclaveRequest::Infer { sealed: vec![] }.encode().unwrap();
+        for bad in [trailing, truncated, empty] {
+            assert!(infer_envelope_range(&bad).is_none());
+            assert_eq!(
+                EnclaveRequest::decode_owned(bad.clone()).unwrap_err(),
+                EnclaveRequest::decode(&bad).unwrap_err()
+            );
+        }
+        // A non-shortest length argument is valid CBOR: the range still finds the bytes.
+        let mut long_form = INFER_ENVELOPE_HEAD.to_vec();
+        long_form.push(0x5a);
+        long_form.extend_from_slice(&3u32.to_be_bytes());
+        long_form.extend_from_slice(b"abc");
+        assert_eq!(
+            &long_form[infer_envelope_range(&long_form).unwrap()],
+            b"abc"
+        );
+        assert!(
+            EnclaveRequest::decode(&long_form).unwrap()
+                == EnclaveRequest::Infer {
+                    sealed: b"abc".to_vec()
+                }
+        );
+        // Other messages decode as before.
+        let health = EnclaveRequest::Health.encode().unwrap();
+        assert!(infer_envelope_range(&health).is_none());
+        assert!(EnclaveRequest::decode_owned(health).unwrap() == EnclaveRequest::Health);
+        // An over-long sealed message is left to the full decoder, which refuses it.
+        let mut over = infer_envelope_prefix(MAX_SEALED_MESSAGE_LEN + 1);
+        over.resize(over.len() + MAX_SEALED_MESSAGE_LEN + 1, 1);
+        assert!(infer_envelope_range(&over).is_none());
+        assert!(EnclaveResponse::decode_owned(over).is_err());
+    }
     use crate::limits::MAX_TENSOR_RANK;
 
     /// A recognisable payload: if Debug ever printed it, as text or as a byte list, we would see it.

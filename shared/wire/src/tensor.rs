@@ -3,7 +3,6 @@
 //! from a declared size.
 
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroize;
 
 use crate::limits::{MAX_TENSOR_BYTES, MAX_TENSOR_ELEMENTS, MAX_TENSOR_RANK};
 
@@ -161,13 +160,13 @@ impl Serialize for Tensor {
 // Tensor data may be client plaintext: wipe it when the tensor goes away.
 impl Drop for Tensor {
     fn drop(&mut self) {
-        self.data.zeroize();
+        crate::wipe::wipe(&mut self.data);
     }
 }
 
 impl Drop for RawTensor {
     fn drop(&mut self) {
-        self.data.zeroize();
+        crate::wipe::wipe(&mut self.data);
     }
 }
 
