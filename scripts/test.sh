@@ -29,6 +29,25 @@ if ! grep -a -q -e 'sealed_mock_ca' target/debug/sealed-enclave || ! grep -a -q 
 fi
 cargo test --workspace --features sealed-enclave/simulation
 
+# 2b. The benchmark (docs/performance.md). The plain-HTTP enclave builds only under its own name:
+#     a `sealed-enclave` binary with `bench-plaintext` must fail to compile. Then a quick
+#     `sealed-bench compare` on the bundled model runs bare, sealed and plain inference end to end
+#     and checks every answer (figures from a debug build mean nothing; scripts/bench.sh measures).
+cargo build --workspace --features sealed-enclave/simulation,sealed-enclave/bench-plaintext \
+    --bin sealed-enclave-plain-bench
+if cargo check --workspace --features sealed-enclave/simulation,sealed-enclave/bench-plaintext \
+        --bin sealed-enclave >target/bench-plaintext-guard.log 2>&1; then
+    echo "FAIL: sealed-enclave compiled with the bench-plaintext feature" >&2
+    exit 1
+fi
+if ! grep -q "builds only .sealed-enclave-plain-bench." target/bench-plaintext-guard.log; then
+    echo "FAIL: sealed-enclave with bench-plaintext failed for another reason:" >&2
+    cat target/bench-plaintext-guard.log >&2
+    exit 1
+fi
+echo "ok: bench-plaintext cannot be built into sealed-enclave"
+target/debug/sealed-bench compare --quick --models digits --json target/bench-smoke.json
+
 # 3. The mock KMS against a second, independent AWS SDK (boto3, in a venv under target/): the Rust
 #    SDK is exercised by the tests above; botocore serialises, signs and parses errors on its own.
 if [ ! -x target/py-sdk-check/bin/python ]; then

@@ -1,18 +1,1052 @@
-//! `sealed-bench compare`: bare tract vs the sealed path vs the plain-HTTP path (docs/performance.md).
-//! Owned by H2 this round; skeleton only.
+//! `sealed-bench compare`: bare tract vs the sealed path vs the plain-HTTP path
+//! (docs/performance.md).
+//!
+//! For every model (H1's `models.json`, or the bundled digits model when that is missing) and
+//! every input size, three variants run at each concurrency C for S seconds after a warm-up:
+//! - **bare**: tract in this process, the enclave engine's structure, no transport ([`bare`]);
+//! - **sealed**: the simulation stack, the model sealed and uploaded through the admin API, C
+//!   attested SDK sessions ([`remote`]);
+//! - **plain**: the same stack with `sealed-enclave-plain-bench`, plain `InferRequest` CBOR over
+//!   HTTP (no HPKE, no attestation on the request path).
+//!
+//! Every answer is checked against the bare runner's answer to the same input (names, dtypes,
+//! shapes, values; for `echo`, that answer is itself checked to be y = 2x + 1): a wrong answer is
+//! counted as an error. Beside latency and throughput: model load (bare tract vs sealed upload →
+//! ready), peak RSS (enclave VmHWM vs `sealed-bench bare-rss`, a child holding the model in bare
+//! tract), `/proc/PID/io` bytes per request for host and enclave, and worker scaling. Nothing is
+//! asserted about speed: figures are printed and written as JSON.
+
+mod bare;
+mod remote;
+mod report;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use sealed_wire::{DType, NamedTensor, Tensor};
+use serde_json::Value;
+
+use crate::load::{percentile, read_mem};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Directory with `models.json` (scripts/make_bench_models.py); without it, only the bundled
+    /// digits model runs.
+    #[arg(long, default_value = "target/bench-models")]
+    models_dir: PathBuf,
+    /// Only these model ids (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// Inference workers for bare tract and the enclave (default: available cores).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// Concurrent clients per cell (default 1,2,4,16,64; --quick 1,4).
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// Measured seconds per cell (default 3; --quick 0.5).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// Short cells and fewer concurrencies: a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Where sealed-host, sealed-enclave and sealed-enclave-plain-bench are (default: next to
+    /// this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Run without the plain-HTTP variant (required when sealed-enclave-plain-bench is absent).
+    #[arg(long)]
+    no_plain: bool,
+    /// Skip the worker-scaling runs.
+    #[arg(long)]
+    no_scaling: bool,
+    /// onnxruntime figures (scripts/bench_onnxruntime.py) to print beside bare tract.
+    #[arg(long)]
+    ort_json: Option<PathBuf>,
+    /// Write the report as JSON here too.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("sealed-bench compare is not implemented yet")
+/// A model to run, as models.json describes it.
+pub struct ModelSpec {
+    pub id: String,
+    pub file: PathBuf,
+    pub input_name: String,
+    /// None for a symbolic dimension.
+    pub shape: Vec<Option<u64>>,
+    pub input_bytes: Vec<u64>,
+}
+
+/// One model × input size: the input every request sends and the answer it must get.
+pub struct Case {
+    pub input_bytes: u64,
+    pub input_name: String,
+    pub input: Tensor,
+    pub reference: Vec<NamedTensor>,
+}
+
+/// When a cell's clients start measuring and stop sending.
+#[derive(Clone, Copy)]
+pub struct Window {
+    pub warm_end: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    /// A client stops at the end of the window once it has one measured request (a request
+    /// slower than the whole cell still gives a figure instead of an empty cell).
+    pub fn done(&self, now: Instant, measured: bool) -> bool {
+        now >= self.end && measured
+    }
+
+    /// The union of two clients' (first measured send, last answer) spans: a cell's throughput
+    /// is its answers over this span.
+    pub fn merge(
+        a: Option<(Instant, Instant)>,
+        b: Option<(Instant, Instant)>,
+    ) -> Option<(Instant, Instant)> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+            (a, None) => a,
+            (None, b) => b,
+        }
+    }
+}
+
+/// What one variant did at one concurrency.
+#[derive(Default, Clone)]
+pub struct Cell {
+    pub concurrency: usize,
+    /// Latencies of the correct answers, µs, sorted by [`Cell::finish`].
+    pub lat_us: Vec<u64>,
+    pub errors: BTreeMap<String, u64>,
+    /// First measured send to the last answer.
+    pub wall_s: f64,
+    /// Host and enclave counters over the window (stack variants).
+    pub host: Option<Counters>,
+    pub enclave: Option<Counters>,
+}
+
+impl Cell {
+    fn finish(&mut self) {
+        self.lat_us.sort_unstable();
+    }
+    pub fn ok(&self) -> u64 {
+        self.lat_us.len() as u64
+    }
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+    pub fn throughput(&self) -> f64 {
+        self.ok() as f64 / self.wall_s.max(1e-9)
+    }
+    pub fn p_ms(&self, p: f64) -> f64 {
+        percentile(&self.lat_us, p) as f64 / 1000.0
+    }
+    /// A counter per request (ok + errors).
+    pub fn per_request(&self, value: Option<u64>) -> Option<f64> {
+        let n = self.ok() + self.error_count();
+        value.filter(|_| n > 0).map(|b| b as f64 / n as f64)
+    }
+    /// CPU µs per request of one process.
+    pub fn cpu_us_per_request(&self, c: Option<Counters>) -> Option<f64> {
+        self.per_request(c.map(|c| c.cpu_ticks))
+            .map(|t| t * 1e6 / CLOCK_TICKS_PER_S)
+    }
+}
+
+/// One variant of one model: per case, per concurrency (None: skipped).
+pub struct VariantRun {
+    /// Why it did not run at all.
+    pub skipped: Option<String>,
+    pub cells: Vec<Vec<Option<Cell>>>,
+    /// Model load: bare tract parse → runnable, or sealed upload → ready.
+    pub load_ms: Option<f64>,
+    /// Bare: the bare-rss child's VmHWM; stacks: the enclave's VmHWM after the run.
+    pub hwm_kb: Option<u64>,
+}
+
+impl VariantRun {
+    fn skipped(reason: String) -> VariantRun {
+        VariantRun {
+            skipped: Some(reason),
+            cells: Vec::new(),
+            load_ms: None,
+            hwm_kb: None,
+        }
+    }
+}
+
+pub struct ModelResult {
+    pub id: String,
+    pub bytes: u64,
+    pub cases: Vec<u64>,
+    pub bare: VariantRun,
+    pub sealed: VariantRun,
+    pub plain: VariantRun,
+}
+
+/// Worker scaling: throughput at C = 2 × cores for each worker count.
+pub struct Scaling {
+    pub model: String,
+    pub concurrency: usize,
+    /// (workers, bare rps, sealed rps)
+    pub rows: Vec<(usize, Option<f64>, Option<f64>)>,
+}
+
+pub struct Settings {
+    pub workers: usize,
+    pub cores: usize,
+    pub concurrency: Vec<usize>,
+    pub seconds: f64,
+    pub warmup: f64,
+    pub quick: bool,
+    pub plain: bool,
+    pub notes: Vec<String>,
+}
+
+/// Cells whose requests would hold more than this many input bytes in flight are skipped (and
+/// listed as skipped): 64 × 16 MB requests would hold gigabytes in client, host and enclave.
+const MAX_IN_FLIGHT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Per-process counters read at the start and the end of a measured window.
+#[derive(Default, Clone, Copy)]
+pub struct Counters {
+    /// rchar + wchar (proc(5) `/proc/PID/io`): bytes through read(2)/write(2)-family calls.
+    /// Linux does not count send(2)/recv(2)-family calls here, which is how Rust's std and tokio
+    /// move socket data, so socket payloads are mostly missing from this figure.
+    pub io_bytes: u64,
+    /// utime + stime in clock ticks (proc(5) `/proc/PID/stat` fields 14 and 15).
+    pub cpu_ticks: u64,
+    /// Voluntary + involuntary context switches summed over the live threads.
+    pub ctx_switches: u64,
+}
+
+/// USER_HZ: the unit of `/proc/PID/stat` times (100 on every Linux architecture Rust targets
+/// with a Nitro host).
+const CLOCK_TICKS_PER_S: f64 = 100.0;
+
+impl Counters {
+    pub fn read(pid: Option<u32>) -> Option<Counters> {
+        let pid = pid?;
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+        let field = |text: &str, name: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may hold spaces) start at field 3, `state`.
+        let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let tick = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok());
+        let mut ctx_switches = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+        {
+            if let Ok(status) = std::fs::read_to_string(task.path().join("status")) {
+                ctx_switches += field(&status, "voluntary_ctxt_switches:").unwrap_or(0)
+                    + field(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0);
+            }
+        }
+        Some(Counters {
+            io_bytes: field(&io, "rchar:")? + field(&io, "wchar:")?,
+            cpu_ticks: tick(11)? + tick(12)?,
+            ctx_switches,
+        })
+    }
+
+    /// `after - self`.
+    pub fn delta(self, after: Counters) -> Counters {
+        Counters {
+            io_bytes: after.io_bytes.saturating_sub(self.io_bytes),
+            cpu_ticks: after.cpu_ticks.saturating_sub(self.cpu_ticks),
+            ctx_switches: after.ctx_switches.saturating_sub(self.ctx_switches),
+        }
+    }
+}
+
+/// Deterministic inputs in [-1, 1) (xorshift64*, fixed seed): the same bytes for every variant.
+fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+            (r as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// The input shape for `input_bytes` of f32: a symbolic dimension takes what the fixed ones leave.
+fn resolve_shape(shape: &[Option<u64>], input_bytes: u64) -> Result<Vec<u64>> {
+    let fixed: u64 = shape.iter().flatten().product();
+    let symbolic = shape.iter().filter(|d| d.is_none()).count();
+    let elements = input_bytes / 4;
+    match symbolic {
+        0 => Ok(shape.iter().flatten().copied().collect()),
+        1 if fixed > 0 && elements.is_multiple_of(fixed) => Ok(shape
+            .iter()
+            .map(|d| d.unwrap_or(elements / fixed))
+            .collect()),
+        _ => bail!("cannot shape {input_bytes} bytes of f32 into {shape:?}"),
+    }
+}
+
+fn values_match(got: &Tensor, want: &Tensor) -> bool {
+    match want.dtype() {
+        DType::F32 => match (got.to_f32(), want.to_f32()) {
+            (Ok(g), Ok(w)) => g
+                .iter()
+                .zip(&w)
+                .all(|(g, w)| (g - w).abs() <= 1e-4 + 1e-4 * w.abs()),
+            _ => false,
+        },
+        _ => got.data() == want.data(),
+    }
+}
+
+/// An answer is right when it has the reference's outputs (names, dtypes, shapes) with the same
+/// values (f32 within 1e-4 relative + absolute).
+pub fn check_answer(case: &Case, outputs: &[NamedTensor]) -> Result<(), String> {
+    if outputs.len() != case.reference.len() {
+        return Err("wrong_answer".into());
+    }
+    for want in &case.reference {
+        let Some(got) = outputs.iter().find(|o| o.name == want.name) else {
+            return Err("wrong_answer".into());
+        };
+        if got.tensor.dtype() != want.tensor.dtype()
+            || got.tensor.shape() != want.tensor.shape()
+            || !values_match(&got.tensor, &want.tensor)
+        {
+            return Err("wrong_answer".into());
+        }
+    }
+    Ok(())
+}
+
+/// echo: y = 2x + 1 elementwise (checks the reference itself).
+fn check_echo(input: &Tensor, outputs: &[NamedTensor]) -> Result<()> {
+    let x = input.to_f32()?;
+    let [out] = outputs else {
+        bail!("echo: expected one output")
+    };
+    let y = out.tensor.to_f32()?;
+    if y.len() != x.len()
+        || x.iter()
+            .zip(&y)
+            .any(|(x, y)| (x * 2.0 + 1.0 - y).abs() > 1e-5)
+    {
+        bail!("echo: bare tract did not answer y = 2x + 1");
+    }
+    Ok(())
+}
+
+fn load_specs(dir: &Path, only: &[String], notes: &mut Vec<String>) -> Result<Vec<ModelSpec>> {
+    let index = dir.join("models.json");
+    let mut specs = Vec::new();
+    if index.is_file() {
+        let j: Value = serde_json::from_str(&std::fs::read_to_string(&index)?)
+            .with_context(|| format!("{}", index.display()))?;
+        for m in j["models"].as_array().context("models.json: no models")? {
+            let id = m["id"].as_str().context("models.json: id")?.to_string();
+            if m["input"]["dtype"].as_str() != Some("f32") {
+                bail!("models.json: {id}: only f32 inputs are supported");
+            }
+            let shape = m["input"]["shape"]
+                .as_array()
+                .context("models.json: shape")?
+                .iter()
+                .map(Value::as_u64)
+                .collect();
+            specs.push(ModelSpec {
+                file: dir.join(m["file"].as_str().context("models.json: file")?),
+                input_name: m["input"]["name"]
+                    .as_str()
+                    .context("models.json: input name")?
+                    .to_string(),
+                shape,
+                input_bytes: m["input_bytes"]
+                    .as_array()
+                    .context("models.json: input_bytes")?
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .collect(),
+                id,
+            });
+        }
+    } else {
+        notes.push(format!(
+            "{} not found (scripts/bench.sh makes it): bundled digits model only",
+            index.display()
+        ));
+        let digits = sealed_sim::assets::Digits::load(&sealed_sim::assets::default_dir())?;
+        specs.push(ModelSpec {
+            id: "digits".into(),
+            file: digits.model,
+            input_name: "input".into(),
+            shape: vec![Some(1), Some(64)],
+            input_bytes: vec![256],
+        });
+    }
+    if !only.is_empty() {
+        for want in only {
+            if !specs.iter().any(|s| &s.id == want) {
+                bail!("model {want:?} is not in the model list");
+            }
+        }
+        specs.retain(|s| only.contains(&s.id));
+    }
+    Ok(specs)
+}
+
+/// Bare cell: `concurrency` threads sending jobs to the pool back to back.
+fn bare_cell(pool: &bare::Pool, case: &Case, concurrency: usize, warmup: f64, secs: f64) -> Cell {
+    let start = Instant::now();
+    let w = Window {
+        warm_end: start + Duration::from_secs_f64(warmup),
+        end: start + Duration::from_secs_f64(warmup + secs),
+    };
+    let mut out = Cell {
+        concurrency,
+        ..Cell::default()
+    };
+    let mut span: Option<(Instant, Instant)> = None;
+    std::thread::scope(|s| {
+        let threads: Vec<_> = (0..concurrency)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut lat = Vec::new();
+                    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+                    let mut span: Option<(Instant, Instant)> = None;
+                    loop {
+                        let sent = Instant::now();
+                        if w.done(sent, span.is_some()) {
+                            break;
+                        }
+                        let answer = pool.infer(vec![case.input.clone()]);
+                        let done = Instant::now();
+                        if sent < w.warm_end {
+                            continue;
+                        }
+                        span = Some((span.map_or(sent, |s| s.0), done));
+                        match answer.and_then(|o| check_answer(case, &o)) {
+                            Ok(()) => lat.push(done.duration_since(sent).as_micros() as u64),
+                            Err(e) => *errors.entry(e).or_default() += 1,
+                        }
+                    }
+                    (lat, errors, span)
+                })
+            })
+            .collect();
+        for t in threads {
+            if let Ok((lat, errors, s)) = t.join() {
+                out.lat_us.extend(lat);
+                for (k, v) in errors {
+                    *out.errors.entry(k).or_default() += v;
+                }
+                span = Window::merge(span, s);
+            } else {
+                *out.errors.entry("client_panicked".into()).or_default() += 1;
+            }
+        }
+    });
+    out.wall_s = span.map_or(0.0, |(a, b)| b.duration_since(a).as_secs_f64());
+    out.finish();
+    out
+}
+
+/// Runs `sealed-bench bare-rss` on `file` in a child process; its VmHWM in kB.
+fn bare_rss_child(spec: &ModelSpec, shape: &[u64]) -> Result<u64> {
+    let exe = std::env::current_exe()?;
+    let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
+    let out = std::process::Command::new(exe)
+        .arg("bare-rss")
+        .arg("--model")
+        .arg(&spec.file)
+        .arg("--shape")
+        .arg(shape.join(","))
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "bare-rss failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let j: Value = serde_json::from_str(text.trim()).context("bare-rss output")?;
+    j["vmhwm_kb"].as_u64().context("bare-rss: no vmhwm_kb")
+}
+
+fn skip_reason(case: &Case, c: usize) -> bool {
+    case.input_bytes.saturating_mul(c as u64) > MAX_IN_FLIGHT_BYTES
+}
+
+/// Machine description for the report header.
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|r| r.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    serde_json::json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "kernel": kernel,
+        "bench_profile": if cfg!(debug_assertions) { "dev" } else { "release" },
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_stack_variant(
+    rt: &tokio::runtime::Runtime,
+    sim: &mut remote::Sim,
+    mode: remote::Mode,
+    enclave: &Path,
+    spec: &ModelSpec,
+    cases: &[Arc<Case>],
+    concurrency: &[usize],
+    workers: usize,
+    warmup: f64,
+    secs: f64,
+) -> Result<VariantRun> {
+    let max_c = concurrency.iter().copied().max().unwrap_or(1);
+    rt.block_on(async {
+        let (running, upload_ms) = sim
+            .start_stack(enclave, workers, max_c, &spec.id, &spec.file)
+            .await?;
+        let mut cells = Vec::new();
+        let mut failure = None;
+        'cases: for case in cases {
+            let mut row = Vec::new();
+            for &c in concurrency {
+                if skip_reason(case, c) {
+                    row.push(None);
+                    continue;
+                }
+                let cell = remote::cell(
+                    mode,
+                    &running,
+                    &spec.id,
+                    case,
+                    c,
+                    Duration::from_secs_f64(warmup),
+                    Duration::from_secs_f64(secs),
+                )
+                .await;
+                match cell {
+                    Ok(cell) => {
+                        eprintln!(
+                            "  {:<6} {:>9} B  C={c:<3} {:>8.1} req/s  p50 {:.3} ms  errors {}",
+                            if mode == remote::Mode::Sealed {
+                                "sealed"
+                            } else {
+                                "plain"
+                            },
+                            case.input_bytes,
+                            cell.throughput(),
+                            cell.p_ms(50.0),
+                            cell.error_count()
+                        );
+                        row.push(Some(cell));
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        cells.push(row);
+                        break 'cases;
+                    }
+                }
+            }
+            cells.push(row);
+        }
+        let hwm_kb = read_mem(running.enclave_pid()).map(|m| m.hwm_kb);
+        running.stack.stop().await;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(VariantRun {
+            skipped: None,
+            cells,
+            load_ms: Some(upload_ms),
+            hwm_kb,
+        })
+    })
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = args.workers.unwrap_or(cores).max(1);
+    let concurrency = if !args.concurrency.is_empty() {
+        args.concurrency.clone()
+    } else if args.quick {
+        vec![1, 4]
+    } else {
+        vec![1, 2, 4, 16, 64]
+    };
+    if concurrency.contains(&0) {
+        bail!("--concurrency: every value must be at least 1");
+    }
+    let seconds = args
+        .seconds
+        .unwrap_or(if args.quick { 0.5 } else { 3.0 })
+        .max(0.05);
+    let warmup = if args.quick { 0.2 } else { 0.5 };
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => sealed_sim::stack::default_bin_dir()?,
+    };
+    let mut notes = Vec::new();
+    let plain_bin = bin_dir.join("sealed-enclave-plain-bench");
+    let plain = if args.no_plain {
+        notes.push("plain-HTTP variant not run (--no-plain)".to_string());
+        false
+    } else if plain_bin.is_file() {
+        true
+    } else {
+        bail!(
+            "{} not found: build it with `cargo build -p sealed-enclave --features simulation,bench-plaintext --bin sealed-enclave-plain-bench` (add --release for figures), or pass --no-plain",
+            plain_bin.display()
+        );
+    };
+    let specs = load_specs(&args.models_dir, &args.models, &mut notes)?;
+    let ort = match &args.ort_json {
+        Some(p) => Some(
+            serde_json::from_str::<Value>(&std::fs::read_to_string(p)?)
+                .with_context(|| format!("{}", p.display()))?,
+        ),
+        None => None,
+    };
+    let settings = Settings {
+        workers,
+        cores,
+        concurrency: concurrency.clone(),
+        seconds,
+        warmup,
+        quick: args.quick,
+        plain,
+        notes,
+    };
+    let machine = machine();
+    eprintln!(
+        "sealed-bench compare: {} model(s), workers {workers}, concurrency {concurrency:?}, {seconds} s cells",
+        specs.len()
+    );
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut sim = rt.block_on(remote::Sim::start(&bin_dir))?;
+    let sealed_bin = bin_dir.join("sealed-enclave");
+    let mut results = Vec::new();
+    let mut scaling = Vec::new();
+    let outcome = (|| -> Result<()> {
+        for spec in &specs {
+            eprintln!("model {} ({})", spec.id, spec.file.display());
+            let bytes = std::fs::read(&spec.file)
+                .with_context(|| format!("reading {}", spec.file.display()))?;
+            let t = Instant::now();
+            let plan =
+                Arc::new(bare::load(&bytes).with_context(|| format!("loading {}", spec.id))?);
+            let bare_load_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let model_bytes = bytes.len() as u64;
+            drop(bytes);
+
+            let mut cases = Vec::new();
+            for (k, &n) in spec.input_bytes.iter().enumerate() {
+                let shape = resolve_shape(&spec.shape, n)?;
+                let elements: u64 = shape.iter().product();
+                let input =
+                    Tensor::from_f32(shape, &pseudo_random(elements as usize, 0x5EA1 + k as u64))?;
+                let reference = plan
+                    .run(std::slice::from_ref(&input))
+                    .with_context(|| format!("{}: bare reference run", spec.id))?;
+                if spec.id == "echo" {
+                    check_echo(&input, &reference)?;
+                }
+                cases.push(Arc::new(Case {
+                    input_bytes: elements * 4,
+                    input_name: spec.input_name.clone(),
+                    input,
+                    reference,
+                }));
+            }
+            let Some(first) = cases.first() else {
+                bail!("{}: no input sizes", spec.id)
+            };
+            let bare_hwm = bare_rss_child(spec, first.input.shape())
+                .map_err(|e| eprintln!("  bare-rss: {e:#}"))
+                .ok();
+
+            let pool = bare::Pool::start(Arc::clone(&plan), workers);
+            let mut bare_cells = Vec::new();
+            for case in &cases {
+                let mut row = Vec::new();
+                for &c in &concurrency {
+                    if skip_reason(case, c) {
+                        row.push(None);
+                        continue;
+                    }
+                    let cell = bare_cell(&pool, case, c, warmup, seconds);
+                    eprintln!(
+                        "  bare   {:>9} B  C={c:<3} {:>8.1} req/s  p50 {:.3} ms  errors {}",
+                        case.input_bytes,
+                        cell.throughput(),
+                        cell.p_ms(50.0),
+                        cell.error_count()
+                    );
+                    row.push(Some(cell));
+                }
+                bare_cells.push(row);
+            }
+            drop(pool);
+            let bare_run = VariantRun {
+                skipped: None,
+                cells: bare_cells,
+                load_ms: Some(bare_load_ms),
+                hwm_kb: bare_hwm,
+            };
+            let sealed = run_stack_variant(
+                &rt,
+                &mut sim,
+                remote::Mode::Sealed,
+                &sealed_bin,
+                spec,
+                &cases,
+                &concurrency,
+                workers,
+                warmup,
+                seconds,
+            )?;
+            let plain_run = if plain {
+                run_stack_variant(
+                    &rt,
+                    &mut sim,
+                    remote::Mode::Plain,
+                    &plain_bin,
+                    spec,
+                    &cases,
+                    &concurrency,
+                    workers,
+                    warmup,
+                    seconds,
+                )?
+            } else {
+                VariantRun::skipped("not run (--no-plain)".into())
+            };
+
+            if !args.no_scaling && (spec.id == "digits" || spec.id == "conv") {
+                let c = 2 * cores;
+                let case = &cases[0];
+                let mut rows = Vec::new();
+                for w in 1..=cores {
+                    eprintln!("  scaling: workers {w}, C={c}");
+                    let pool = bare::Pool::start(Arc::clone(&plan), w);
+                    let b = bare_cell(&pool, case, c, warmup, seconds);
+                    drop(pool);
+                    let s = run_stack_variant(
+                        &rt,
+                        &mut sim,
+                        remote::Mode::Sealed,
+                        &sealed_bin,
+                        spec,
+                        std::slice::from_ref(case),
+                        &[c],
+                        w,
+                        warmup,
+                        seconds,
+                    )?;
+                    let s_rps = s
+                        .cells
+                        .first()
+                        .and_then(|r| r.first())
+                        .and_then(|c| c.as_ref())
+                        .map(Cell::throughput);
+                    rows.push((w, Some(b.throughput()), s_rps));
+                }
+                scaling.push(Scaling {
+                    model: spec.id.clone(),
+                    concurrency: c,
+                    rows,
+                });
+            }
+
+            results.push(ModelResult {
+                id: spec.id.clone(),
+                bytes: model_bytes,
+                cases: cases.iter().map(|c| c.input_bytes).collect(),
+                bare: bare_run,
+                sealed,
+                plain: plain_run,
+            });
+        }
+        Ok(())
+    })();
+    rt.block_on(sim.stop());
+    outcome?;
+
+    let json = report::json(&machine, &settings, &results, &scaling, ort.as_ref());
+    print!("{}", report::table(&json));
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")?;
+        println!("report written to {}", path.display());
+    }
+    Ok(())
 }
 
 /// `sealed-bench bare-rss`: a child process that holds one model in bare tract and reports its
 /// peak RSS.
 #[derive(clap::Args)]
-pub struct BareRssArgs {}
+pub struct BareRssArgs {
+    /// The ONNX model.
+    #[arg(long)]
+    model: PathBuf,
+    /// Input shape, comma-separated (symbolic dimensions resolved).
+    #[arg(long, value_delimiter = ',', required = true)]
+    shape: Vec<u64>,
+}
 
-pub fn bare_rss(_args: BareRssArgs) -> anyhow::Result<()> {
-    anyhow::bail!("sealed-bench bare-rss is not implemented yet")
+/// Loads the model as the bare runner does, runs one inference, prints
+/// `{"vmhwm_kb": N, "vmrss_kb": N}` (proc(5) VmHWM / VmRSS).
+pub fn bare_rss(args: BareRssArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let plan = bare::load(&bytes)?;
+    drop(bytes);
+    let elements: u64 = args.shape.iter().product();
+    let input = Tensor::from_f32(args.shape, &pseudo_random(elements as usize, 0x5EA1))?;
+    let outputs = plan.run(&[input])?;
+    if outputs.is_empty() {
+        bail!("the model gave no output");
+    }
+    let mem = read_mem(Some(std::process::id())).context("reading /proc/self/status")?;
+    println!(
+        "{}",
+        serde_json::json!({"vmhwm_kb": mem.hwm_kb, "vmrss_kb": mem.rss_kb})
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symbolic_dimension_takes_the_remaining_elements() {
+        assert_eq!(resolve_shape(&[None], 1024).unwrap(), vec![256]);
+        assert_eq!(
+            resolve_shape(&[Some(1), None], 16_000_000).unwrap(),
+            vec![1, 4_000_000]
+        );
+        assert_eq!(
+            resolve_shape(&[Some(1), Some(64)], 999).unwrap(),
+            vec![1, 64]
+        );
+        assert!(resolve_shape(&[Some(3), None], 16).is_err());
+        assert!(resolve_shape(&[None, None], 16).is_err());
+    }
+
+    #[test]
+    fn pseudo_random_inputs_are_deterministic_and_in_range() {
+        let a = pseudo_random(1000, 7);
+        assert_eq!(a, pseudo_random(1000, 7));
+        assert_ne!(a, pseudo_random(1000, 8));
+        assert!(a.iter().all(|v| (-1.0..1.0).contains(v)));
+    }
+
+    fn case(values: &[f32]) -> Case {
+        let t = Tensor::from_f32(vec![values.len() as u64], values).unwrap();
+        Case {
+            input_bytes: 4 * values.len() as u64,
+            input_name: "x".into(),
+            input: t.clone(),
+            reference: vec![NamedTensor {
+                name: "y".into(),
+                tensor: t,
+            }],
+        }
+    }
+
+    #[test]
+    fn answers_are_checked_against_the_reference() {
+        let c = case(&[1.0, 2.0, 3.0]);
+        let answer = |name: &str, v: &[f32]| {
+            vec![NamedTensor {
+                name: name.into(),
+                tensor: Tensor::from_f32(vec![v.len() as u64], v).unwrap(),
+            }]
+        };
+        assert!(check_answer(&c, &answer("y", &[1.0, 2.0, 3.00001])).is_ok());
+        assert!(check_answer(&c, &answer("y", &[1.0, 2.0, 3.1])).is_err());
+        assert!(check_answer(&c, &answer("z", &[1.0, 2.0, 3.0])).is_err());
+        assert!(check_answer(&c, &answer("y", &[1.0, 2.0])).is_err());
+        assert!(check_answer(&c, &[]).is_err());
+        let wrong_dtype = vec![NamedTensor {
+            name: "y".into(),
+            tensor: Tensor::from_i64(vec![3], &[1, 2, 3]).unwrap(),
+        }];
+        assert!(check_answer(&c, &wrong_dtype).is_err());
+    }
+
+    #[test]
+    fn echo_check_wants_two_x_plus_one() {
+        let x = Tensor::from_f32(vec![3], &[0.0, 1.0, -0.5]).unwrap();
+        let out = |v: &[f32]| {
+            vec![NamedTensor {
+                name: "y".into(),
+                tensor: Tensor::from_f32(vec![3], v).unwrap(),
+            }]
+        };
+        assert!(check_echo(&x, &out(&[1.0, 3.0, 0.0])).is_ok());
+        assert!(check_echo(&x, &out(&[1.0, 3.0, 0.1])).is_err());
+    }
+
+    #[test]
+    fn reads_this_processs_counters() {
+        let pid = Some(std::process::id());
+        let before = Counters::read(pid).unwrap();
+        std::fs::write(
+            std::env::temp_dir().join("sealed-bench-io-test"),
+            [0u8; 4096],
+        )
+        .unwrap();
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(30) {
+            std::hint::black_box(pseudo_random(1000, 1));
+        }
+        let d = before.delta(Counters::read(pid).unwrap());
+        assert!(d.io_bytes >= 4096);
+        assert!(d.cpu_ticks >= 1);
+        assert!(Counters::read(None).is_none());
+    }
+
+    #[test]
+    fn bare_runner_answers_the_digits_model_and_a_pool_serves_concurrent_jobs() {
+        let digits = sealed_sim::assets::Digits::load(&sealed_sim::assets::default_dir()).unwrap();
+        let plan = Arc::new(bare::load(&std::fs::read(&digits.model).unwrap()).unwrap());
+        let example = digits
+            .examples
+            .iter()
+            .find(|e| e.predicted_labels.len() == 1)
+            .unwrap();
+        let input = sealed_client::npy::read_file(&example.file).unwrap();
+        let out = plan.run(std::slice::from_ref(&input)).unwrap();
+        let label = out.iter().find(|o| o.name == "label").unwrap();
+        assert_eq!(label.tensor.to_i64().unwrap(), example.predicted_labels);
+        let c = Case {
+            input_bytes: input.data().len() as u64,
+            input_name: "input".into(),
+            input,
+            reference: out,
+        };
+        let pool = bare::Pool::start(plan, 2);
+        let cell = bare_cell(&pool, &c, 3, 0.01, 0.05);
+        assert!(cell.ok() > 0);
+        assert_eq!(cell.error_count(), 0);
+    }
+
+    #[test]
+    fn models_json_is_read_and_filtered_and_unknown_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = serde_json::json!({"models": [
+            {"id": "conv", "file": "conv.onnx", "input": {"name": "input", "dtype": "f32",
+             "shape": [1, 3, 8, 8]}, "outputs": ["logits"], "input_bytes": [768]},
+            {"id": "echo", "file": "echo.onnx", "input": {"name": "x", "dtype": "f32",
+             "shape": ["n"]}, "outputs": ["y"], "input_bytes": [1024, 16000000]},
+        ]});
+        std::fs::write(dir.path().join("models.json"), index.to_string()).unwrap();
+        let mut notes = Vec::new();
+        let all = load_specs(dir.path(), &[], &mut notes).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].shape, vec![None]);
+        assert_eq!(all[1].input_bytes, vec![1024, 16_000_000]);
+        assert_eq!(all[0].file, dir.path().join("conv.onnx"));
+        assert!(notes.is_empty());
+        let echo = load_specs(dir.path(), &["echo".into()], &mut notes).unwrap();
+        assert_eq!(echo.len(), 1);
+        assert!(load_specs(dir.path(), &["nope".into()], &mut notes).is_err());
+
+        let missing = load_specs(&dir.path().join("none"), &[], &mut notes).unwrap();
+        assert_eq!(missing[0].id, "digits");
+        assert_eq!(notes.len(), 1);
+    }
+
+    #[test]
+    fn a_window_waits_for_one_measured_request_and_spans_merge() {
+        let t0 = Instant::now();
+        let w = Window {
+            warm_end: t0,
+            end: t0 + Duration::from_secs(1),
+        };
+        assert!(!w.done(t0 + Duration::from_secs(2), false));
+        assert!(w.done(t0 + Duration::from_secs(2), true));
+        assert!(!w.done(t0, true));
+        let s = |a: u64, b: u64| Some((t0 + Duration::from_secs(a), t0 + Duration::from_secs(b)));
+        assert_eq!(Window::merge(s(1, 3), s(2, 5)), s(1, 5));
+        assert_eq!(Window::merge(None, s(2, 5)), s(2, 5));
+        assert_eq!(Window::merge(None, None), None);
+    }
+
+    #[test]
+    fn the_report_puts_ratios_and_onnxruntime_beside_each_case() {
+        let cell = |c: usize, lat: Vec<u64>| Cell {
+            concurrency: c,
+            lat_us: lat,
+            wall_s: 1.0,
+            ..Cell::default()
+        };
+        let run = |lat: u64| VariantRun {
+            skipped: None,
+            cells: vec![vec![Some(cell(1, vec![lat; 10])), None]],
+            load_ms: Some(1.0),
+            hwm_kb: Some(2048),
+        };
+        let results = [ModelResult {
+            id: "echo".into(),
+            bytes: 218,
+            cases: vec![1024],
+            bare: run(100),
+            sealed: run(400),
+            plain: VariantRun::skipped("not run (--no-plain)".into()),
+        }];
+        let settings = Settings {
+            workers: 2,
+            cores: 2,
+            concurrency: vec![1, 64],
+            seconds: 1.0,
+            warmup: 0.1,
+            quick: true,
+            plain: false,
+            notes: vec!["a note".into()],
+        };
+        let ort = serde_json::json!({"onnxruntime": "1.0.0", "results": [
+            {"model": "echo", "input_bytes": 1024, "mode": "single", "p50_ms": 0.01,
+             "throughput_rps": 9000.0, "load_ms": 3.0}]});
+        let j = report::json(&machine(), &settings, &results, &[], Some(&ort));
+        let case = &j["models"][0]["cases"][0];
+        assert_eq!(case["ratios"]["p50_c1_sealed_over_bare"], 4.0);
+        assert_eq!(case["ratios"]["p50_c1_sealed_minus_bare_us"], 300.0);
+        assert!(case["ratios"]["p50_c1_sealed_over_plain"].is_null());
+        assert_eq!(case["ratios"]["throughput"][0]["sealed_over_bare"], 1.0);
+        assert!(case["variants"]["bare"]["cells"][1]["skipped"].is_string());
+        assert_eq!(case["variants"]["plain"]["skipped"], "not run (--no-plain)");
+        assert_eq!(case["onnxruntime"]["single"]["p50_ms"], 0.01);
+        assert!(case["onnxruntime"]["default"].is_null());
+        let table = report::table(&j);
+        assert!(table.contains("| echo | 1.0 kB | sealed | 0.400 |"));
+        assert!(table.contains("not run (--no-plain)"));
+        assert!(table.contains("onnxruntime single"));
+        assert!(table.contains("Note: a note"));
+    }
 }

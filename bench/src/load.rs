@@ -71,13 +71,13 @@ struct Sample {
 }
 
 #[derive(Clone, Copy)]
-struct Mem {
-    rss_kb: u64,
-    hwm_kb: u64,
+pub(crate) struct Mem {
+    pub(crate) rss_kb: u64,
+    pub(crate) hwm_kb: u64,
 }
 
 /// VmRSS and VmHWM from `/proc/PID/status` (proc(5)); None once the process is gone.
-fn read_mem(pid: Option<u32>) -> Option<Mem> {
+pub(crate) fn read_mem(pid: Option<u32>) -> Option<Mem> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     let field = |name: &str| {
         status
@@ -190,7 +190,7 @@ async fn client_task(
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }

@@ -16,6 +16,7 @@
 //! - [`load`]: the client tasks, the RSS sampler and the report.
 
 mod compare;
+mod floor;
 mod load;
 mod micro;
 

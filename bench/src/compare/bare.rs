@@ -1,0 +1,215 @@
+//! Bare inference: tract in this process on the same model bytes, with the enclave engine's
+//! structure (input facts pinned, optimised once, W worker threads fed by one bounded queue, wire
+//! tensors decoded into tract tensors and outputs encoded back on every request), and nothing
+//! else: no HTTP, no framing, no sealing.
+
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result, anyhow, bail};
+use sealed_wire::{DType, NamedTensor, Tensor};
+use tract_onnx::prelude::{
+    Datum, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, TDim, TValue,
+    TVec, Tensor as TractTensor, TypedRunnableModel,
+};
+use tract_onnx::tract_hir::infer::Factoid;
+
+/// A model ready to run, with its output names in order.
+pub struct Plan {
+    plan: Arc<TypedRunnableModel>,
+    output_names: Vec<String>,
+}
+
+/// Parses, pins every declared input fact (a dimension without a value becomes a symbol, as the
+/// engine does), optimises and plans.
+pub fn load(onnx: &[u8]) -> Result<Plan> {
+    let framework = tract_onnx::onnx();
+    let proto = framework
+        .proto_model_for_read(&mut std::io::Cursor::new(onnx))
+        .context("parsing the ONNX protobuf")?;
+    let mut model = framework
+        .model_for_proto_model(&proto)
+        .context("translating the ONNX graph")?;
+    drop(proto);
+    let inputs = model.input_outlets()?.len();
+    for ix in 0..inputs {
+        let fact = model.input_fact(ix)?.clone();
+        let dt = fact
+            .datum_type
+            .concretize()
+            .ok_or_else(|| anyhow!("input #{ix} declares no element type"))?;
+        let mut pinned: TVec<TDim> = TVec::new();
+        for d in fact.shape.dims() {
+            pinned.push(match d.concretize() {
+                Some(t) => t,
+                None => TDim::Sym(model.symbols.new_with_prefix("unnamed")),
+            });
+        }
+        model = model.with_input_fact(ix, InferenceFact::dt_shape(dt, pinned))?;
+    }
+    let output_names = model
+        .output_outlets()?
+        .iter()
+        .map(|o| {
+            model
+                .outlet_label(*o)
+                .map(str::to_owned)
+                .unwrap_or_else(|| model.node(o.node).name.clone())
+        })
+        .collect();
+    let plan = model.into_typed()?.into_optimized()?.into_runnable()?;
+    Ok(Plan { plan, output_names })
+}
+
+impl Plan {
+    /// One inference: wire tensors in, wire tensors out.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<NamedTensor>> {
+        let values = inputs
+            .iter()
+            .map(to_tract)
+            .collect::<Result<TVec<TValue>>>()?;
+        let outputs = self.plan.run(values)?;
+        self.output_names
+            .iter()
+            .zip(outputs.iter())
+            .map(|(name, value)| {
+                Ok(NamedTensor {
+                    name: name.clone(),
+                    tensor: from_tract(value)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Fills a zeroed tract tensor from little-endian chunks (the engine's conversion).
+fn fill<T: Datum, const N: usize>(
+    tensor: &mut TractTensor,
+    data: &[u8],
+    decode: fn([u8; N]) -> T,
+) -> Result<()> {
+    let mut view = tensor.try_as_plain_ram_mut()?;
+    let slots = view.as_slice_mut::<T>()?;
+    if slots.len() * N != data.len() {
+        bail!("input length disagrees with its shape");
+    }
+    for (slot, chunk) in slots.iter_mut().zip(data.as_chunks::<N>().0) {
+        *slot = decode(*chunk);
+    }
+    Ok(())
+}
+
+fn to_tract(tensor: &Tensor) -> Result<TValue> {
+    let shape: Vec<usize> = tensor
+        .shape()
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<_, _>>()?;
+    let data = tensor.data();
+    let dt = match tensor.dtype() {
+        DType::F32 => DatumType::F32,
+        DType::F64 => DatumType::F64,
+        DType::I32 => DatumType::I32,
+        DType::I64 => DatumType::I64,
+        other => bail!("bare runner: input dtype {other} not supported"),
+    };
+    let mut out = TractTensor::zero_dt(dt, &shape)?;
+    match tensor.dtype() {
+        DType::F32 => fill::<f32, 4>(&mut out, data, f32::from_le_bytes)?,
+        DType::F64 => fill::<f64, 8>(&mut out, data, f64::from_le_bytes)?,
+        DType::I32 => fill::<i32, 4>(&mut out, data, i32::from_le_bytes)?,
+        _ => fill::<i64, 8>(&mut out, data, i64::from_le_bytes)?,
+    }
+    Ok(out.into())
+}
+
+fn encode<T: Datum, const N: usize>(t: &TractTensor, to_le: fn(&T) -> [u8; N]) -> Result<Vec<u8>> {
+    let view = t.try_as_plain_ram()?;
+    let values = view.as_slice::<T>()?;
+    let mut out = Vec::with_capacity(values.len() * N);
+    for v in values {
+        out.extend_from_slice(&to_le(v));
+    }
+    Ok(out)
+}
+
+fn from_tract(value: &TValue) -> Result<Tensor> {
+    let t: &TractTensor = value;
+    let shape = t.shape().iter().map(|&d| d as u64).collect();
+    let (dtype, data) = match t.datum_type() {
+        DatumType::F32 => (DType::F32, encode::<f32, 4>(t, |v| v.to_le_bytes())?),
+        DatumType::F64 => (DType::F64, encode::<f64, 8>(t, |v| v.to_le_bytes())?),
+        DatumType::I32 => (DType::I32, encode::<i32, 4>(t, |v| v.to_le_bytes())?),
+        DatumType::I64 => (DType::I64, encode::<i64, 8>(t, |v| v.to_le_bytes())?),
+        DatumType::U8 => (DType::U8, encode::<u8, 1>(t, |v| [*v])?),
+        DatumType::Bool => (DType::Bool, encode::<bool, 1>(t, |v| [u8::from(*v)])?),
+        other => bail!("bare runner: output dtype {other:?} not supported"),
+    };
+    Ok(Tensor::new(dtype, shape, data)?)
+}
+
+/// What one job gets back.
+pub type Answer = Result<Vec<NamedTensor>, String>;
+
+struct Job {
+    inputs: Vec<Tensor>,
+    reply: SyncSender<Answer>,
+}
+
+/// W worker threads sharing one bounded queue (the engine's `sync_channel` + shared receiver).
+pub struct Pool {
+    queue: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    pub fn start(plan: Arc<Plan>, workers: usize) -> Pool {
+        let (queue, rx) = sync_channel::<Job>(64);
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..workers.max(1))
+            .map(|_| {
+                let rx = Arc::clone(&rx);
+                let plan = Arc::clone(&plan);
+                std::thread::spawn(move || worker(&plan, &rx))
+            })
+            .collect();
+        Pool {
+            queue: Some(queue),
+            workers,
+        }
+    }
+
+    /// Runs one job on a worker and waits for its answer.
+    pub fn infer(&self, inputs: Vec<Tensor>) -> Answer {
+        let (reply, answer) = sync_channel(1);
+        self.queue
+            .as_ref()
+            .ok_or("pool stopped")?
+            .send(Job { inputs, reply })
+            .map_err(|_| "pool stopped".to_string())?;
+        answer.recv().map_err(|_| "worker gone".to_string())?
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.queue = None;
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker(plan: &Plan, rx: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match rx.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let answer = plan.run(&job.inputs).map_err(|e| format!("{e:#}"));
+        drop(job.inputs);
+        let _ = job.reply.send(answer);
+    }
+}

@@ -1,0 +1,465 @@
+//! The compare report: JSON (the record) and Markdown tables rendered from it.
+
+use serde_json::{Value, json};
+
+use super::{Cell, MAX_IN_FLIGHT_BYTES, ModelResult, Scaling, Settings, VariantRun};
+
+fn round(x: f64, digits: i32) -> f64 {
+    let k = 10f64.powi(digits);
+    (x * k).round() / k
+}
+
+fn cell_json(cell: &Option<Cell>, concurrency: usize) -> Value {
+    let Some(c) = cell else {
+        return json!({
+            "concurrency": concurrency,
+            "skipped": format!("more than {} MiB of input in flight", MAX_IN_FLIGHT_BYTES >> 20),
+        });
+    };
+    json!({
+        "concurrency": c.concurrency,
+        "ok": c.ok(),
+        "errors": c.error_count(),
+        "errors_by_code": c.errors,
+        "measured_s": round(c.wall_s, 3),
+        "throughput_rps": round(c.throughput(), 2),
+        "p50_ms": c.p_ms(50.0),
+        "p90_ms": c.p_ms(90.0),
+        "p99_ms": c.p_ms(99.0),
+        "host_io_bytes_per_request": c.per_request(c.host.map(|h| h.io_bytes)).map(|v| v.round()),
+        "enclave_io_bytes_per_request": c.per_request(c.enclave.map(|e| e.io_bytes)).map(|v| v.round()),
+        "host_cpu_us_per_request": c.cpu_us_per_request(c.host).map(|v| v.round()),
+        "enclave_cpu_us_per_request": c.cpu_us_per_request(c.enclave).map(|v| v.round()),
+        "host_ctx_switches_per_request": c.per_request(c.host.map(|h| h.ctx_switches)).map(|v| round(v, 1)),
+        "enclave_ctx_switches_per_request": c.per_request(c.enclave.map(|e| e.ctx_switches)).map(|v| round(v, 1)),
+    })
+}
+
+fn variant_json(v: &VariantRun, case: usize, concurrency: &[usize]) -> Value {
+    if let Some(reason) = &v.skipped {
+        return json!({ "skipped": reason });
+    }
+    let row = v.cells.get(case);
+    json!({
+        "cells": concurrency.iter().enumerate().map(|(k, &c)| {
+            cell_json(row.and_then(|r| r.get(k)).unwrap_or(&None), c)
+        }).collect::<Vec<_>>(),
+    })
+}
+
+fn cell_of(v: &VariantRun, case: usize, k: usize) -> Option<&Cell> {
+    v.cells.get(case)?.get(k)?.as_ref().filter(|c| c.ok() > 0)
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(round(a / b, 3)),
+        _ => None,
+    }
+}
+
+/// onnxruntime figures for one model, size and mode.
+fn ort_entry(ort: Option<&Value>, model: &str, bytes: u64, mode: &str) -> Value {
+    let Some(results) = ort.and_then(|o| o["results"].as_array()) else {
+        return Value::Null;
+    };
+    results
+        .iter()
+        .find(|r| {
+            r["model"].as_str() == Some(model)
+                && r["input_bytes"].as_u64() == Some(bytes)
+                && r["mode"].as_str() == Some(mode)
+        })
+        .map_or(Value::Null, |r| {
+            json!({
+                "p50_ms": r["p50_ms"],
+                "p90_ms": r["p90_ms"],
+                "p99_ms": r["p99_ms"],
+                "throughput_rps": r["throughput_rps"],
+                "load_ms": r["load_ms"],
+            })
+        })
+}
+
+pub fn json(
+    machine: &Value,
+    s: &Settings,
+    results: &[ModelResult],
+    scaling: &[Scaling],
+    ort: Option<&Value>,
+) -> Value {
+    let conc = &s.concurrency;
+    let c1 = conc.iter().position(|&c| c == 1);
+    let models: Vec<Value> = results
+        .iter()
+        .map(|m| {
+            let cases: Vec<Value> = m
+                .cases
+                .iter()
+                .enumerate()
+                .map(|(i, &bytes)| {
+                    let p50 = |v: &VariantRun| c1.and_then(|k| cell_of(v, i, k)).map(|c| c.p_ms(50.0));
+                    let rps = |v: &VariantRun, k: usize| cell_of(v, i, k).map(Cell::throughput);
+                    json!({
+                        "input_bytes": bytes,
+                        "variants": {
+                            "bare": variant_json(&m.bare, i, conc),
+                            "sealed": variant_json(&m.sealed, i, conc),
+                            "plain": variant_json(&m.plain, i, conc),
+                        },
+                        "ratios": {
+                            "p50_c1_sealed_over_bare": ratio(p50(&m.sealed), p50(&m.bare)),
+                            "p50_c1_sealed_over_plain": ratio(p50(&m.sealed), p50(&m.plain)),
+                            "p50_c1_sealed_minus_bare_us": p50(&m.sealed).zip(p50(&m.bare))
+                                .map(|(s, b)| ((s - b) * 1000.0).round()),
+                            "throughput": conc.iter().enumerate().map(|(k, &c)| json!({
+                                "concurrency": c,
+                                "sealed_over_bare": ratio(rps(&m.sealed, k), rps(&m.bare, k)),
+                                "sealed_over_plain": ratio(rps(&m.sealed, k), rps(&m.plain, k)),
+                            })).collect::<Vec<_>>(),
+                        },
+                        "onnxruntime": {
+                            "single": ort_entry(ort, &m.id, bytes, "single"),
+                            "default": ort_entry(ort, &m.id, bytes, "default"),
+                        },
+                    })
+                })
+                .collect();
+            json!({
+                "id": m.id,
+                "bytes": m.bytes,
+                "load_ms": {
+                    "bare_tract": m.bare.load_ms.map(|v| round(v, 2)),
+                    "sealed_upload_to_ready": m.sealed.load_ms.map(|v| round(v, 2)),
+                    "plain_upload_to_ready": m.plain.load_ms.map(|v| round(v, 2)),
+                    "onnxruntime_single": ort_entry(ort, &m.id, m.cases.first().copied().unwrap_or(0), "single")["load_ms"],
+                },
+                "peak_rss_kb": {
+                    "bare_process": m.bare.hwm_kb,
+                    "sealed_enclave": m.sealed.hwm_kb,
+                    "plain_enclave": m.plain.hwm_kb,
+                },
+                "cases": cases,
+            })
+        })
+        .collect();
+    json!({
+        "machine": machine,
+        "settings": {
+            "workers": s.workers,
+            "cores": s.cores,
+            "concurrency": s.concurrency,
+            "seconds_per_cell": s.seconds,
+            "warmup_s": s.warmup,
+            "quick": s.quick,
+            "plain": s.plain,
+            "max_in_flight_input_bytes": MAX_IN_FLIGHT_BYTES,
+            "notes": s.notes,
+        },
+        "onnxruntime": ort.map(|o| json!({
+            "version": o["onnxruntime"], "python": o["python"], "cpu": o["cpu"], "cores": o["cores"],
+        })),
+        "models": models,
+        "scaling": scaling.iter().map(|sc| json!({
+            "model": sc.model,
+            "concurrency": sc.concurrency,
+            "rows": sc.rows.iter().map(|(w, b, s)| json!({
+                "workers": w,
+                "bare_rps": b.map(|v| round(v, 2)),
+                "sealed_rps": s.map(|v| round(v, 2)),
+                "sealed_over_bare": ratio(*s, *b),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .map_or("-".to_string(), |x| format!("{x:.digits$}"))
+}
+
+fn mib(v: &Value) -> String {
+    v.as_f64()
+        .map_or("-".to_string(), |kb| format!("{:.1}", kb / 1024.0))
+}
+
+fn size(bytes: u64) -> String {
+    if bytes >= 1_000_000 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else if bytes >= 1000 {
+        format!("{:.1} kB", bytes as f64 / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+fn row(out: &mut String, cells: &[String]) {
+    out.push_str("| ");
+    out.push_str(&cells.join(" | "));
+    out.push_str(" |\n");
+}
+
+fn header(out: &mut String, cells: &[&str]) {
+    row(
+        out,
+        &cells.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+    );
+    row(
+        out,
+        &cells.iter().map(|_| "---".to_string()).collect::<Vec<_>>(),
+    );
+}
+
+/// The report as Markdown tables.
+pub fn table(j: &Value) -> String {
+    let mut out = String::new();
+    let m = &j["machine"];
+    let s = &j["settings"];
+    let conc: Vec<u64> = s["concurrency"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "# sealed-bench compare\n\nMachine: {}, {} cores, Linux {}; {} build of the bench. \
+         Workers {} (bare pool and enclave); cells of {} s after {} s of warm-up.\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or("?"),
+        m["bench_profile"].as_str().unwrap_or("?"),
+        s["workers"],
+        s["seconds_per_cell"],
+        s["warmup_s"],
+    ));
+    if let Some(v) = j["onnxruntime"]["version"].as_str() {
+        out.push_str(&format!("onnxruntime {v} figures from --ort-json.\n"));
+    }
+    for note in s["notes"].as_array().into_iter().flatten() {
+        out.push_str(&format!("Note: {}\n", note.as_str().unwrap_or_default()));
+    }
+    let empty = Vec::new();
+    let models = j["models"].as_array().unwrap_or(&empty);
+
+    out.push_str("\n## Latency at C=1 (ms) and throughput (req/s) at each concurrency C\n\n");
+    let mut cols: Vec<String> = ["model", "input", "variant", "p50", "p90", "p99"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    cols.extend(conc.iter().map(|c| format!("C={c}")));
+    cols.push("errors".into());
+    header(
+        &mut out,
+        &cols.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    for model in models {
+        let id = model["id"].as_str().unwrap_or("?");
+        for case in model["cases"].as_array().unwrap_or(&empty) {
+            let bytes = size(case["input_bytes"].as_u64().unwrap_or(0));
+            for variant in ["bare", "sealed", "plain"] {
+                let v = &case["variants"][variant];
+                let mut r = vec![id.to_string(), bytes.clone(), variant.to_string()];
+                if let Some(reason) = v["skipped"].as_str() {
+                    r.extend(["-".into(), "-".into(), "-".into()]);
+                    r.extend(conc.iter().map(|_| "-".to_string()));
+                    r.push(reason.to_string());
+                    row(&mut out, &r);
+                    continue;
+                }
+                let cells = v["cells"].as_array().unwrap_or(&empty);
+                let c1 = cells.iter().find(|c| c["concurrency"] == 1);
+                for p in ["p50_ms", "p90_ms", "p99_ms"] {
+                    r.push(c1.map_or("-".into(), |c| num(&c[p], 3)));
+                }
+                let mut errors = 0;
+                for c in cells {
+                    errors += c["errors"].as_u64().unwrap_or(0);
+                    r.push(if c["skipped"].is_string() {
+                        "skip".into()
+                    } else {
+                        num(&c["throughput_rps"], 1)
+                    });
+                }
+                r.push(errors.to_string());
+                row(&mut out, &r);
+            }
+            for mode in ["single", "default"] {
+                let o = &case["onnxruntime"][mode];
+                if o.is_null() {
+                    continue;
+                }
+                let mut r = vec![
+                    id.to_string(),
+                    bytes.clone(),
+                    format!("onnxruntime {mode}"),
+                    num(&o["p50_ms"], 3),
+                    num(&o["p90_ms"], 3),
+                    num(&o["p99_ms"], 3),
+                ];
+                // One stream, back to back: its throughput sits in the C=1 column.
+                r.extend(conc.iter().map(|&c| {
+                    if c == 1 {
+                        num(&o["throughput_rps"], 1)
+                    } else {
+                        "-".into()
+                    }
+                }));
+                r.push("-".into());
+                row(&mut out, &r);
+            }
+        }
+    }
+
+    out.push_str("\n## Sealed beside bare and plain\n\n");
+    out.push_str(
+        "p50 ratios and the added time are at C=1; throughput ratios are per C (sealed / bare, \
+         sealed / plain).\n\n",
+    );
+    header(
+        &mut out,
+        &[
+            "model",
+            "input",
+            "p50 sealed/bare",
+            "p50 sealed/plain",
+            "sealed − bare µs",
+            "rps sealed/bare",
+            "rps sealed/plain",
+        ],
+    );
+    for model in models {
+        for case in model["cases"].as_array().unwrap_or(&empty) {
+            let r = &case["ratios"];
+            let per_c = |key: &str| {
+                r["throughput"]
+                    .as_array()
+                    .unwrap_or(&empty)
+                    .iter()
+                    .map(|t| format!("{}: {}", t["concurrency"], num(&t[key], 2)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            row(
+                &mut out,
+                &[
+                    model["id"].as_str().unwrap_or("?").to_string(),
+                    size(case["input_bytes"].as_u64().unwrap_or(0)),
+                    num(&r["p50_c1_sealed_over_bare"], 2),
+                    num(&r["p50_c1_sealed_over_plain"], 2),
+                    num(&r["p50_c1_sealed_minus_bare_us"], 0),
+                    per_c("sealed_over_bare"),
+                    per_c("sealed_over_plain"),
+                ],
+            );
+        }
+    }
+
+    out.push_str("\n## Model load and peak memory\n\n");
+    out.push_str(
+        "Bare: tract parse → optimised → runnable in this process; sealed/plain: admin upload → \
+         ready (unseal + load in the enclave). Peak RSS: `sealed-bench bare-rss` (a process \
+         holding the model in bare tract after one inference) vs the enclave's VmHWM after its \
+         run.\n\n",
+    );
+    header(
+        &mut out,
+        &[
+            "model",
+            "size",
+            "bare load ms",
+            "sealed upload→ready ms",
+            "plain upload→ready ms",
+            "bare peak MiB",
+            "sealed enclave peak MiB",
+            "plain enclave peak MiB",
+        ],
+    );
+    for model in models {
+        let l = &model["load_ms"];
+        let p = &model["peak_rss_kb"];
+        row(
+            &mut out,
+            &[
+                model["id"].as_str().unwrap_or("?").to_string(),
+                size(model["bytes"].as_u64().unwrap_or(0)),
+                num(&l["bare_tract"], 1),
+                num(&l["sealed_upload_to_ready"], 1),
+                num(&l["plain_upload_to_ready"], 1),
+                mib(&p["bare_process"]),
+                mib(&p["sealed_enclave"]),
+                mib(&p["plain_enclave"]),
+            ],
+        );
+    }
+
+    out.push_str("\n## Per request at C=1: syscall bytes, CPU, context switches\n\n");
+    out.push_str(
+        "Syscall bytes: `/proc/PID/io` rchar + wchar deltas ÷ requests (the payload size is \
+         beside it). Linux counts read(2)/write(2)-family calls there, not send(2)/recv(2)/\
+         sendmsg(2)/recvmsg(2): socket data moved with those does not show. CPU: utime + stime \
+         of the process (10 ms ticks) ÷ requests. Context switches: summed over the process's \
+         live threads ÷ requests.\n\n",
+    );
+    header(
+        &mut out,
+        &[
+            "model",
+            "input",
+            "variant",
+            "host io B",
+            "enclave io B",
+            "host CPU µs",
+            "enclave CPU µs",
+            "host ctx sw",
+            "enclave ctx sw",
+        ],
+    );
+    for model in models {
+        for case in model["cases"].as_array().unwrap_or(&empty) {
+            for variant in ["sealed", "plain"] {
+                let Some(c) = case["variants"][variant]["cells"]
+                    .as_array()
+                    .and_then(|cells| cells.iter().find(|c| c["concurrency"] == 1))
+                else {
+                    continue;
+                };
+                row(
+                    &mut out,
+                    &[
+                        model["id"].as_str().unwrap_or("?").to_string(),
+                        size(case["input_bytes"].as_u64().unwrap_or(0)),
+                        variant.to_string(),
+                        num(&c["host_io_bytes_per_request"], 0),
+                        num(&c["enclave_io_bytes_per_request"], 0),
+                        num(&c["host_cpu_us_per_request"], 0),
+                        num(&c["enclave_cpu_us_per_request"], 0),
+                        num(&c["host_ctx_switches_per_request"], 1),
+                        num(&c["enclave_ctx_switches_per_request"], 1),
+                    ],
+                );
+            }
+        }
+    }
+
+    if let Some(scaling) = j["scaling"].as_array().filter(|a| !a.is_empty()) {
+        out.push_str("\n## Worker scaling (throughput, req/s, at C = 2 × cores)\n\n");
+        header(
+            &mut out,
+            &["model", "C", "workers", "bare", "sealed", "sealed/bare"],
+        );
+        for sc in scaling {
+            for r in sc["rows"].as_array().unwrap_or(&empty) {
+                row(
+                    &mut out,
+                    &[
+                        sc["model"].as_str().unwrap_or("?").to_string(),
+                        sc["concurrency"].to_string(),
+                        r["workers"].to_string(),
+                        num(&r["bare_rps"], 1),
+                        num(&r["sealed_rps"], 1),
+                        num(&r["sealed_over_bare"], 2),
+                    ],
+                );
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,266 @@
+//! The floor of the sealed path's added time per request (issue 6): what a digits-sized request
+//! costs at the least beyond bare inference.
+//!
+//! Timed in-process, each step on its own, median µs over N runs:
+//! - HPKE: seal the request (client), open it (enclave), seal the response (enclave), open the
+//!   response (client) — `sealed-crypto` exactly as the stack calls it, on the CBOR of one
+//!   f32 [1, 64] `InferRequest` and a digits-shaped `InferResponse`;
+//! - frame round trip: one small frame each way over a Unix socket pair with `sealed-transport`
+//!   (the host↔enclave hop, both directions);
+//! - HTTP round trip: one POST with a small body and its small answer over a 127.0.0.1 HTTP/1.1
+//!   keep-alive connection (reqwest client; a minimal HTTP/1.1 responder on a tokio TCP socket).
+//!
+//! `floor_us` is their sum: the sealed path cannot add less than that per request. Measurements
+//! print nothing; the caller prints the JSON.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use getrandom::rand_core::UnwrapErr;
+use sealed_crypto::{ServerKey, seal_request};
+use sealed_wire::{InferRequest, InferResponse, NamedTensor, Tensor};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Median and 99th percentile, µs, of `samples` (sorted here).
+fn stats(samples: &mut [Duration]) -> Value {
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(i).map_or(0.0, |d| d.as_secs_f64() * 1e6)
+    };
+    json!({ "median_us": at(0.5), "p99_us": at(0.99), "runs": samples.len() })
+}
+
+fn median_us(v: &Value) -> f64 {
+    v.get("median_us").and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+/// A digits-sized request and response, CBOR-encoded as the client and enclave encode them.
+fn digits_messages() -> Result<(Vec<u8>, Vec<u8>)> {
+    let input: Vec<f32> = (0..64).map(|i| (i % 17) as f32).collect();
+    let request = InferRequest {
+        request_id: [7; 16],
+        sent_at_ms: 1_700_000_000_000,
+        model_id: "digits".into(),
+        inputs: vec![NamedTensor {
+            name: "input".into(),
+            tensor: Tensor::from_f32(vec![1, 64], &input)?,
+        }],
+    }
+    .encode()?;
+    let response = InferResponse::Ok {
+        outputs: vec![
+            NamedTensor {
+                name: "probabilities".into(),
+                tensor: Tensor::from_f32(vec![1, 10], &[0.1; 10])?,
+            },
+            NamedTensor {
+                name: "label".into(),
+                tensor: Tensor::from_i64(vec![1], &[3])?,
+            },
+        ],
+    }
+    .encode()?;
+    Ok((request, response))
+}
+
+/// The four HPKE steps of one request, each timed on its own.
+fn hpke(runs: usize) -> Result<Value> {
+    let mut rng = UnwrapErr(getrandom::SysRng);
+    let key = ServerKey::generate(1, &mut rng);
+    let config = key.config();
+    let (request, response) = digits_messages()?;
+    let mut times: [Vec<Duration>; 4] = Default::default();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let (sealed, opener) = seal_request(&config, &request, &mut rng)?;
+        let seal_request_t = t.elapsed();
+
+        let t = Instant::now();
+        let (plaintext, sealer) = key
+            .open_request(&sealed)
+            .map_err(|_| anyhow::anyhow!("open_request failed"))?;
+        let open_request_t = t.elapsed();
+        if plaintext.as_slice() != request.as_slice() {
+            bail!("opened request differs");
+        }
+
+        let t = Instant::now();
+        let sealed_response = sealer.seal(&response, &mut rng)?;
+        let seal_response_t = t.elapsed();
+
+        let t = Instant::now();
+        let opened = opener
+            .open(&sealed_response)
+            .map_err(|_| anyhow::anyhow!("open response failed"))?;
+        let open_response_t = t.elapsed();
+        if opened.as_slice() != response.as_slice() {
+            bail!("opened response differs");
+        }
+        for (v, d) in times.iter_mut().zip([
+            seal_request_t,
+            open_request_t,
+            seal_response_t,
+            open_response_t,
+        ]) {
+            v.push(d);
+        }
+    }
+    let [a, b, c, d] = &mut times;
+    let (a, b, c, d) = (stats(a), stats(b), stats(c), stats(d));
+    let total = median_us(&a) + median_us(&b) + median_us(&c) + median_us(&d);
+    Ok(json!({
+        "request_bytes": request.len(),
+        "response_bytes": response.len(),
+        "seal_request": a,
+        "open_request": b,
+        "seal_response": c,
+        "open_response": d,
+        "total_median_us": total,
+    }))
+}
+
+/// One small frame to a peer that answers it, over a Unix socket pair (the host↔enclave hop).
+async fn frame_round_trip(runs: usize) -> Result<Value> {
+    let (a, b) = tokio::net::UnixStream::pair()?;
+    let (mut ar, mut aw) = a.into_split();
+    let (mut br, mut bw) = b.into_split();
+    let echo = tokio::spawn(async move {
+        while let Ok(Some(frame)) = sealed_transport::read_frame(&mut br, 1 << 20).await {
+            if sealed_transport::write_frame(&mut bw, frame.request_id, &frame.body)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    let body = vec![0x5a; 400];
+    let mut samples = Vec::with_capacity(runs);
+    for id in 0..runs as u64 {
+        let t = Instant::now();
+        sealed_transport::write_frame(&mut aw, id, &body).await?;
+        let frame = sealed_transport::read_frame(&mut ar, 1 << 20)
+            .await?
+            .context("peer closed")?;
+        samples.push(t.elapsed());
+        if frame.request_id != id || frame.body != body {
+            bail!("frame echo differs");
+        }
+    }
+    drop(aw);
+    echo.abort();
+    let mut v = stats(&mut samples);
+    v["frame_body_bytes"] = json!(body.len());
+    Ok(v)
+}
+
+/// A minimal HTTP/1.1 keep-alive responder: reads a request head and its Content-Length body,
+/// answers 200 with a fixed small body. Enough for a round-trip floor; not a server.
+async fn http_responder(listener: tokio::net::TcpListener, answer: Vec<u8>) {
+    while let Ok((mut socket, _)) = listener.accept().await {
+        let answer = answer.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::with_capacity(8192);
+            let mut chunk = [0u8; 8192];
+            loop {
+                // Head.
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let body_len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                while buf.len() < head_end + body_len {
+                    match socket.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                buf.drain(..head_end + body_len);
+                let mut out = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {}\r\n\r\n",
+                    answer.len()
+                )
+                .into_bytes();
+                out.extend_from_slice(&answer);
+                if socket.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// One POST and its answer over a 127.0.0.1 keep-alive connection.
+async fn http_round_trip(runs: usize) -> Result<Value> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let answer = vec![0xa5; 200];
+    let server = tokio::spawn(http_responder(listener, answer.clone()));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()?;
+    let url = format!("http://{addr}/v1/infer");
+    let body = vec![0x5a; 400];
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let response = client
+            .post(&url)
+            .header("content-type", "application/octet-stream")
+            .body(body.clone())
+            .send()
+            .await?;
+        let got = response.bytes().await?;
+        samples.push(t.elapsed());
+        if got.as_ref() != answer.as_slice() {
+            bail!("HTTP answer differs");
+        }
+    }
+    server.abort();
+    let mut v = stats(&mut samples);
+    v["request_body_bytes"] = json!(body.len());
+    Ok(v)
+}
+
+/// Times the floor components (see the module docs). `quick` runs fewer iterations.
+pub fn measure(quick: bool) -> Result<Value> {
+    let (warmup, runs) = if quick { (20, 200) } else { (200, 2000) };
+    let _ = hpke(warmup)?;
+    let hpke = hpke(runs)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (frame, http) = runtime.block_on(async {
+        let _ = frame_round_trip(warmup).await?;
+        let frame = frame_round_trip(runs).await?;
+        let _ = http_round_trip(warmup).await?;
+        let http = http_round_trip(runs).await?;
+        Ok::<_, anyhow::Error>((frame, http))
+    })?;
+    let hpke_us = hpke
+        .get("total_median_us")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    // Two hops host↔enclave (request and answer) are one frame round trip.
+    let floor = hpke_us + median_us(&frame) + median_us(&http);
+    Ok(json!({
+        "what": "least added time per sealed digits request: 4 HPKE steps + one Unix-socket frame round trip + one 127.0.0.1 HTTP/1.1 keep-alive round trip (medians)",
+        "hpke": hpke,
+        "frame_round_trip": frame,
+        "http_round_trip": http,
+        "floor_us": floor,
+    }))
+}

@@ -1,0 +1,449 @@
+//! Sealed-model unseal throughput on one core, split into its two costs, beside tract's plain
+//! load of the same bytes.
+//!
+//! The model is sealed in-process (`sealed_model::seal`, 1 MiB chunks, a random data key that is
+//! never printed), then:
+//! - AES-256-GCM alone: the same chunks through `Aes256Gcm` in place (encryption; decryption is
+//!   the same CTR keystream and GHASH work, RFC 5116 / NIST SP 800-38D);
+//! - SHA-384 alone over the plaintext;
+//! - the opener as a whole: `sealed_model::open` (header, every chunk through the streaming
+//!   `Opener` into one preallocated buffer, the digest check);
+//! - plain load: tract parses the protobuf, translates, types, optimises and plans, as the
+//!   enclave's engine does (enclave/src/engine/model.rs `load_inner`);
+//! - unseal + load: the opener, then that load, back to back, and its ratio to the plain load;
+//! - the same two with `sealed_model::PipelinedOpener` (the enclave's path: SHA-384 on a second
+//!   thread, tract's load overlapping the hash's tail, the digest confirmed before the model is
+//!   used). These use two threads; `finish` is when the caller has the plaintext, `verified` when
+//!   the digest has matched.
+
+use std::hint::black_box;
+use std::io::Cursor;
+use std::path::Path;
+use std::time::Instant;
+
+use aes_gcm::Aes256Gcm;
+use aes_gcm::aead::{AeadInOut, KeyInit, Nonce};
+use anyhow::Context;
+use sealed_model::{
+    DATA_KEY_LEN, DEFAULT_CHUNK_SIZE, PipelinedOpener, SealParams, UnverifiedModel, parse_header,
+};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha384};
+use tract_onnx::prelude::{Framework, InferenceModelExt, IntoRunnable};
+use zeroize::Zeroizing;
+
+use super::{Budget, Stats, onnx_gen, round3, time_runs};
+
+/// Largest model file read: the enclave's default `--max-model-bytes`.
+const MAX_MODEL_FILE: u64 = 1 << 30;
+
+/// The bytes measured and where they came from.
+pub(super) struct Model {
+    pub source: String,
+    pub bytes: Vec<u8>,
+}
+
+/// `large` from `DIR/models.json` (scripts/make_bench_models.py), else `DIR/large.onnx`, else a
+/// generated ~100 MB model (said so in `source`).
+pub(super) fn locate_model(dir: &Path) -> anyhow::Result<Model> {
+    let from_index = std::fs::read(dir.join("models.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|index| {
+            index["models"].as_array().and_then(|models| {
+                models
+                    .iter()
+                    .find(|m| m["id"] == "large")
+                    .and_then(|m| m["file"].as_str().map(|f| dir.join(f)))
+            })
+        });
+    let path = from_index.unwrap_or_else(|| dir.join("large.onnx"));
+    if path.is_file() {
+        let len = std::fs::metadata(&path)?.len();
+        anyhow::ensure!(
+            len <= MAX_MODEL_FILE,
+            "{} is larger than {MAX_MODEL_FILE} bytes",
+            path.display()
+        );
+        let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+        return Ok(Model {
+            source: path.display().to_string(),
+            bytes,
+        });
+    }
+    let why = format!(
+        "no large.onnx in {} (run scripts/make_bench_models.py)",
+        dir.display()
+    );
+    eprintln!("unseal: {why}; generating a ~100 MB ONNX model in memory instead");
+    Ok(Model {
+        source: format!("generated in-process: {} ({why})", onnx_gen::DESCRIPTION),
+        bytes: onnx_gen::large_model()?,
+    })
+}
+
+/// Times of one tract load, in seconds, by stage.
+#[derive(Clone, Copy, Default)]
+struct LoadTimes {
+    parse: f64,
+    translate: f64,
+    typed: f64,
+    optimize: f64,
+    plan: f64,
+}
+
+impl LoadTimes {
+    fn total(&self) -> f64 {
+        self.parse + self.translate + self.typed + self.optimize + self.plan
+    }
+}
+
+/// Loads `onnx` as the enclave's engine does. Returns the stage times and the runnable plan (to
+/// be dropped by the caller, outside any timing).
+fn tract_load(onnx: &[u8]) -> anyhow::Result<(LoadTimes, impl Sized)> {
+    let mut times = LoadTimes::default();
+    let framework = tract_onnx::onnx();
+    let t = Instant::now();
+    let proto = framework.proto_model_for_read(&mut Cursor::new(onnx))?;
+    times.parse = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let model = framework.model_for_proto_model(&proto)?;
+    drop(proto);
+    times.translate = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let typed = model.into_typed()?;
+    times.typed = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let optimized = typed.into_optimized()?;
+    times.optimize = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let plan = optimized.into_runnable()?;
+    times.plan = t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        !plan.model().output_outlets()?.is_empty(),
+        "the model has no output"
+    );
+    Ok((times, plan))
+}
+
+/// Opens `file` with the pipelined opener, as the enclave's model store does; the digest is
+/// still being computed when this returns.
+fn pipelined_open(file: &[u8], key: &[u8; DATA_KEY_LEN]) -> anyhow::Result<UnverifiedModel> {
+    let (header, header_len) = parse_header(file)?;
+    let (header_bytes, mut rest) = file
+        .split_at_checked(header_len)
+        .context("sealed file truncated")?;
+    let mut opener = PipelinedOpener::new(&header, header_bytes, key)?;
+    while let Some(len) = opener.next_chunk_len() {
+        let (chunk, tail) = rest
+            .split_at_checked(len)
+            .context("sealed file truncated")?;
+        opener.open_chunk(chunk)?;
+        rest = tail;
+    }
+    anyhow::ensure!(rest.is_empty(), "trailing data after the last chunk");
+    Ok(opener.finish()?)
+}
+
+pub(super) struct Report {
+    source: String,
+    model_bytes: usize,
+    sealed_bytes: usize,
+    chunk_size: u32,
+    aes_gcm_s: Stats,
+    sha384_s: Stats,
+    open_s: Stats,
+    plain_load: Vec<LoadTimes>,
+    unseal_load_s: Stats,
+    unseal_load_open_s: Stats,
+    pipelined_finish_s: Stats,
+    pipelined_verified_s: Stats,
+    pipelined_load_s: Stats,
+}
+
+impl Report {
+    fn mb_s(&self, seconds: f64) -> f64 {
+        self.model_bytes as f64 / 1e6 / seconds
+    }
+}
+
+pub(super) fn run(model: Model, budget: Budget) -> anyhow::Result<Report> {
+    let Model { source, bytes } = model;
+    let mut key = Zeroizing::new([0u8; DATA_KEY_LEN]);
+    let mut nonce_prefix = [0u8; sealed_model::NONCE_PREFIX_LEN];
+    getrandom::fill(key.as_mut_slice()).map_err(|_| anyhow::anyhow!("no OS randomness"))?;
+    getrandom::fill(&mut nonce_prefix).map_err(|_| anyhow::anyhow!("no OS randomness"))?;
+    let chunk_size = DEFAULT_CHUNK_SIZE;
+    let file = sealed_model::seal(
+        SealParams {
+            model_id: "large".into(),
+            kms_key_id: "arn:aws:kms:us-east-1:111122223333:key/bench".into(),
+            // Stands in for the KMS CiphertextBlob; the data key is passed directly.
+            encrypted_data_key: vec![0; 184],
+            chunk_size,
+        },
+        &key,
+        &bytes,
+        nonce_prefix,
+    )?;
+
+    // The opener as a whole, checked once against the model (outside the timing).
+    let (open_times, opened) =
+        time_runs(budget.unseal_runs, || Ok(sealed_model::open(&file, &key)?))?;
+    anyhow::ensure!(
+        opened.as_slice() == bytes.as_slice(),
+        "the opened model differs from the sealed one"
+    );
+    drop(opened);
+
+    // AES-256-GCM alone, in place over a copy, chunk by chunk like the file.
+    let cipher = Aes256Gcm::new(key.as_slice().try_into()?);
+    let mut buf = Zeroizing::new(bytes.clone());
+    let mut run_index = 0u32;
+    let (aes_times, ()) = time_runs(budget.unseal_runs, || {
+        run_index += 1;
+        for (i, chunk) in buf.chunks_mut(chunk_size as usize).enumerate() {
+            let mut nonce = [0u8; 12];
+            nonce[..4].copy_from_slice(&run_index.to_be_bytes());
+            nonce[4..12].copy_from_slice(&(i as u64).to_be_bytes());
+            let tag = cipher
+                .encrypt_inout_detached(&Nonce::<Aes256Gcm>::from(nonce), b"", chunk.into())
+                .map_err(|_| anyhow::anyhow!("AES-GCM failed"))?;
+            black_box(tag);
+        }
+        Ok(())
+    })?;
+    drop(buf);
+
+    let (sha_times, ()) = time_runs(budget.unseal_runs, || {
+        black_box(Sha384::digest(black_box(&bytes)));
+        Ok(())
+    })?;
+
+    let mut plain_load = Vec::new();
+    for _ in 0..budget.load_runs.max(1) {
+        let (times, plan) = tract_load(&bytes)?;
+        plain_load.push(times);
+        drop(plan);
+    }
+
+    let mut unseal_load = Vec::new();
+    let mut unseal_load_open = Vec::new();
+    for _ in 0..budget.load_runs.max(1) {
+        let t = Instant::now();
+        let opened = sealed_model::open(&file, &key)?;
+        let open_s = t.elapsed().as_secs_f64();
+        let (_, plan) = tract_load(&opened)?;
+        unseal_load.push(t.elapsed().as_secs_f64());
+        unseal_load_open.push(open_s);
+        drop(plan);
+        drop(opened);
+    }
+
+    // The pipelined opener: plaintext in hand at `finish`, digest confirmed at `verify`.
+    let mut pipelined_finish = Vec::new();
+    let mut pipelined_verified = Vec::new();
+    for run in 0..budget.unseal_runs.max(1) {
+        let t = Instant::now();
+        let model = pipelined_open(&file, &key)?;
+        pipelined_finish.push(t.elapsed().as_secs_f64());
+        model.verify()?;
+        pipelined_verified.push(t.elapsed().as_secs_f64());
+        if run == 0 {
+            anyhow::ensure!(
+                model.plaintext() == bytes.as_slice(),
+                "the pipelined opener's model differs from the sealed one"
+            );
+        }
+        drop(model);
+    }
+    // Unseal + load as the enclave does it: load from the unverified plaintext while the hash
+    // finishes, then require the digest before the plan counts.
+    let mut pipelined_load = Vec::new();
+    for _ in 0..budget.load_runs.max(1) {
+        let t = Instant::now();
+        let model = pipelined_open(&file, &key)?;
+        let (_, plan) = tract_load(model.plaintext())?;
+        model.verify()?;
+        pipelined_load.push(t.elapsed().as_secs_f64());
+        drop(plan);
+        drop(model);
+    }
+
+    let stats = |v: &[f64]| Stats::of(v).context("no runs");
+    Ok(Report {
+        source,
+        model_bytes: bytes.len(),
+        sealed_bytes: file.len(),
+        chunk_size,
+        aes_gcm_s: stats(&aes_times)?,
+        sha384_s: stats(&sha_times)?,
+        open_s: stats(&open_times)?,
+        unseal_load_s: stats(&unseal_load)?,
+        unseal_load_open_s: stats(&unseal_load_open)?,
+        plain_load,
+        pipelined_finish_s: stats(&pipelined_finish)?,
+        pipelined_verified_s: stats(&pipelined_verified)?,
+        pipelined_load_s: stats(&pipelined_load)?,
+    })
+}
+
+fn median_of(loads: &[LoadTimes], f: impl Fn(&LoadTimes) -> f64) -> f64 {
+    let v: Vec<f64> = loads.iter().map(f).collect();
+    Stats::of(&v).map(|s| s.median).unwrap_or(f64::NAN)
+}
+
+pub(super) fn table(r: &Report) -> String {
+    let mut out = String::from("## Sealed-model unseal and load (one core)\n\n");
+    out += &format!(
+        "model: {} bytes, {}\nsealed: {} bytes, {} KiB chunks\n\n",
+        r.model_bytes,
+        r.source,
+        r.sealed_bytes,
+        r.chunk_size / 1024
+    );
+    out += "| step | runs | median s | median MB/s | best MB/s |\n";
+    out += "| --- | ---: | ---: | ---: | ---: |\n";
+    for (name, s) in [
+        ("AES-256-GCM only", &r.aes_gcm_s),
+        ("SHA-384 only", &r.sha384_s),
+        ("opener (sealed_model::open)", &r.open_s),
+        (
+            "pipelined opener, to finish (2 threads)",
+            &r.pipelined_finish_s,
+        ),
+        (
+            "pipelined opener, to verified (2 threads)",
+            &r.pipelined_verified_s,
+        ),
+    ] {
+        out += &format!(
+            "| {name} | {} | {:.3} | {:.0} | {:.0} |\n",
+            s.n,
+            s.median,
+            r.mb_s(s.median),
+            r.mb_s(s.min)
+        );
+    }
+    let plain = median_of(&r.plain_load, LoadTimes::total);
+    out += &format!(
+        "\n| load | runs | median s | parse | translate | typed | optimise | plan |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+         | tract plain load | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |\n",
+        r.plain_load.len(),
+        plain,
+        median_of(&r.plain_load, |t| t.parse),
+        median_of(&r.plain_load, |t| t.translate),
+        median_of(&r.plain_load, |t| t.typed),
+        median_of(&r.plain_load, |t| t.optimize),
+        median_of(&r.plain_load, |t| t.plan),
+    );
+    out += &format!(
+        "| unseal + load | {} | {:.3} | (open {:.3}) | | | | |\n",
+        r.unseal_load_s.n, r.unseal_load_s.median, r.unseal_load_open_s.median
+    );
+    out += &format!(
+        "| pipelined unseal + load (2 threads) | {} | {:.3} | | | | | |\n",
+        r.pipelined_load_s.n, r.pipelined_load_s.median
+    );
+    out += &format!(
+        "\nunseal + load / plain load = {:.2} (opener, then load); {:.2} (pipelined opener, load overlapping the hash)\n",
+        r.unseal_load_s.median / plain,
+        r.pipelined_load_s.median / plain
+    );
+    out
+}
+
+pub(super) fn json(r: &Report) -> Value {
+    let plain = median_of(&r.plain_load, LoadTimes::total);
+    let mbps = |s: &Stats| {
+        json!({
+            "runs": s.n,
+            "median_s": round3(s.median),
+            "median_mb_s": r.mb_s(s.median).round(),
+            "best_mb_s": r.mb_s(s.min).round(),
+        })
+    };
+    json!({
+        "model_source": r.source,
+        "model_bytes": r.model_bytes,
+        "sealed_bytes": r.sealed_bytes,
+        "chunk_size": r.chunk_size,
+        "aes_gcm_only": mbps(&r.aes_gcm_s),
+        "sha384_only": mbps(&r.sha384_s),
+        "opener": mbps(&r.open_s),
+        "pipelined_opener_to_finish": mbps(&r.pipelined_finish_s),
+        "pipelined_opener_to_verified": mbps(&r.pipelined_verified_s),
+        "plain_load_s": {
+            "runs": r.plain_load.len(),
+            "median": round3(plain),
+            "parse": round3(median_of(&r.plain_load, |t| t.parse)),
+            "translate": round3(median_of(&r.plain_load, |t| t.translate)),
+            "typed": round3(median_of(&r.plain_load, |t| t.typed)),
+            "optimize": round3(median_of(&r.plain_load, |t| t.optimize)),
+            "plan": round3(median_of(&r.plain_load, |t| t.plan)),
+        },
+        "unseal_plus_load_s": {
+            "runs": r.unseal_load_s.n,
+            "median": round3(r.unseal_load_s.median),
+            "open_part_median": round3(r.unseal_load_open_s.median),
+        },
+        "unseal_plus_load_over_plain_load": round3(r.unseal_load_s.median / plain),
+        "pipelined_unseal_plus_load_s": {
+            "runs": r.pipelined_load_s.n,
+            "median": round3(r.pipelined_load_s.median),
+        },
+        "pipelined_unseal_plus_load_over_plain_load": round3(r.pipelined_load_s.median / plain),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn small_model_runs_every_step_and_checks_the_round_trip() {
+        let bytes = onnx_gen::model(2, 64).unwrap();
+        let budget = Budget {
+            attest_time: Duration::ZERO,
+            attest_min_runs: 1,
+            unseal_runs: 1,
+            load_runs: 1,
+        };
+        let r = run(
+            Model {
+                source: "test".into(),
+                bytes: bytes.clone(),
+            },
+            budget,
+        )
+        .unwrap();
+        assert_eq!(r.model_bytes, bytes.len());
+        assert!(r.sealed_bytes > r.model_bytes);
+        assert_eq!(r.plain_load.len(), 1);
+        let j = json(&r);
+        assert!(j["unseal_plus_load_over_plain_load"].as_f64().unwrap() > 0.0);
+        assert!(
+            j["pipelined_unseal_plus_load_over_plain_load"]
+                .as_f64()
+                .unwrap()
+                > 0.0
+        );
+    }
+
+    #[test]
+    fn models_json_entry_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let onnx = onnx_gen::model(1, 8).unwrap();
+        std::fs::write(dir.path().join("big.onnx"), &onnx).unwrap();
+        std::fs::write(
+            dir.path().join("models.json"),
+            r#"{"models": [{"id": "large", "file": "big.onnx"}]}"#,
+        )
+        .unwrap();
+        let m = locate_model(dir.path()).unwrap();
+        assert_eq!(m.bytes, onnx);
+        assert!(m.source.ends_with("big.onnx"));
+    }
+}
