@@ -235,26 +235,8 @@ impl Service {
 
     /// The benchmark's plain-HTTP variant: the same steps as [`Self::infer_sealed`] minus HPKE.
     #[cfg(feature = "bench-plaintext")]
-    async fn infer_plaintext(&self, plaintext: Vec<u8>) -> EnclaveResponse {
-        let decoded = InferRequest::decode(&plaintext);
-        drop(plaintext);
-        let response = match decoded {
-            Ok(request) => match self.replay.check(
-                request.request_id,
-                request.sent_at_ms,
-                unix_millis(SystemTime::now()),
-            ) {
-                Err(e) => InferResponse::Error {
-                    code: e.code(),
-                    message: e.to_string(),
-                },
-                Ok(()) => self.run(request).await,
-            },
-            Err(e) => InferResponse::Error {
-                code: e.code(),
-                message: e.to_string(),
-            },
-        };
+    async fn infer_plaintext(&self, mut plaintext: Vec<u8>) -> EnclaveResponse {
+        let response = self.answer(&mut plaintext).await;
         match response.encode() {
             Ok(sealed) => EnclaveResponse::Infer { sealed },
             Err(_) => EnclaveResponse::error(ErrorCode::Internal, "response encoding failed"),
@@ -299,9 +281,16 @@ impl Service {
                 );
             }
         };
-        let decoded = InferRequest::decode(&plaintext);
-        sealed_wire::wipe::wipe(&mut plaintext);
-        let response = match decoded {
+        let response = self.answer(&mut plaintext).await;
+        seal_response(sealer, &response)
+    }
+
+    /// Decodes an opened request (wiping its plaintext), checks freshness, runs it: the answer
+    /// that goes back sealed (or, in the benchmark's plain build, as is).
+    async fn answer(&self, plaintext: &mut Vec<u8>) -> InferResponse {
+        let decoded = InferRequest::decode(plaintext);
+        sealed_wire::wipe::wipe(plaintext);
+        match decoded {
             // Freshness first, then the replay cache (which remembers only fresh ids). Nothing is
             // logged: whether a request was a replay is for its sender alone.
             Ok(request) => match self.replay.check(
@@ -319,8 +308,7 @@ impl Service {
                 code: e.code(),
                 message: e.to_string(),
             },
-        };
-        seal_response(sealer, &response)
+        }
     }
 
     /// Runs an opened request that passed the freshness checks.
