@@ -27,7 +27,7 @@ use aes_gcm::aead::{AeadInOut, KeyInit};
 use sha2::{Digest, Sha384};
 use zeroize::Zeroizing;
 
-use crate::header::{DIGEST_LEN, SealedModelHeader, chunk_aad, parse_header};
+use crate::header::{DIGEST_LEN, SealedModelHeader, chunk_aad};
 use crate::stream::{DATA_KEY_LEN, Tag, chunk_nonce};
 use crate::{ModelFormatError, TAG_LEN};
 
@@ -96,12 +96,7 @@ impl PipelinedOpener {
         header_bytes: &[u8],
         data_key: &[u8; DATA_KEY_LEN],
     ) -> Result<PipelinedOpener, ModelFormatError> {
-        let (parsed, used) = parse_header(header_bytes)?;
-        if used != header_bytes.len() || parsed != *header {
-            return Err(ModelFormatError::Misuse {
-                reason: "header bytes do not match the header",
-            });
-        }
+        let parsed = crate::stream::check_header_bytes(header, header_bytes)?;
         let too_large = || ModelFormatError::TooLarge {
             len: parsed.plaintext_len,
             max: crate::MAX_MODEL_LEN,

@@ -211,6 +211,21 @@ pub struct Opener {
     failed: bool,
 }
 
+/// Both openers bind the chunks to the exact header bytes (they are the AAD), so `header_bytes`
+/// must be the exact file prefix `header` was parsed from. Returns the header parsed from them.
+pub(crate) fn check_header_bytes(
+    header: &SealedModelHeader,
+    header_bytes: &[u8],
+) -> Result<SealedModelHeader, ModelFormatError> {
+    let (parsed, used) = parse_header(header_bytes)?;
+    if used != header_bytes.len() || parsed != *header {
+        return Err(ModelFormatError::Misuse {
+            reason: "header bytes do not match the header",
+        });
+    }
+    Ok(parsed)
+}
+
 impl Opener {
     /// `header_bytes` is the exact file prefix `header` was parsed from (the first
     /// `header_total_len` bytes returned by [`parse_header`]).
@@ -219,12 +234,7 @@ impl Opener {
         header_bytes: &[u8],
         data_key: &[u8; DATA_KEY_LEN],
     ) -> Result<Opener, ModelFormatError> {
-        let (parsed, used) = parse_header(header_bytes)?;
-        if used != header_bytes.len() || parsed != *header {
-            return Err(ModelFormatError::Misuse {
-                reason: "header bytes do not match the header",
-            });
-        }
+        let parsed = check_header_bytes(header, header_bytes)?;
         Ok(Opener {
             header: parsed,
             aad: chunk_aad(header_bytes),
