@@ -22,10 +22,12 @@ use rand_core::UnwrapErr;
 use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
-use zeroize::Zeroizing;
 
 use sealed_attestation::{VerifiedDocument, commitment};
-use sealed_crypto::{KeyConfig, REQUEST_OVERHEAD, RESPONSE_OVERHEAD, seal_request};
+use sealed_crypto::{
+    KeyConfig, REQUEST_OVERHEAD, REQUEST_PREFIX_LEN, RESPONSE_OVERHEAD, TAG_LEN,
+    seal_request_in_place,
+};
 use sealed_wire::limits::{
     MAX_ATTESTATION_DOC_LEN, MAX_MANIFEST_LEN, MAX_SEALED_MESSAGE_LEN, MAX_TENSORS,
 };
@@ -365,22 +367,26 @@ impl Session {
             ClientError::InvalidRequest(format!("the OS random number generator failed: {e}"))
         })?;
         request.sent_at_ms = unix_millis(SystemTime::now());
-        let mut plaintext = Zeroizing::new(request.encode().map_err(ClientError::Encode)?);
+        // Encoded once at its exact size with room for the HPKE header, `enc` and tag, then sealed
+        // where it lies: the plaintext encoding becomes the request body, with no copy.
+        let mut sealed = request
+            .encode_with_room(REQUEST_PREFIX_LEN, TAG_LEN)
+            .map_err(ClientError::Encode)?;
         // The host refuses sealed bodies over MAX_SEALED_MESSAGE_LEN; say so before sealing.
         let max_plaintext = MAX_SEALED_MESSAGE_LEN - REQUEST_OVERHEAD;
-        if plaintext.len() > max_plaintext {
+        let len = sealed.len() - REQUEST_PREFIX_LEN;
+        if len > max_plaintext {
+            sealed_wire::wipe::wipe(&mut sealed);
             return Err(ClientError::InvalidRequest(format!(
-                "encoded request is {} bytes, more than the {max_plaintext} a sealed message holds",
-                plaintext.len()
+                "encoded request is {len} bytes, more than the {max_plaintext} a sealed message holds"
             )));
         }
         // The OS generator (getrandom) as a CryptoRng. It only fails if the OS has no entropy
         // source at all, which `attest` has already shown not to be the case; `UnwrapErr` would
         // then panic rather than seal with bad randomness.
         let mut rng = UnwrapErr(getrandom::SysRng);
-        let sealed = seal_request(attested.key_config(), &plaintext, &mut rng);
-        sealed_wire::wipe::wipe(&mut plaintext);
-        let (sealed, opener) = sealed?;
+        // Wipes the buffer itself if it fails.
+        let opener = seal_request_in_place(attested.key_config(), &mut sealed, &mut rng)?;
 
         let response = self
             .client
@@ -394,11 +400,13 @@ impl Session {
         if response.status() != StatusCode::OK {
             return Err(http::host_error(response, STEP).await);
         }
-        let body = http::read_bounded(response, MAX_INFER_RESPONSE_LEN, STEP).await?;
-        let mut plaintext = opener.open(&body)?;
-        drop(body);
-        let decoded = InferResponse::decode(&plaintext);
-        sealed_wire::wipe::wipe(&mut plaintext);
+        let mut body = http::read_bounded(response, MAX_INFER_RESPONSE_LEN, STEP).await?;
+        // Opened where it lies, decoded, then the whole body wiped.
+        let decoded = match opener.open_in_place(&mut body) {
+            Ok(range) => InferResponse::decode(body.get(range).unwrap_or_default()),
+            Err(e) => return Err(e.into()),
+        };
+        sealed_wire::wipe::wipe(&mut body);
         match decoded.map_err(ClientError::Decode)? {
             InferResponse::Ok { outputs } => Ok(outputs),
             InferResponse::Error { code, message } => Err(ClientError::Inference {

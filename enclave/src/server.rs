@@ -171,13 +171,6 @@ async fn handle_with_deadline(
     request: EnclaveRequest,
     limits: &ServerLimits,
 ) -> EnclaveResponse {
-    let timed_out = |deadline: Duration| {
-        warn!(
-            deadline_ms = deadline.as_millis() as u64,
-            "request deadline passed; answering timeout"
-        );
-        EnclaveResponse::error(ErrorCode::Timeout, "the enclave did not finish in time")
-    };
     if is_model_load(&request) {
         let deadline = limits.model_load_timeout;
         let task = tokio::spawn(async move { service.handle(request).await });
@@ -193,6 +186,15 @@ async fn handle_with_deadline(
             Err(_) => timed_out(deadline),
         }
     }
+}
+
+/// The answer to a request past its deadline.
+fn timed_out(deadline: Duration) -> EnclaveResponse {
+    warn!(
+        deadline_ms = deadline.as_millis() as u64,
+        "request deadline passed; answering timeout"
+    );
+    EnclaveResponse::error(ErrorCode::Timeout, "the enclave did not finish in time")
 }
 
 /// Serves one connection under `limits` until the host closes it or breaks the framing. `budget`
@@ -261,13 +263,24 @@ pub async fn serve_connection_with_limits(
         tokio::spawn(
             async move {
                 let started = std::time::Instant::now();
-                // An `Infer` envelope hands its sealed bytes over in the frame's own buffer.
-                let response = match EnclaveRequest::decode_owned(frame.body) {
-                    Ok(request) => handle_with_deadline(service, request, &limits).await,
-                    Err(e) => {
-                        warn!(code = %e.code(), error = %e, "malformed request");
-                        EnclaveResponse::error(e.code(), e.to_string())
+                // An `Infer` envelope is opened where it lies in the frame's own buffer: no
+                // copy, not even the move that would bring the sealed bytes to its start.
+                let response = match sealed_wire::message::infer_envelope_range(&frame.body) {
+                    Some(range) => {
+                        let deadline = limits.request_timeout;
+                        let infer = service.infer_in_frame(frame.body, range.start);
+                        match tokio::time::timeout(deadline, infer).await {
+                            Ok(response) => response,
+                            Err(_) => timed_out(deadline),
+                        }
                     }
+                    None => match EnclaveRequest::decode(&frame.body) {
+                        Ok(request) => handle_with_deadline(service, request, &limits).await,
+                        Err(e) => {
+                            warn!(code = %e.code(), error = %e, "malformed request");
+                            EnclaveResponse::error(e.code(), e.to_string())
+                        }
+                    },
                 };
                 if let EnclaveResponse::Error(e) = &response {
                     debug!(code = %e.code, elapsed_ms = started.elapsed().as_millis() as u64, "request failed");

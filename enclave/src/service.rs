@@ -14,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use sealed_attestation::commitment;
-use sealed_crypto::{HeaderError, KeyConfig, ResponseSealer, ServerKey};
+use sealed_crypto::{
+    HeaderError, KeyConfig, RESPONSE_NONCE_LEN, ResponseSealer, ServerKey, TAG_LEN,
+};
 use sealed_wire::{
     EnclaveRequest, EnclaveResponse, ErrorCode, HealthStatus, InferRequest, InferResponse,
     PROTOCOL_VERSION,
@@ -227,16 +229,24 @@ impl Service {
 
     /// Sealed inference (DESIGN.md flow 2), with the freshness checks of docs/protocol.md §2.2.
     async fn infer(&self, sealed: Vec<u8>) -> EnclaveResponse {
+        self.infer_in_frame(sealed, 0).await
+    }
+
+    /// [`Self::handle`] of an `Infer` request whose sealed bytes are `body[start..]` (a frame
+    /// body and the position `sealed_wire::message::infer_envelope_range` found): the request
+    /// is opened, decoded and wiped where it lies, with no copy of the body.
+    pub async fn infer_in_frame(&self, body: Vec<u8>, start: usize) -> EnclaveResponse {
         #[cfg(feature = "bench-plaintext")]
-        return self.infer_plaintext(sealed).await;
+        return self.infer_plaintext(body, start).await;
         #[cfg(not(feature = "bench-plaintext"))]
-        self.infer_sealed(sealed).await
+        self.infer_sealed(body, start).await
     }
 
     /// The benchmark's plain-HTTP variant: the same steps as [`Self::infer_sealed`] minus HPKE.
     #[cfg(feature = "bench-plaintext")]
-    async fn infer_plaintext(&self, mut plaintext: Vec<u8>) -> EnclaveResponse {
-        let response = self.answer(&mut plaintext).await;
+    async fn infer_plaintext(&self, mut body: Vec<u8>, start: usize) -> EnclaveResponse {
+        let len = body.len();
+        let response = self.answer(&mut body, start..len).await;
         match response.encode() {
             Ok(sealed) => EnclaveResponse::Infer { sealed },
             Err(_) => EnclaveResponse::error(ErrorCode::Internal, "response encoding failed"),
@@ -244,7 +254,7 @@ impl Service {
     }
 
     #[cfg_attr(feature = "bench-plaintext", allow(dead_code))]
-    async fn infer_sealed(&self, sealed: Vec<u8>) -> EnclaveResponse {
+    async fn infer_sealed(&self, mut body: Vec<u8>, start: usize) -> EnclaveResponse {
         let unsupported = || {
             EnclaveResponse::error(
                 ErrorCode::UnsupportedKeyConfig,
@@ -252,44 +262,45 @@ impl Service {
                  (the key may have been retired): attest again",
             )
         };
+        let invalid = || {
+            EnclaveResponse::error(
+                ErrorCode::SealedRequestInvalid,
+                "sealed request could not be opened",
+            )
+        };
+        let Some(sealed) = body.get_mut(start..) else {
+            return invalid();
+        };
         // The header is plaintext (RFC 9458 §4.1), so naming a wrong key id or suite reveals nothing.
-        let key_id = match sealed_crypto::request_key_id(&sealed) {
+        let key_id = match sealed_crypto::request_key_id(sealed) {
             Ok(id) => id,
             Err(HeaderError::UnsupportedSuite { .. }) => return unsupported(),
-            Err(_) => {
-                return EnclaveResponse::error(
-                    ErrorCode::SealedRequestInvalid,
-                    "sealed request could not be opened",
-                );
-            }
+            Err(_) => return invalid(),
         };
         let Some(key) = self.with_ring(|ring| ring.get(key_id)) else {
             return unsupported();
         };
-        let opened = key.open_request(&sealed);
+        // Decrypted where it lies: the frame body is the one copy of the request, ciphertext
+        // then plaintext, until it is decoded and wiped.
+        let opened = key.open_request_in_place(sealed);
         drop(key);
-        // Hold one copy of the request at a time: the ciphertext goes once opened, the
-        // plaintext once decoded.
-        drop(sealed);
-        let (mut plaintext, sealer) = match opened {
+        let (range, sealer) = match opened {
             Ok(opened) => opened,
             // Opaque on purpose: the host and the sender learn only that it did not open.
-            Err(_) => {
-                return EnclaveResponse::error(
-                    ErrorCode::SealedRequestInvalid,
-                    "sealed request could not be opened",
-                );
-            }
+            Err(_) => return invalid(),
         };
-        let response = self.answer(&mut plaintext).await;
+        let range = start + range.start..start + range.end;
+        let response = self.answer(&mut body, range).await;
         seal_response(sealer, &response)
     }
 
-    /// Decodes an opened request (wiping its plaintext), checks freshness, runs it: the answer
-    /// that goes back sealed (or, in the benchmark's plain build, as is).
-    async fn answer(&self, plaintext: &mut Vec<u8>) -> InferResponse {
-        let decoded = InferRequest::decode(plaintext);
-        sealed_wire::wipe::wipe(plaintext);
+    /// Decodes an opened request from `buf[range]`, wipes all of `buf`, checks freshness, runs
+    /// it: the answer that goes back sealed (or, in the benchmark's plain build, as is).
+    async fn answer(&self, buf: &mut Vec<u8>, range: std::ops::Range<usize>) -> InferResponse {
+        // The range comes from the opener and is always within `buf`; were it not, the empty
+        // input is refused as malformed.
+        let decoded = InferRequest::decode(buf.get(range).unwrap_or_default());
+        sealed_wire::wipe::wipe(buf);
         match decoded {
             // Freshness first, then the replay cache (which remembers only fresh ids). Nothing is
             // logged: whether a request was a replay is for its sender alone.
@@ -357,15 +368,16 @@ fn store_error(e: &crate::model_store::StoreError) -> EnclaveResponse {
 }
 
 fn seal_response(sealer: ResponseSealer, response: &InferResponse) -> EnclaveResponse {
-    let mut encoded = match response.encode() {
-        Ok(b) => zeroize::Zeroizing::new(b),
+    // Encoded once at its exact size with room for the response nonce and tag, then sealed
+    // where it lies: the plaintext encoding becomes the ciphertext, with no copy (the seal
+    // wipes the buffer if it fails).
+    let mut buf = match response.encode_with_room(RESPONSE_NONCE_LEN, TAG_LEN) {
+        Ok(b) => b,
         Err(_) => return EnclaveResponse::error(ErrorCode::Internal, "response encoding failed"),
     };
     let mut rng = crate::rng::os_rng();
-    let sealed = sealer.seal(&encoded, &mut rng);
-    sealed_wire::wipe::wipe(&mut encoded);
-    match sealed {
-        Ok(sealed) => EnclaveResponse::Infer { sealed },
+    match sealer.seal_in_place(&mut buf, &mut rng) {
+        Ok(()) => EnclaveResponse::Infer { sealed: buf },
         Err(_) => EnclaveResponse::error(ErrorCode::Internal, "response sealing failed"),
     }
 }

@@ -18,7 +18,7 @@ use rand_core::{TryCryptoRng, TryRng};
 use sha2::{Digest, Sha256};
 
 use sealed_wire::frame::{self, FrameDecoder, HEADER_LEN};
-use sealed_wire::limits::MAX_FRAME_LEN;
+use sealed_wire::limits::{MAX_FRAME_LEN, MAX_SEALED_MESSAGE_LEN};
 use sealed_wire::{EnclaveRequest, EnclaveResponse, InferRequest, InferResponse, ModelManifest};
 
 // client/src/policy.rs and policy_file.rs, compiled here as they are in sealed-client (the latter
@@ -229,17 +229,35 @@ pub fn enclave_response(data: &[u8]) {
     }
 }
 
+/// The decoder reads our own layout on a fast path (`sealed_wire`'s `fast.rs`) and everything
+/// else through ciborium; the encoder writes that layout by hand. Differential checks: whatever
+/// `decode` accepts, ciborium alone decodes to the same value, and `encode` writes exactly the
+/// bytes ciborium writes for it.
 pub fn infer_request(data: &[u8]) {
     if let Ok(msg) = InferRequest::decode(data) {
+        let full: InferRequest = sealed_wire::cbor::from_slice(data, MAX_SEALED_MESSAGE_LEN)
+            .expect("ciborium refuses an InferRequest that decode accepted");
+        assert_eq!(full, msg, "decode and ciborium disagree on an InferRequest");
         let bytes = msg.encode().expect("re-encode InferRequest");
+        let reference = sealed_wire::cbor::to_vec(&msg).expect("ciborium encodes InferRequest");
+        assert!(bytes == reference, "encode differs from ciborium's bytes");
         let again = InferRequest::decode(&bytes).expect("re-decode InferRequest");
         assert_eq!(again, msg, "InferRequest round trip");
     }
 }
 
+/// As [`infer_request`], for the response.
 pub fn infer_response(data: &[u8]) {
     if let Ok(msg) = InferResponse::decode(data) {
+        let full: InferResponse = sealed_wire::cbor::from_slice(data, MAX_SEALED_MESSAGE_LEN)
+            .expect("ciborium refuses an InferResponse that decode accepted");
+        assert_eq!(
+            full, msg,
+            "decode and ciborium disagree on an InferResponse"
+        );
         let bytes = msg.encode().expect("re-encode InferResponse");
+        let reference = sealed_wire::cbor::to_vec(&msg).expect("ciborium encodes InferResponse");
+        assert!(bytes == reference, "encode differs from ciborium's bytes");
         let again = InferResponse::decode(&bytes).expect("re-decode InferResponse");
         assert_eq!(again, msg, "InferResponse round trip");
     }

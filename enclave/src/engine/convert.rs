@@ -118,23 +118,30 @@ fn encode<T: Datum, const N: usize>(
     let values = view
         .as_slice::<T>()
         .map_err(|_| EngineError::Internal("output has an unexpected element type"))?;
-    // Sized once, then filled chunk by chunk: a store per element that the compiler vectorises,
-    // instead of a capacity check and push per element.
-    let start = out.len();
-    let len = values
+    let total = values
         .len()
         .checked_mul(N)
-        .and_then(|n| n.checked_add(start))
+        .and_then(|n| n.checked_add(out.len()))
         .ok_or(EngineError::OutputTooLarge)?;
-    out.resize(len, 0);
-    let slots = out.get_mut(start..).ok_or(EngineError::Internal(
-        "output buffer is shorter than its length",
-    ))?;
-    for (slot, v) in slots.chunks_exact_mut(N).zip(values) {
-        slot.copy_from_slice(&to_le(v));
+    out.reserve_exact(total - out.len());
+    // Converted through a small stack block that stays in L1 and appended block by block: one
+    // pass over the output that the compiler vectorises, without first zero-filling it (as
+    // `resize` would) and without a capacity check per element.
+    let mut block = [0u8; ENCODE_BLOCK];
+    for values in values.chunks(ENCODE_BLOCK / N) {
+        let n = values.len() * N;
+        for (slot, v) in block.as_chunks_mut::<N>().0.iter_mut().zip(values) {
+            *slot = to_le(v);
+        }
+        out.extend_from_slice(block.get(..n).ok_or(EngineError::Internal(
+            "encode block is shorter than its chunk",
+        ))?);
     }
     Ok(())
 }
+
+/// Bytes converted at a time by [`encode`]: a multiple of every element size.
+const ENCODE_BLOCK: usize = 4096;
 
 /// Room kept in a sealed response for everything but tensor data: CBOR framing, up to
 /// `MAX_TENSORS` names of `MAX_NAME_LEN` bytes with their shapes, and the 48-byte seal overhead.

@@ -20,6 +20,10 @@ pub enum SealError {
     /// which RFC 9180 §7.1.4 requires senders to refuse.
     #[error("the recipient public key is not a usable X25519 key")]
     InvalidPublicKey,
+    /// An in-place seal was given a buffer shorter than the room it needs in front of the
+    /// plaintext ([`crate::REQUEST_PREFIX_LEN`] or [`crate::RESPONSE_NONCE_LEN`]): a caller bug.
+    #[error("buffer of {len} bytes has less than the {min} bytes of room a sealed message needs")]
+    MissingHeadroom { len: usize, min: usize },
     /// The AEAD or the HPKE exporter failed; unreachable with the sizes this crate allows.
     #[error("internal sealing failure")]
     Internal,

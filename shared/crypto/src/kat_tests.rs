@@ -177,3 +177,130 @@ fn sender_reproduces_vector_enc_ciphertexts_and_exports() {
         assert_eq!(out, x.exported_value);
     }
 }
+
+/// The in-place functions give the same bytes as the allocating ones (same ephemeral key from the
+/// vector's `ikmE`, same response nonce), open each other's output, and refuse a tampered tag.
+#[test]
+fn in_place_seal_and_open_match_the_allocating_versions_on_vector_keys() {
+    use crate::{REQUEST_PREFIX_LEN, RESPONSE_NONCE_LEN, TAG_LEN, seal_request_in_place};
+
+    let v = vector();
+    let key = ServerKey::derive(3, &array32(&v.ikm_r));
+    let config = key.config();
+    for e in v.encryptions.iter().take(4).chain(v.encryptions.last()) {
+        let plaintext = &e.pt;
+        let (alloc, alloc_opener) =
+            crate::seal_request(&config, plaintext, &mut FixedBytes(v.ikm_e.clone())).unwrap();
+        let mut buf = Vec::with_capacity(REQUEST_PREFIX_LEN + plaintext.len() + TAG_LEN);
+        buf.resize(REQUEST_PREFIX_LEN, 0xee);
+        buf.extend_from_slice(plaintext);
+        let ptr = buf.as_ptr();
+        let opener =
+            seal_request_in_place(&config, &mut buf, &mut FixedBytes(v.ikm_e.clone())).unwrap();
+        assert_eq!(buf, alloc);
+        assert_eq!(buf.as_ptr(), ptr, "sealed without moving");
+        // The enc is the vector's: the ephemeral key came from ikmE.
+        assert_eq!(&buf[7..REQUEST_PREFIX_LEN], v.enc.as_slice());
+
+        // Opened in place: the same plaintext as the allocating open, where the range says.
+        let (copied, sealer_a) = key.open_request(&alloc).unwrap();
+        let (range, sealer_b) = key.open_request_in_place(&mut buf).unwrap();
+        assert_eq!(range, REQUEST_PREFIX_LEN..alloc.len() - TAG_LEN);
+        assert_eq!(&buf[range], plaintext.as_slice());
+        assert_eq!(copied.as_slice(), plaintext.as_slice());
+
+        // Responses: same nonce bytes in → same sealed bytes out, either way.
+        let nonce = vec![0x42; RESPONSE_NONCE_LEN];
+        let sealed = sealer_a
+            .seal(plaintext, &mut FixedBytes(nonce.clone()))
+            .unwrap();
+        let mut rbuf = vec![0u8; RESPONSE_NONCE_LEN];
+        rbuf.extend_from_slice(plaintext);
+        sealer_b
+            .seal_in_place(&mut rbuf, &mut FixedBytes(nonce))
+            .unwrap();
+        assert_eq!(rbuf, sealed);
+        let opened = alloc_opener.open(&sealed).unwrap();
+        assert_eq!(opened.as_slice(), plaintext.as_slice());
+        let range = opener.open_in_place(&mut rbuf).unwrap();
+        assert_eq!(range, RESPONSE_NONCE_LEN..sealed.len() - TAG_LEN);
+        assert_eq!(&rbuf[range], plaintext.as_slice());
+    }
+}
+
+#[test]
+fn in_place_open_refuses_a_tampered_tag_and_zeroes_the_body() {
+    use crate::{REQUEST_PREFIX_LEN, RESPONSE_NONCE_LEN};
+
+    let v = vector();
+    let key = ServerKey::derive(3, &array32(&v.ikm_r));
+    let plaintext = b"in place, tampered";
+    let (mut request, _) =
+        crate::seal_request(&key.config(), plaintext, &mut FixedBytes(v.ikm_e.clone())).unwrap();
+    let last = request.len() - 1;
+    request[last] ^= 1;
+    let ciphertext = request.clone();
+    assert!(key.open_request_in_place(&mut request).is_err());
+    assert!(
+        request[REQUEST_PREFIX_LEN..last - 15]
+            .iter()
+            .all(|&b| b == 0)
+    );
+    assert_eq!(
+        request[..REQUEST_PREFIX_LEN],
+        ciphertext[..REQUEST_PREFIX_LEN]
+    );
+
+    // A good request, a response with a flipped tag bit: refused, body zeroed.
+    let (request, opener) =
+        crate::seal_request(&key.config(), plaintext, &mut FixedBytes(v.ikm_e.clone())).unwrap();
+    let (_, sealer) = key.open_request(&request).unwrap();
+    let mut response = sealer
+        .seal(plaintext, &mut FixedBytes(vec![7; RESPONSE_NONCE_LEN]))
+        .unwrap();
+    let last = response.len() - 1;
+    response[last] ^= 0x80;
+    assert!(opener.open_in_place(&mut response).is_err());
+    assert!(
+        response[RESPONSE_NONCE_LEN..last - 15]
+            .iter()
+            .all(|&b| b == 0)
+    );
+}
+
+#[test]
+fn in_place_seal_needs_headroom_and_moves_only_without_spare_capacity() {
+    use crate::{REQUEST_PREFIX_LEN, RESPONSE_NONCE_LEN, SealError, seal_request_in_place};
+
+    let v = vector();
+    let key = ServerKey::derive(1, &array32(&v.ikm_r));
+    let mut short = vec![1u8; REQUEST_PREFIX_LEN - 1];
+    assert_eq!(
+        seal_request_in_place(&key.config(), &mut short, &mut FixedBytes(v.ikm_e.clone())).err(),
+        Some(SealError::MissingHeadroom {
+            len: REQUEST_PREFIX_LEN - 1,
+            min: REQUEST_PREFIX_LEN
+        })
+    );
+    assert!(short.is_empty(), "wiped on error");
+
+    // No spare capacity: still the same bytes (moved once into a buffer with room).
+    let plaintext = b"exact capacity";
+    let mut exact = vec![0u8; REQUEST_PREFIX_LEN];
+    exact.extend_from_slice(plaintext);
+    exact.shrink_to_fit();
+    let opener =
+        seal_request_in_place(&key.config(), &mut exact, &mut FixedBytes(v.ikm_e.clone())).unwrap();
+    let (alloc, _) =
+        crate::seal_request(&key.config(), plaintext, &mut FixedBytes(v.ikm_e.clone())).unwrap();
+    assert_eq!(exact, alloc);
+
+    let (_, sealer) = key.open_request(&alloc).unwrap();
+    let mut tiny = vec![0u8; RESPONSE_NONCE_LEN - 1];
+    assert!(matches!(
+        sealer.seal_in_place(&mut tiny, &mut FixedBytes(vec![0; 32])),
+        Err(SealError::MissingHeadroom { .. })
+    ));
+    assert!(tiny.is_empty());
+    drop(opener);
+}

@@ -59,7 +59,7 @@ mod kat_tests;
 
 pub use error::{HeaderError, KeyConfigError, OpenError, SealError};
 pub use key_config::KeyConfig;
-pub use request::{ServerKey, request_key_id, seal_request};
+pub use request::{ServerKey, request_key_id, seal_request, seal_request_in_place};
 pub use response::{ResponseOpener, ResponseSealer};
 
 /// DHKEM(X25519, HKDF-SHA256), RFC 9180 §7.1 table 2.
@@ -85,6 +85,9 @@ pub const REQUEST_HEADER_LEN: usize = 7;
 pub const TAG_LEN: usize = 16;
 /// Response nonce length, `max(Nn, Nk)` = `max(12, 32)` for AES-256-GCM (RFC 9458 §4.4).
 pub const RESPONSE_NONCE_LEN: usize = 32;
+/// Bytes before the ciphertext of an encapsulated request (`hdr | enc`): the room
+/// [`seal_request_in_place`] needs in front of the plaintext.
+pub const REQUEST_PREFIX_LEN: usize = REQUEST_HEADER_LEN + PUBLIC_KEY_LEN;
 /// Bytes an encapsulated request adds to its plaintext.
 pub const REQUEST_OVERHEAD: usize = REQUEST_HEADER_LEN + PUBLIC_KEY_LEN + TAG_LEN;
 /// Bytes an encapsulated response adds to its plaintext.

@@ -9,14 +9,17 @@
 use hpke::inout::InOutBuf;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use rand_core::CryptoRng;
-use zeroize::{ZeroizeOnDrop, Zeroizing};
+use std::ops::Range;
+
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{HeaderError, OpenError, SealError};
 use crate::key_config::KeyConfig;
 use crate::response::{ResponseOpener, ResponseSealer, ResponseSecret};
 use crate::{
     AEAD_ID, Aead, KDF_ID, KEM_ID, Kdf, Kem, MAX_ENCAPSULATED_REQUEST_LEN, MAX_PLAINTEXT_LEN,
-    PUBLIC_KEY_LEN, REQUEST_HEADER_LEN, REQUEST_LABEL, REQUEST_OVERHEAD, TAG_LEN,
+    PUBLIC_KEY_LEN, REQUEST_HEADER_LEN, REQUEST_LABEL, REQUEST_OVERHEAD, REQUEST_PREFIX_LEN,
+    TAG_LEN,
 };
 
 pub(crate) type PrivateKey = <Kem as hpke::Kem>::PrivateKey;
@@ -79,34 +82,92 @@ pub fn seal_request<R: CryptoRng + ?Sized>(
     plaintext: &[u8],
     rng: &mut R,
 ) -> Result<(Vec<u8>, ResponseOpener), SealError> {
-    if plaintext.len() > MAX_PLAINTEXT_LEN {
-        return Err(SealError::PlaintextTooLarge {
-            len: plaintext.len(),
-            max: MAX_PLAINTEXT_LEN,
-        });
-    }
-    let hdr = header(config.key_id);
-    let (enc, mut ctx) = setup_sender(&config.public_key, &info(&hdr), rng)?;
-
+    check_plaintext_len(plaintext.len())?;
     // Exact capacity: the plaintext copied in below is encrypted in place and never reallocated,
     // so no stray plaintext copy is left in freed memory.
     let mut out = Vec::with_capacity(REQUEST_OVERHEAD + plaintext.len());
-    out.extend_from_slice(&hdr);
-    out.extend_from_slice(&enc);
+    out.resize(REQUEST_PREFIX_LEN, 0);
     out.extend_from_slice(plaintext);
-    let sealed = match out.get_mut(REQUEST_HEADER_LEN + PUBLIC_KEY_LEN..) {
-        Some(body) => ctx.seal_inout_detached(InOutBuf::from(body), b""),
-        None => Err(hpke::HpkeError::SealError),
-    };
-    match sealed {
-        Ok(tag) => out.extend_from_slice(&tag.to_bytes()),
-        Err(_) => {
-            zeroize::Zeroize::zeroize(&mut out);
-            return Err(SealError::Internal);
-        }
+    let opener = seal_request_in_place(config, &mut out, rng)?;
+    Ok((out, opener))
+}
+
+/// [`seal_request`] without a copy: `buf` holds [`REQUEST_PREFIX_LEN`] bytes of room (their
+/// value does not matter) followed by the plaintext, and becomes the encapsulated request
+/// `hdr | enc | ciphertext | tag` (the same bytes [`seal_request`] returns for the same `rng`).
+///
+/// Give `buf` [`crate::TAG_LEN`] bytes of spare capacity: the plaintext is then encrypted where
+/// it lies and the tag appended without moving it. Without that room it is moved once into an
+/// exact-size buffer first and the old one wiped. On error `buf` is wiped (left empty).
+pub fn seal_request_in_place<R: CryptoRng + ?Sized>(
+    config: &KeyConfig,
+    buf: &mut Vec<u8>,
+    rng: &mut R,
+) -> Result<ResponseOpener, SealError> {
+    let sealed = seal_into(config, buf, rng);
+    if sealed.is_err() {
+        wipe_vec(buf);
     }
+    sealed
+}
+
+fn seal_into<R: CryptoRng + ?Sized>(
+    config: &KeyConfig,
+    buf: &mut Vec<u8>,
+    rng: &mut R,
+) -> Result<ResponseOpener, SealError> {
+    let len = buf
+        .len()
+        .checked_sub(REQUEST_PREFIX_LEN)
+        .ok_or(SealError::MissingHeadroom {
+            len: buf.len(),
+            min: REQUEST_PREFIX_LEN,
+        })?;
+    check_plaintext_len(len)?;
+    reserve_without_trace(buf, TAG_LEN);
+    let hdr = header(config.key_id);
+    let (enc, mut ctx) = setup_sender(&config.public_key, &info(&hdr), rng)?;
+    let (prefix, body) = buf.split_at_mut(REQUEST_PREFIX_LEN);
+    let (hdr_out, enc_out) = prefix.split_at_mut(REQUEST_HEADER_LEN);
+    hdr_out.copy_from_slice(&hdr);
+    enc_out.copy_from_slice(&enc);
+    let tag = ctx
+        .seal_inout_detached(InOutBuf::from(body), b"")
+        .map_err(|_| SealError::Internal)?;
+    // Within the capacity reserved above: no reallocation.
+    buf.extend_from_slice(&tag.to_bytes());
     let secret = ResponseSecret::export(&ctx, enc).map_err(|_| SealError::Internal)?;
-    Ok((out, ResponseOpener::new(secret)))
+    Ok(ResponseOpener::new(secret))
+}
+
+fn check_plaintext_len(len: usize) -> Result<(), SealError> {
+    if len > MAX_PLAINTEXT_LEN {
+        return Err(SealError::PlaintextTooLarge {
+            len,
+            max: MAX_PLAINTEXT_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Makes room for `extra` more bytes in `buf` without leaving a copy of its contents in freed
+/// memory: if it must grow, the contents move into an exact-size buffer and the old one is wiped.
+pub(crate) fn reserve_without_trace(buf: &mut Vec<u8>, extra: usize) {
+    if buf.capacity() - buf.len() >= extra {
+        return;
+    }
+    let mut grown = Vec::with_capacity(buf.len().saturating_add(extra));
+    grown.extend_from_slice(buf);
+    wipe_vec(buf);
+    *buf = grown;
+}
+
+/// Zeroes every byte of `buf`'s allocation (elements and spare capacity) and empties it. A bulk
+/// fill behind `zeroize`'s barrier, not `Vec::zeroize`'s byte-at-a-time loop.
+pub(crate) fn wipe_vec(buf: &mut Vec<u8>) {
+    buf.as_mut_slice().zeroize();
+    buf.spare_capacity_mut().zeroize();
+    buf.clear();
 }
 
 /// Reads the key id from the cleartext header of an encapsulated request (RFC 9458 §4.1) after
@@ -217,7 +278,40 @@ impl ServerKey {
         encapsulated: &[u8],
     ) -> Result<(Zeroizing<Vec<u8>>, ResponseSealer), OpenError> {
         // Bounded before any allocation; the one allocation below is smaller than the input.
-        if encapsulated.len() > MAX_ENCAPSULATED_REQUEST_LEN {
+        let (enc, tag) = self.parts(encapsulated)?;
+        let body = encapsulated
+            .get(REQUEST_PREFIX_LEN..encapsulated.len() - TAG_LEN)
+            .ok_or(OpenError)?;
+        let mut plaintext = Zeroizing::new(body.to_vec());
+        let sealer = self.open_body(&enc, &tag, &info_of(encapsulated)?, &mut plaintext)?;
+        Ok((plaintext, sealer))
+    }
+
+    /// [`Self::open_request`] without a copy: decrypts the ciphertext where it lies in
+    /// `encapsulated` and returns where the plaintext now is (`REQUEST_PREFIX_LEN..len - TAG_LEN`)
+    /// with the sealer for the response. The plaintext is the caller's to wipe. On failure the
+    /// ciphertext region is zeroed, so that no unauthenticated output is ever left behind.
+    pub fn open_request_in_place(
+        &self,
+        encapsulated: &mut [u8],
+    ) -> Result<(Range<usize>, ResponseSealer), OpenError> {
+        let (enc, tag) = self.parts(encapsulated)?;
+        let info = info_of(encapsulated)?;
+        let range = REQUEST_PREFIX_LEN..encapsulated.len() - TAG_LEN;
+        let body = encapsulated.get_mut(range.clone()).ok_or(OpenError)?;
+        let sealer = self.open_body(&enc, &tag, &info, body)?;
+        Ok((range, sealer))
+    }
+
+    /// Checks the bounds and the header of an encapsulated request and returns its `enc` and
+    /// tag. Afterwards `len >= REQUEST_OVERHEAD`.
+    fn parts(
+        &self,
+        encapsulated: &[u8],
+    ) -> Result<([u8; PUBLIC_KEY_LEN], [u8; TAG_LEN]), OpenError> {
+        if encapsulated.len() > MAX_ENCAPSULATED_REQUEST_LEN
+            || encapsulated.len() < REQUEST_OVERHEAD
+        {
             return Err(OpenError);
         }
         let (hdr, rest) = encapsulated
@@ -230,14 +324,39 @@ impl ServerKey {
         let (enc, rest) = rest
             .split_first_chunk::<PUBLIC_KEY_LEN>()
             .ok_or(OpenError)?;
-        let (ciphertext, tag) = rest.split_last_chunk::<TAG_LEN>().ok_or(OpenError)?;
-        let tag = Tag::from_bytes(tag).map_err(|_| OpenError)?;
-
-        let mut ctx = setup_receiver(&self.secret, enc, &info(hdr))?;
-        let mut plaintext = Zeroizing::new(ciphertext.to_vec());
-        ctx.open_inout_detached(InOutBuf::from(plaintext.as_mut_slice()), b"", &tag)
-            .map_err(|_| OpenError)?;
-        let secret = ResponseSecret::export(&ctx, *enc).map_err(|_| OpenError)?;
-        Ok((plaintext, ResponseSealer::new(secret)))
+        let (_, tag) = rest.split_last_chunk::<TAG_LEN>().ok_or(OpenError)?;
+        Ok((*enc, *tag))
     }
+
+    /// `SetupBaseR`, then `Open` of `body` in place; `body` is zeroed if it does not open.
+    fn open_body(
+        &self,
+        enc: &[u8; PUBLIC_KEY_LEN],
+        tag: &[u8; TAG_LEN],
+        info: &[u8],
+        body: &mut [u8],
+    ) -> Result<ResponseSealer, OpenError> {
+        let opened = (|| {
+            let tag = Tag::from_bytes(tag).map_err(|_| OpenError)?;
+            let mut ctx = setup_receiver(&self.secret, enc, info)?;
+            ctx.open_inout_detached(InOutBuf::from(&mut *body), b"", &tag)
+                .map_err(|_| OpenError)?;
+            ResponseSecret::export(&ctx, *enc).map_err(|_| OpenError)
+        })();
+        match opened {
+            Ok(secret) => Ok(ResponseSealer::new(secret)),
+            Err(e) => {
+                body.zeroize();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The HPKE `info` of an encapsulated request whose header has been checked.
+fn info_of(encapsulated: &[u8]) -> Result<Vec<u8>, OpenError> {
+    let (hdr, _) = encapsulated
+        .split_first_chunk::<REQUEST_HEADER_LEN>()
+        .ok_or(OpenError)?;
+    Ok(info(hdr))
 }

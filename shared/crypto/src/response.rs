@@ -13,6 +13,8 @@
 //! The random response nonce keeps (key, nonce) pairs distinct even if the enclave answers a
 //! replayed request twice.
 
+use std::ops::Range;
+
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use hkdf::Hkdf;
@@ -21,7 +23,7 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{OpenError, SealError};
-use crate::request::{ReceiverContext, SenderContext};
+use crate::request::{ReceiverContext, SenderContext, reserve_without_trace, wipe_vec};
 use crate::{
     MAX_ENCAPSULATED_RESPONSE_LEN, MAX_PLAINTEXT_LEN, PUBLIC_KEY_LEN, RESPONSE_LABEL,
     RESPONSE_NONCE_LEN, RESPONSE_OVERHEAD, TAG_LEN,
@@ -114,29 +116,64 @@ impl ResponseSealer {
                 max: MAX_PLAINTEXT_LEN,
             });
         }
+        // Exact capacity: the plaintext is encrypted in place and never reallocated.
+        let mut out = Vec::with_capacity(RESPONSE_OVERHEAD + plaintext.len());
+        out.resize(RESPONSE_NONCE_LEN, 0);
+        out.extend_from_slice(plaintext);
+        self.seal_in_place(&mut out, rng)?;
+        Ok(out)
+    }
+
+    /// [`Self::seal`] without a copy: `buf` holds [`RESPONSE_NONCE_LEN`] bytes of room (their
+    /// value does not matter) followed by the plaintext, and becomes the encapsulated response
+    /// `response_nonce | ciphertext | tag` (the same bytes [`Self::seal`] returns for the same
+    /// `rng`). Give `buf` [`TAG_LEN`] bytes of spare capacity so that nothing moves (otherwise the
+    /// plaintext is moved once and the old buffer wiped). On error `buf` is wiped (left empty).
+    pub fn seal_in_place<R: CryptoRng + ?Sized>(
+        self,
+        buf: &mut Vec<u8>,
+        rng: &mut R,
+    ) -> Result<(), SealError> {
+        let sealed = self.seal_into(buf, rng);
+        if sealed.is_err() {
+            wipe_vec(buf);
+        }
+        sealed
+    }
+
+    fn seal_into<R: CryptoRng + ?Sized>(
+        &self,
+        buf: &mut Vec<u8>,
+        rng: &mut R,
+    ) -> Result<(), SealError> {
+        let len = buf
+            .len()
+            .checked_sub(RESPONSE_NONCE_LEN)
+            .ok_or(SealError::MissingHeadroom {
+                len: buf.len(),
+                min: RESPONSE_NONCE_LEN,
+            })?;
+        if len > MAX_PLAINTEXT_LEN {
+            return Err(SealError::PlaintextTooLarge {
+                len,
+                max: MAX_PLAINTEXT_LEN,
+            });
+        }
+        reserve_without_trace(buf, TAG_LEN);
         let mut response_nonce = [0u8; RESPONSE_NONCE_LEN];
         rng.fill_bytes(&mut response_nonce);
         let (cipher, nonce) = self
             .secret
             .cipher(&response_nonce)
             .ok_or(SealError::Internal)?;
-
-        // Exact capacity: the plaintext is encrypted in place and never reallocated.
-        let mut out = Vec::with_capacity(RESPONSE_OVERHEAD + plaintext.len());
-        out.extend_from_slice(&response_nonce);
-        out.extend_from_slice(plaintext);
-        let sealed = match out.get_mut(RESPONSE_NONCE_LEN..) {
-            Some(body) => cipher.encrypt_inout_detached(&nonce, b"", body.into()).ok(),
-            None => None,
-        };
-        match sealed {
-            Some(tag) => out.extend_from_slice(&tag),
-            None => {
-                out.zeroize();
-                return Err(SealError::Internal);
-            }
-        }
-        Ok(out)
+        let (nonce_out, body) = buf.split_at_mut(RESPONSE_NONCE_LEN);
+        nonce_out.copy_from_slice(&response_nonce);
+        let tag = cipher
+            .encrypt_inout_detached(&nonce, b"", body.into())
+            .map_err(|_| SealError::Internal)?;
+        // Within the capacity reserved above: no reallocation.
+        buf.extend_from_slice(&tag);
+        Ok(())
     }
 }
 
@@ -159,24 +196,64 @@ impl ResponseOpener {
     /// opaque [`OpenError`].
     pub fn open(self, enc_response: &[u8]) -> Result<Zeroizing<Vec<u8>>, OpenError> {
         // Bounded before any allocation; the one allocation below is smaller than the input.
-        if enc_response.len() > MAX_ENCAPSULATED_RESPONSE_LEN {
-            return Err(OpenError);
-        }
-        let (response_nonce, rest) = enc_response
-            .split_first_chunk::<RESPONSE_NONCE_LEN>()
+        let tag = response_tag(enc_response)?;
+        let body = enc_response
+            .get(RESPONSE_NONCE_LEN..enc_response.len() - TAG_LEN)
             .ok_or(OpenError)?;
-        let (ciphertext, tag) = rest.split_last_chunk::<TAG_LEN>().ok_or(OpenError)?;
-        let (cipher, nonce) = self.secret.cipher(response_nonce).ok_or(OpenError)?;
-
-        let mut plaintext = Zeroizing::new(ciphertext.to_vec());
-        cipher
-            .decrypt_inout_detached(
-                &nonce,
-                b"",
-                plaintext.as_mut_slice().into(),
-                &Tag::from(*tag),
-            )
-            .map_err(|_| OpenError)?;
+        let mut plaintext = Zeroizing::new(body.to_vec());
+        self.open_body(response_nonce(enc_response)?, &tag, &mut plaintext)?;
         Ok(plaintext)
     }
+
+    /// [`Self::open`] without a copy: decrypts the ciphertext where it lies in `enc_response`
+    /// and returns where the plaintext now is (`RESPONSE_NONCE_LEN..len - TAG_LEN`). The
+    /// plaintext is the caller's to wipe. On failure the ciphertext region is zeroed, so that no
+    /// unauthenticated output is ever left behind.
+    pub fn open_in_place(self, enc_response: &mut [u8]) -> Result<Range<usize>, OpenError> {
+        let tag = response_tag(enc_response)?;
+        let response_nonce = *response_nonce(enc_response)?;
+        let range = RESPONSE_NONCE_LEN..enc_response.len() - TAG_LEN;
+        let body = enc_response.get_mut(range.clone()).ok_or(OpenError)?;
+        self.open_body(&response_nonce, &tag, body)?;
+        Ok(range)
+    }
+
+    /// AES-256-GCM open of `body` in place; `body` is zeroed if it does not open.
+    fn open_body(
+        &self,
+        response_nonce: &[u8; RESPONSE_NONCE_LEN],
+        tag: &[u8; TAG_LEN],
+        body: &mut [u8],
+    ) -> Result<(), OpenError> {
+        let opened = match self.secret.cipher(response_nonce) {
+            Some((cipher, nonce)) => cipher
+                .decrypt_inout_detached(&nonce, b"", (&mut *body).into(), &Tag::from(*tag))
+                .map_err(|_| OpenError),
+            None => Err(OpenError),
+        };
+        if opened.is_err() {
+            body.zeroize();
+        }
+        opened
+    }
+}
+
+/// The tag of an encapsulated response, after checking its length bounds. Afterwards
+/// `len >= RESPONSE_OVERHEAD`.
+fn response_tag(enc_response: &[u8]) -> Result<[u8; TAG_LEN], OpenError> {
+    if enc_response.len() > MAX_ENCAPSULATED_RESPONSE_LEN || enc_response.len() < RESPONSE_OVERHEAD
+    {
+        return Err(OpenError);
+    }
+    let (_, tag) = enc_response
+        .split_last_chunk::<TAG_LEN>()
+        .ok_or(OpenError)?;
+    Ok(*tag)
+}
+
+fn response_nonce(enc_response: &[u8]) -> Result<&[u8; RESPONSE_NONCE_LEN], OpenError> {
+    let (nonce, _) = enc_response
+        .split_first_chunk::<RESPONSE_NONCE_LEN>()
+        .ok_or(OpenError)?;
+    Ok(nonce)
 }

@@ -162,6 +162,138 @@ pub(crate) fn infer_response(bytes: &[u8]) -> Option<InferResponse> {
     r.rest.is_empty().then_some(InferResponse::Ok { outputs })
 }
 
+/// Length of the head of a data item with argument `arg` (RFC 8949 §3: the shortest form, as
+/// ciborium writes it).
+fn head_len(arg: u64) -> usize {
+    match arg {
+        0..=23 => 1,
+        24..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+fn put_head(out: &mut Vec<u8>, major: u8, arg: u64) {
+    let m = major << 5;
+    // Each arm writes exactly the bytes `head_len` counts.
+    match arg {
+        0..=23 => out.push(m | arg as u8),
+        24..=0xff => out.extend_from_slice(&[m | 24, arg as u8]),
+        0x100..=0xffff => {
+            out.push(m | 25);
+            out.extend_from_slice(&(arg as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(m | 26);
+            out.extend_from_slice(&(arg as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(m | 27);
+            out.extend_from_slice(&arg.to_be_bytes());
+        }
+    }
+}
+
+fn string_len(len: usize) -> usize {
+    head_len(len as u64) + len
+}
+
+fn put_string(out: &mut Vec<u8>, major: u8, bytes: &[u8]) {
+    put_head(out, major, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Encoded length of a tensor list, the layout [`Reader::tensors`] reads.
+fn tensors_len(tensors: &[NamedTensor]) -> usize {
+    let mut n = head_len(tensors.len() as u64);
+    for t in tensors {
+        n += 1 + string_len(4) + string_len(t.name.len()) + string_len(6) + 1;
+        n += string_len(5) + string_len(t.tensor.dtype().name().len());
+        n += string_len(5) + head_len(t.tensor.shape().len() as u64);
+        n += t.tensor.shape().iter().map(|&d| head_len(d)).sum::<usize>();
+        n += string_len(4) + string_len(t.tensor.data().len());
+    }
+    n
+}
+
+fn put_tensors(out: &mut Vec<u8>, tensors: &[NamedTensor]) {
+    put_head(out, ARRAY, tensors.len() as u64);
+    for t in tensors {
+        put_head(out, MAP, 2);
+        put_string(out, TEXT, b"name");
+        put_string(out, TEXT, t.name.as_bytes());
+        put_string(out, TEXT, b"tensor");
+        put_head(out, MAP, 3);
+        put_string(out, TEXT, b"dtype");
+        put_string(out, TEXT, t.tensor.dtype().name().as_bytes());
+        put_string(out, TEXT, b"shape");
+        put_head(out, ARRAY, t.tensor.shape().len() as u64);
+        for &d in t.tensor.shape() {
+            put_head(out, UINT, d);
+        }
+        put_string(out, TEXT, b"data");
+        put_string(out, BYTES, t.tensor.data());
+    }
+}
+
+/// `front` zero bytes, then `len` bytes written by `write`, in one allocation of exactly
+/// `front + len + back` bytes: the buffer never grows, so no copy of the (plaintext) encoding is
+/// left in freed memory, and a sealer can use the room on either side in place.
+fn with_room(front: usize, len: usize, back: usize, write: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::with_capacity(front.saturating_add(len).saturating_add(back));
+    out.resize(front, 0);
+    write(&mut out);
+    debug_assert_eq!(
+        out.len(),
+        front + len,
+        "encoded length disagrees with its count"
+    );
+    out
+}
+
+/// [`InferRequest`] encoded exactly as ciborium encodes it (tested below), after `front` bytes of
+/// room and with `back` bytes of spare capacity.
+pub(crate) fn encode_infer_request(req: &InferRequest, front: usize, back: usize) -> Vec<u8> {
+    let len = 1
+        + string_len(10)
+        + string_len(REQUEST_ID_LEN)
+        + string_len(10)
+        + head_len(req.sent_at_ms)
+        + string_len(8)
+        + string_len(req.model_id.len())
+        + string_len(6)
+        + tensors_len(&req.inputs);
+    with_room(front, len, back, |out| {
+        put_head(out, MAP, 4);
+        put_string(out, TEXT, b"request_id");
+        put_string(out, BYTES, &req.request_id);
+        put_string(out, TEXT, b"sent_at_ms");
+        put_head(out, UINT, req.sent_at_ms);
+        put_string(out, TEXT, b"model_id");
+        put_string(out, TEXT, req.model_id.as_bytes());
+        put_string(out, TEXT, b"inputs");
+        put_tensors(out, &req.inputs);
+    })
+}
+
+/// `InferResponse::Ok { outputs }` encoded exactly as ciborium encodes it, with room as in
+/// [`encode_infer_request`].
+pub(crate) fn encode_infer_response_ok(
+    outputs: &[NamedTensor],
+    front: usize,
+    back: usize,
+) -> Vec<u8> {
+    let len = 1 + string_len(2) + 1 + string_len(7) + tensors_len(outputs);
+    with_room(front, len, back, |out| {
+        put_head(out, MAP, 1);
+        put_string(out, TEXT, b"ok");
+        put_head(out, MAP, 1);
+        put_string(out, TEXT, b"outputs");
+        put_tensors(out, outputs);
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +339,53 @@ mod tests {
             let response = InferResponse::Ok { outputs: inputs };
             let bytes = response.encode().unwrap();
             assert_eq!(infer_response(&bytes), Some(response));
+        }
+    }
+
+    #[test]
+    fn encodes_byte_for_byte_like_ciborium_with_room_on_both_sides() {
+        let mut big_dims = sample_tensors();
+        big_dims.push(named(
+            "dims",
+            Tensor::new(DType::U8, vec![0, 30, 300, 70_000, 5], vec![]).unwrap(),
+        ));
+        for sent_at_ms in [
+            0,
+            23,
+            24,
+            255,
+            256,
+            65_535,
+            65_536,
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ] {
+            for inputs in [vec![], sample_tensors(), big_dims.clone()] {
+                let request = InferRequest {
+                    request_id: [9; REQUEST_ID_LEN],
+                    sent_at_ms,
+                    model_id: "m".repeat(1 + (sent_at_ms % 200) as usize),
+                    inputs: inputs.clone(),
+                };
+                let expected = cbor::to_vec(&request).unwrap();
+                let ours = encode_infer_request(&request, 0, 0);
+                assert_eq!(ours, expected);
+                assert_eq!(ours.capacity(), expected.len());
+                let roomy = encode_infer_request(&request, 39, 16);
+                assert_eq!(&roomy[..39], &[0; 39]);
+                assert_eq!(&roomy[39..], expected.as_slice());
+                assert_eq!(roomy.capacity(), 39 + expected.len() + 16);
+
+                let response = InferResponse::Ok { outputs: inputs };
+                let expected = cbor::to_vec(&response).unwrap();
+                let InferResponse::Ok { outputs } = &response else {
+                    unreachable!()
+                };
+                assert_eq!(encode_infer_response_ok(outputs, 0, 0), expected);
+                let roomy = encode_infer_response_ok(outputs, 32, 16);
+                assert_eq!(&roomy[32..], expected.as_slice());
+                assert_eq!(roomy.capacity(), 32 + expected.len() + 16);
+            }
         }
     }
 

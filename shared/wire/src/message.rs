@@ -458,7 +458,15 @@ mod request_id_bytes {
 
 impl InferRequest {
     pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
-        Ok(cbor::to_vec(self)?)
+        self.encode_with_room(0, 0)
+    }
+
+    /// [`Self::encode`] after `front` zero bytes, in one allocation with `back` bytes of spare
+    /// capacity: the buffer a sealer (`sealed_crypto::seal_request_in_place`, `front` =
+    /// `REQUEST_PREFIX_LEN`, `back` = `TAG_LEN`) turns into the sealed message where it lies.
+    /// Written once at its exact size, so no copy of the plaintext is left in freed memory.
+    pub fn encode_with_room(&self, front: usize, back: usize) -> Result<Vec<u8>, MessageError> {
+        Ok(crate::fast::encode_infer_request(self, front, back))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
@@ -493,7 +501,25 @@ pub enum InferResponse {
 
 impl InferResponse {
     pub fn encode(&self) -> Result<Vec<u8>, MessageError> {
-        Ok(cbor::to_vec(self)?)
+        self.encode_with_room(0, 0)
+    }
+
+    /// [`Self::encode`] after `front` zero bytes with `back` bytes of spare capacity, like
+    /// [`InferRequest::encode_with_room`] (for `ResponseSealer::seal_in_place`: `front` =
+    /// `RESPONSE_NONCE_LEN`, `back` = `TAG_LEN`).
+    pub fn encode_with_room(&self, front: usize, back: usize) -> Result<Vec<u8>, MessageError> {
+        match self {
+            InferResponse::Ok { outputs } => {
+                Ok(crate::fast::encode_infer_response_ok(outputs, front, back))
+            }
+            // Small: through ciborium, appended after the room.
+            InferResponse::Error { .. } => {
+                let mut out = vec![0u8; front];
+                ciborium::ser::into_writer(self, &mut out)
+                    .map_err(|_| MessageError::from(cbor::CborError::Encode))?;
+                Ok(out)
+            }
+        }
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
