@@ -1,5 +1,5 @@
-//! `sealed-bench micro`: the two one-off costs of the sealed path, each beside what it is made of
-//! (docs/performance.md).
+//! `sealed-bench micro`: the two one-off costs of the sealed path, each beside what it is made of,
+//! and the host's relay on its own (docs/performance.md).
 //!
 //! 1. Client attestation verification ([`attest`]): `sealed_attestation::verify` as
 //!    `Client::attest` runs it after the HTTP fetch, on real AWS documents (verified as of their
@@ -7,18 +7,23 @@
 //!    the client adds), beside one ES384 verification × the number the verification performs.
 //! 2. Sealed-model unseal ([`unseal`]): AES-256-GCM alone, SHA-384 alone and `sealed_model`'s
 //!    opener on a ~100 MB model, beside tract's plain load of the same bytes and unseal + load.
+//! 3. The host's relay alone ([`relay`]): the real `sealed-host` between an HTTP client and a
+//!    stand-in enclave in this process, 1 KiB to 16 MiB bodies: round trip, relay MB/s, the
+//!    host's CPU time, context switches and memory per request.
 //!
-//! Every figure is single-threaded (one core). Nothing here prints key material or model bytes.
-//! Figures for documents come from a release build; the report names the build profile and the
+//! Every figure except the relay's is single-threaded (one core). Nothing here prints key material
+//! or model bytes. Figures for documents come from a release build; the report names the build profile and the
 //! machine's load average before and after.
 //!
 //! # Layout
 //! - `micro.rs`: the command line, timing and statistics helpers, the report.
 //! - [`attest`]: the attestation cases. [`unseal`]: the unseal and load cases.
 //! - [`onnx_gen`]: the ~100 MB ONNX model generated when `--models-dir` has no `large.onnx`.
+//! - [`relay`]: the host relay case.
 
 mod attest;
 mod onnx_gen;
+mod relay;
 mod unseal;
 
 use std::path::PathBuf;
@@ -40,11 +45,17 @@ pub struct Args {
     #[arg(long)]
     quick: bool,
     /// Only the attestation part.
-    #[arg(long, conflicts_with = "unseal_only")]
+    #[arg(long, conflicts_with_all = ["unseal_only", "relay_only"])]
     attest_only: bool,
     /// Only the unseal part.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "relay_only")]
     unseal_only: bool,
+    /// Only the host relay part (needs `sealed-host`, see --bin-dir).
+    #[arg(long)]
+    relay_only: bool,
+    /// Where `sealed-host` is for the relay part (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
     /// Write the report as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -97,14 +108,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut report = serde_json::Map::new();
     // First in the file; the load average after the run is added at the end.
     report.insert("machine".into(), machine_start.clone());
-    if !args.unseal_only {
+    let only = args.attest_only || args.unseal_only || args.relay_only;
+    // Located first: a missing binary fails the run before minutes of other cases.
+    let host = if !only || args.relay_only {
+        Some(relay::host_binary(args.bin_dir.as_deref())?)
+    } else {
+        None
+    };
+    if !only || args.attest_only {
         let vectors = attest::locate_vectors(args.vectors_dir.as_deref());
         let result = attest::run(&vectors, budget)?;
         print!("{}", attest::table(&result));
         println!();
         report.insert("attestation".into(), attest::json(&result));
     }
-    if !args.attest_only {
+    if !only || args.unseal_only {
         let model = unseal::locate_model(&args.models_dir)?;
         let result = unseal::run(model, budget)?;
         print!("{}", unseal::table(&result));
@@ -112,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.insert("unseal".into(), unseal::json(&result));
     }
 
-    if !args.attest_only && !args.unseal_only {
+    if !only {
         let floor = crate::floor::measure(args.quick)?;
         let us = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64).unwrap_or(0.0);
         println!("## Floor of the sealed path's added time (digits-sized request)");
@@ -134,6 +152,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("| **floor** | **{:.1}** |", us(&floor, "floor_us"));
         println!();
         report.insert("floor".into(), floor);
+    }
+    if let Some(host) = host {
+        let result = relay::run(&host, relay::Budget::new(args.quick))?;
+        print!("{}", relay::table(&result));
+        println!();
+        report.insert("relay".into(), relay::json(&result));
     }
 
     let machine_end = machine();

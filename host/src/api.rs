@@ -18,13 +18,14 @@
 //! matched route template only, never the path or query).
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::{Body, HttpBody};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -39,7 +40,7 @@ use sealed_wire::{
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument as _, debug, info, info_span, warn};
 
-use crate::enclave_pool::PoolError;
+use crate::enclave_pool::{InferAnswer, InferFrame, PoolError};
 use crate::limits::{ClientKey, HttpLimits, Limiter, Refusal, RejectReason};
 use crate::metrics::route_label;
 use crate::supervisor::HostState;
@@ -100,8 +101,9 @@ pub fn router_with_limits(
         .route("/readyz", get(readyz_handler))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // A sealed request is at most MAX_SEALED_MESSAGE_LEN; the limit applies while the body is
-        // read, so a larger upload is cut off without buffering it.
+        // No route here reads more than MAX_SEALED_MESSAGE_LEN (`/v1/infer` reads its body
+        // itself and checks the same bound, `read_sealed_body`); a larger upload is cut off
+        // without buffering it.
         .layer(DefaultBodyLimit::max(MAX_SEALED_MESSAGE_LEN))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -464,43 +466,71 @@ async fn attestation(
     }
 }
 
-async fn infer(
-    State(state): State<ApiState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::RequestTooLarge,
-                format!("sealed request exceeds {MAX_SEALED_MESSAGE_LEN} bytes"),
-            )
-        } else {
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::RequestTooLarge,
+        format!("sealed request exceeds {MAX_SEALED_MESSAGE_LEN} bytes"),
+    )
+}
+
+/// Reads a sealed request body straight into the frame that carries it to the enclave: one copy
+/// out of hyper's read buffer, no collecting of chunks. The announced length is checked against
+/// [`MAX_SEALED_MESSAGE_LEN`] before anything is read, and the buffer is sized to it only once the
+/// first bytes have arrived (a client that announces 16 MiB and sends nothing holds nothing); a
+/// body without a length grows as it arrives, checked against the same bound.
+async fn read_sealed_body(mut body: Body) -> Result<InferFrame, ApiError> {
+    let announced = body.size_hint().exact();
+    let announced = match announced.map(usize::try_from) {
+        Some(Ok(n)) if n <= MAX_SEALED_MESSAGE_LEN => Some(n),
+        Some(_) => return Err(too_large()),
+        None => None,
+    };
+    let mut frame = InferFrame::new();
+    while let Some(next) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let next = next.map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::MalformedMessage,
                 "request body could not be read",
             )
+        })?;
+        // Trailers carry nothing a sealed request needs.
+        let Ok(data) = next.into_data() else {
+            continue;
+        };
+        let total = frame.sealed_len().saturating_add(data.len());
+        if total > MAX_SEALED_MESSAGE_LEN {
+            return Err(too_large());
         }
-    })?;
-    if body.is_empty() {
+        if frame.sealed_len() == 0
+            && let Some(n) = announced
+        {
+            frame.reserve_exact(n);
+        }
+        frame.extend_from_slice(&data);
+    }
+    Ok(frame)
+}
+
+async fn infer(State(state): State<ApiState>, request: Request) -> Result<Response, ApiError> {
+    let frame = read_sealed_body(request.into_body()).await?;
+    if frame.sealed_len() == 0 {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::MalformedMessage,
             "empty request body: expected a sealed request",
         ));
     }
-    let request = EnclaveRequest::Infer {
-        sealed: Vec::from(body),
-    };
-    match state.host.call_owned(request).await? {
-        EnclaveResponse::Infer { sealed } => Ok((
+    match state.host.call_infer(frame).await? {
+        // The answer's bytes go to hyper as a view into the frame they arrived in.
+        InferAnswer::Sealed(sealed) => Ok((
             [(header::CONTENT_TYPE, "application/octet-stream")],
             Body::from(sealed),
         )
             .into_response()),
-        EnclaveResponse::Error(e) => Err(ApiError::from_enclave(e)),
-        other => Err(ApiError::unexpected(&other)),
+        InferAnswer::Other(EnclaveResponse::Error(e)) => Err(ApiError::from_enclave(e)),
+        InferAnswer::Other(other) => Err(ApiError::unexpected(&other)),
     }
 }
 

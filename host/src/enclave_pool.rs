@@ -21,11 +21,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use sealed_transport::{BoxRead, BoxWrite, Endpoint, TransportError};
 use sealed_wire::ErrorCode;
-use sealed_wire::frame::Frame;
+use sealed_wire::frame::{Frame, HEADER_LEN};
 use sealed_wire::limits::MAX_FRAME_LEN;
-use sealed_wire::message::MessageError;
+use sealed_wire::message::{MessageError, infer_envelope_prefix, infer_envelope_range};
 use sealed_wire::{EnclaveRequest, EnclaveResponse};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -96,17 +97,89 @@ impl PoolError {
 
 type Pending = HashMap<u64, oneshot::Sender<Vec<u8>>>;
 
-/// One frame body to write: `head ‖ body` (an envelope prefix and the bytes it wraps, or an
-/// encoded message and nothing).
-struct Outgoing {
-    head: Vec<u8>,
-    body: Vec<u8>,
+/// One frame to write.
+enum Outgoing {
+    /// Body `head ‖ body` (an envelope prefix and the bytes it wraps, or an encoded message and
+    /// nothing).
+    Parts { head: Vec<u8>, body: Vec<u8> },
+    /// A whole frame in one buffer from `start`: header room ‖ body ([`InferFrame`]).
+    Framed { buf: Vec<u8>, start: usize },
 }
 
 impl Outgoing {
+    /// Body length (the frame header and request id not counted).
     fn len(&self) -> usize {
-        self.head.len().saturating_add(self.body.len())
+        match self {
+            Outgoing::Parts { head, body } => head.len().saturating_add(body.len()),
+            Outgoing::Framed { buf, start } => {
+                buf.len().saturating_sub(start.saturating_add(HEADER_LEN))
+            }
+        }
     }
+}
+
+/// Longest envelope prefix [`infer_envelope_prefix`] writes: the 15-byte map head and a byte
+/// string header of at most 9 bytes (RFC 8949 §3).
+const MAX_INFER_PREFIX_LEN: usize = 24;
+/// Room kept in front of the sealed bytes of an [`InferFrame`].
+const INFER_FRONT: usize = HEADER_LEN + MAX_INFER_PREFIX_LEN;
+
+/// An inference request's frame, built in one buffer as the sealed bytes arrive: room for the frame
+/// header and the envelope prefix in front of them, so that the frame goes out in one write and
+/// the sealed bytes are never copied after they are received.
+pub struct InferFrame {
+    buf: Vec<u8>,
+}
+
+impl InferFrame {
+    /// An empty frame (no room reserved for sealed bytes yet).
+    pub fn new() -> InferFrame {
+        InferFrame {
+            buf: vec![0; INFER_FRONT],
+        }
+    }
+
+    /// Sealed bytes so far.
+    pub fn sealed_len(&self) -> usize {
+        self.buf.len() - INFER_FRONT
+    }
+
+    /// Makes room for exactly `additional` more sealed bytes (no more, as `Vec::reserve_exact`).
+    pub fn reserve_exact(&mut self, additional: usize) {
+        self.buf.reserve_exact(additional);
+    }
+
+    /// Appends sealed bytes.
+    pub fn extend_from_slice(&mut self, sealed: &[u8]) {
+        self.buf.extend_from_slice(sealed);
+    }
+
+    /// The frame from its start (header room ‖ envelope prefix ‖ sealed bytes) and that start.
+    fn finish(mut self) -> Outgoing {
+        let prefix = infer_envelope_prefix(self.sealed_len());
+        let start = INFER_FRONT - HEADER_LEN - prefix.len().min(MAX_INFER_PREFIX_LEN);
+        if let Some(room) = self.buf.get_mut(start + HEADER_LEN..INFER_FRONT) {
+            room.copy_from_slice(&prefix);
+        }
+        Outgoing::Framed {
+            buf: self.buf,
+            start,
+        }
+    }
+}
+
+impl Default for InferFrame {
+    fn default() -> Self {
+        InferFrame::new()
+    }
+}
+
+/// The enclave's answer to an inference.
+pub enum InferAnswer {
+    /// The sealed response bytes: a view into the frame they arrived in (no copy).
+    Sealed(Bytes),
+    /// Any other response (an error, or the wrong kind).
+    Other(EnclaveResponse),
 }
 
 /// One live connection.
@@ -262,7 +335,7 @@ impl EnclavePool {
     ) -> Result<EnclaveResponse, PoolError> {
         let body = request.encode().map_err(PoolError::Encode)?;
         let head = Vec::new();
-        self.exchange(Outgoing { head, body }, timeout).await
+        self.exchange(Outgoing::Parts { head, body }, timeout).await
     }
 
     /// [`EnclavePool::call`] on an owned request: an `Infer` request's sealed bytes are written
@@ -270,16 +343,31 @@ impl EnclavePool {
     pub async fn call_owned(&self, request: EnclaveRequest) -> Result<EnclaveResponse, PoolError> {
         let timeout = self.shared.config.request_timeout;
         let out = match request {
-            EnclaveRequest::Infer { sealed } => Outgoing {
-                head: sealed_wire::message::infer_envelope_prefix(sealed.len()),
+            EnclaveRequest::Infer { sealed } => Outgoing::Parts {
+                head: infer_envelope_prefix(sealed.len()),
                 body: sealed,
             },
-            other => Outgoing {
+            other => Outgoing::Parts {
                 head: Vec::new(),
                 body: other.encode().map_err(PoolError::Encode)?,
             },
         };
         self.exchange(out, timeout).await
+    }
+
+    /// Relays one inference built in place ([`InferFrame`]) and returns the sealed answer as a
+    /// view into the frame it arrived in: neither direction copies the sealed bytes in user space.
+    pub async fn call_infer(&self, frame: InferFrame) -> Result<InferAnswer, PoolError> {
+        let timeout = self.shared.config.request_timeout;
+        let reply = self.exchange_raw(frame.finish(), timeout).await?;
+        match infer_envelope_range(&reply) {
+            Some(range) => Ok(InferAnswer::Sealed(Bytes::from(reply).slice(range))),
+            // Any other shape goes through the decoder (which accepts every valid encoding).
+            None => match EnclaveResponse::decode(&reply).map_err(PoolError::Decode)? {
+                EnclaveResponse::Infer { sealed } => Ok(InferAnswer::Sealed(Bytes::from(sealed))),
+                other => Ok(InferAnswer::Other(other)),
+            },
+        }
     }
 
     /// Sends one frame body and waits for the answer, up to `timeout`.
@@ -288,6 +376,13 @@ impl EnclavePool {
         body: Outgoing,
         timeout: Duration,
     ) -> Result<EnclaveResponse, PoolError> {
+        let reply = self.exchange_raw(body, timeout).await?;
+        // An `Infer` answer keeps its sealed bytes in the frame's buffer (no copy through CBOR).
+        EnclaveResponse::decode_owned(reply).map_err(PoolError::Decode)
+    }
+
+    /// Sends one frame and returns the body of the answer, up to `timeout`.
+    async fn exchange_raw(&self, body: Outgoing, timeout: Duration) -> Result<Vec<u8>, PoolError> {
         // Checked here rather than in the writer, where an oversized frame would break the
         // connection for every other request on it.
         let max = MAX_FRAME_LEN as usize - REQUEST_ID_LEN;
@@ -333,8 +428,7 @@ impl EnclavePool {
             duration_ms = started.elapsed().as_millis() as u64,
             "enclave exchange"
         );
-        // An `Infer` answer keeps its sealed bytes in the frame's buffer (no copy through CBOR).
-        EnclaveResponse::decode_owned(reply).map_err(PoolError::Decode)
+        Ok(reply)
     }
 
     /// The least-loaded live connection with room for one more request, starting the scan at a
@@ -440,7 +534,15 @@ async fn serve_connection(
 ) -> ConnectionEnd {
     let writer = async move {
         while let Some((request_id, out)) = rx.recv().await {
-            sealed_transport::write_frame_parts(&mut w, request_id, &out.head, &out.body).await?;
+            match out {
+                Outgoing::Parts { head, body } => {
+                    sealed_transport::write_frame_parts(&mut w, request_id, &head, &body).await?;
+                }
+                Outgoing::Framed { mut buf, start } => {
+                    let frame = buf.get_mut(start..).unwrap_or_default();
+                    sealed_transport::write_frame_in_place(&mut w, request_id, frame).await?;
+                }
+            }
         }
         Ok::<_, TransportError>(())
     };
@@ -540,6 +642,85 @@ mod tests {
                         sealed: reversed.clone()
                     }
             );
+        }
+        enclave.await.unwrap();
+    }
+
+    #[test]
+    fn an_infer_frame_is_the_encoded_request_behind_a_header() {
+        assert_eq!(
+            infer_envelope_prefix(usize::MAX).len(),
+            MAX_INFER_PREFIX_LEN
+        );
+        for len in [1usize, 23, 24, 255, 256, 65_536, 70_000] {
+            let sealed: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut frame = InferFrame::new();
+            frame.reserve_exact(len);
+            let (a, b) = sealed.split_at(len / 2);
+            frame.extend_from_slice(a);
+            frame.extend_from_slice(b);
+            assert_eq!(frame.sealed_len(), len);
+            let out = frame.finish();
+            assert_eq!(out.len(), len + infer_envelope_prefix(len).len());
+            let Outgoing::Framed { buf, start } = out else {
+                panic!("not framed");
+            };
+            let expected = EnclaveRequest::Infer { sealed }.encode().unwrap();
+            assert_eq!(&buf[start + HEADER_LEN..], expected.as_slice(), "{len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn call_infer_relays_in_place_and_answers_with_the_sealed_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sock");
+        let listener = sealed_transport::Listener::bind(&Endpoint::Unix(path.clone())).unwrap();
+        let sealed: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let expected = EnclaveRequest::Infer {
+            sealed: sealed.clone(),
+        }
+        .encode()
+        .unwrap();
+        // Answers the first request with the sealed bytes reversed, the second with an error.
+        let enclave = tokio::spawn(async move {
+            let (mut r, mut w) = listener.accept().await.unwrap();
+            for round in 0..2 {
+                let frame = sealed_transport::read_frame(&mut r, MAX_FRAME_LEN)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(frame.body, expected);
+                let answer = if round == 0 {
+                    let mut sealed = frame.body[frame.body.len() - 300_000..].to_vec();
+                    sealed.reverse();
+                    EnclaveResponse::Infer { sealed }
+                } else {
+                    EnclaveResponse::error(ErrorCode::Busy, "busy")
+                };
+                sealed_transport::write_frame(&mut w, frame.request_id, &answer.encode().unwrap())
+                    .await
+                    .unwrap();
+            }
+        });
+        let mut config = PoolConfig::new(Endpoint::Unix(path));
+        config.connections = 1;
+        config.request_timeout = Duration::from_secs(10);
+        let pool = EnclavePool::start(config);
+        assert!(pool.wait_connected(Duration::from_secs(5)).await);
+        let frame = || {
+            let mut f = InferFrame::new();
+            f.extend_from_slice(&sealed);
+            f
+        };
+        let mut reversed = sealed.clone();
+        reversed.reverse();
+        match pool.call_infer(frame()).await.unwrap() {
+            InferAnswer::Sealed(bytes) => assert!(bytes[..] == reversed[..]),
+            InferAnswer::Other(other) => panic!("unexpected answer {other:?}"),
+        }
+        match pool.call_infer(frame()).await.unwrap() {
+            InferAnswer::Other(EnclaveResponse::Error(e)) => assert_eq!(e.code, ErrorCode::Busy),
+            _ => panic!("expected the enclave's error"),
         }
         enclave.await.unwrap();
     }

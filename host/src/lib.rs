@@ -59,7 +59,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use config::Config;
-pub use enclave_pool::{EnclavePool, PoolConfig, PoolError};
+pub use enclave_pool::{EnclavePool, InferAnswer, InferFrame, PoolConfig, PoolError};
 pub use limits::HttpLimits;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

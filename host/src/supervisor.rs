@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::credentials::CredentialProvider;
-use crate::enclave_pool::{EnclavePool, PoolError};
+use crate::enclave_pool::{EnclavePool, InferAnswer, InferFrame, PoolError};
 use crate::metrics::Metrics;
 use crate::model_loader::{self, ModelSpec};
 use crate::sealed_loader::{self, LoaderConfig};
@@ -144,6 +144,14 @@ impl HostState {
             return Err(PoolError::Unavailable);
         }
         self.pool.call_owned(request).await
+    }
+
+    /// [`Self::call`] for an inference built in place ([`EnclavePool::call_infer`]).
+    pub async fn call_infer(&self, frame: InferFrame) -> Result<InferAnswer, PoolError> {
+        if self.probe() == Probe::Down {
+            return Err(PoolError::Unavailable);
+        }
+        self.pool.call_infer(frame).await
     }
 
     /// Sets the gauges that are read from live state rather than counted.
