@@ -14,11 +14,13 @@
 //! # Layout
 //! - `main.rs`: the command line.
 //! - [`load`]: the client tasks, the RSS sampler and the report.
+//! - [`tract`]: tract alone on the benchmark models (threads, batching, onnxruntime's figures).
 
 mod compare;
 mod floor;
 mod load;
 mod micro;
+mod tract;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +42,8 @@ enum Command {
     Compare(compare::Args),
     /// Attestation verification and sealed-model unseal micro-benchmarks.
     Micro(micro::Args),
+    /// tract alone: engine plan, intra-op threads, batching potential, gap to onnxruntime.
+    Tract(tract::Args),
     /// (Internal) hold one model in bare tract and print the process's peak RSS.
     #[command(hide = true)]
     BareRss(compare::BareRssArgs),
@@ -95,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         Command::Load(args) => args,
         Command::Compare(args) => return compare::run(args),
         Command::Micro(args) => return micro::run(args),
+        Command::Tract(args) => return tract::run(args),
         Command::BareRss(args) => return compare::bare_rss(args),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

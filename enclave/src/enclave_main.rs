@@ -63,6 +63,12 @@ struct Args {
     /// Inference worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Threads one inference may use for tract's matrix products: above 1, one pool of this many
+    /// threads shared by every worker (builds with the `multithread-mm` feature only). 1 runs
+    /// each inference on its worker alone.
+    #[arg(long, env = "SEALED_INTRA_OP_THREADS", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    intra_op_threads: u16,
     /// Inference jobs that may wait for a worker before requests are refused as busy.
     #[arg(long, default_value_t = 64)]
     queue_depth: usize,
@@ -211,6 +217,12 @@ fn real_main() -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    if args.intra_op_threads > 1 && !sealed_enclave::engine::INTRA_OP_AVAILABLE {
+        anyhow::bail!(
+            "--intra-op-threads {} needs an enclave built with the multithread-mm feature",
+            args.intra_op_threads
+        );
+    }
     let kms = kms_config(&args)?;
     let config = sealed_enclave::Config {
         listen: args.listen.clone(),
@@ -219,6 +231,7 @@ fn real_main() -> anyhow::Result<()> {
             queue_depth: args.queue_depth,
             // Sealed models are bounded by the same budget as their uploads.
             max_model_len: usize::try_from(args.max_model_bytes).unwrap_or(usize::MAX),
+            intra_op_threads: usize::from(args.intra_op_threads),
         },
         nsm,
         kms,

@@ -37,6 +37,16 @@ use sha2::{Digest, Sha384};
 use tokio::sync::oneshot;
 
 use model::LoadedModel;
+use tract_onnx::prelude::multithread::Executor;
+
+/// Threads of an executor's pool.
+fn executor_threads(executor: &Executor) -> usize {
+    match executor {
+        #[cfg(feature = "multithread-mm")]
+        Executor::MultiThread(pool) => pool.current_num_threads(),
+        _ => 1,
+    }
+}
 
 /// Requests waiting for a worker, by default, beyond those running.
 pub const DEFAULT_QUEUE_DEPTH: usize = 64;
@@ -106,7 +116,17 @@ pub struct EngineConfig {
     /// Largest ONNX model accepted, in bytes. Plaintext loads (simulation) are bounded by the
     /// frame limit ([`MAX_MODEL_LEN`]) before they get here; sealed models by this.
     pub max_model_len: usize,
+    /// Threads one inference may use for tract's matrix products and large element-wise ops:
+    /// above 1, one pool of this many threads (tract's multithreaded executor, rayon), shared by
+    /// every worker and model; a worker waits while its products run there. 1, the default, runs
+    /// each inference on its worker alone. Needs the `multithread-mm` feature
+    /// ([`INTRA_OP_AVAILABLE`]); without it a value above 1 is logged and treated as 1.
+    pub intra_op_threads: usize,
 }
+
+/// Whether this build has tract's multithreaded executor (`multithread-mm`), which
+/// [`EngineConfig::intra_op_threads`] above 1 needs.
+pub const INTRA_OP_AVAILABLE: bool = cfg!(feature = "multithread-mm");
 
 impl Default for EngineConfig {
     /// One worker per available CPU (the enclave's vCPUs), [`DEFAULT_QUEUE_DEPTH`] waiting.
@@ -115,7 +135,38 @@ impl Default for EngineConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             queue_depth: DEFAULT_QUEUE_DEPTH,
             max_model_len: MAX_MODEL_LEN,
+            intra_op_threads: 1,
         }
+    }
+}
+
+/// The executor every plan is built with: `None` for tract's default (each inference on its
+/// worker thread), or a shared pool of `threads`.
+fn intra_op_executor(threads: usize) -> Option<Executor> {
+    if threads <= 1 {
+        return None;
+    }
+    #[cfg(feature = "multithread-mm")]
+    {
+        // tract panics if the pool cannot be built (no threads left): run single-threaded then.
+        match catch_unwind(|| Executor::multithread_with_name(threads, "engine-intra-op")) {
+            Ok(executor) => Some(executor),
+            Err(_) => {
+                tracing::error!(
+                    threads,
+                    "could not start the intra-op pool; one thread per inference"
+                );
+                None
+            }
+        }
+    }
+    #[cfg(not(feature = "multithread-mm"))]
+    {
+        tracing::warn!(
+            threads,
+            "intra-op threads need the multithread-mm feature; one thread per inference"
+        );
+        None
     }
 }
 
@@ -147,12 +198,15 @@ pub struct Engine {
     workers: usize,
     in_flight: Arc<AtomicUsize>,
     max_model_len: usize,
+    /// Given to every plan at load (tract's `RunOptions::executor`).
+    executor: Option<Executor>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
             .field("workers", &self.workers)
+            .field("intra_op_threads", &self.intra_op_threads())
             .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
@@ -232,9 +286,11 @@ impl Engine {
                 }
             }
         }
+        let executor = intra_op_executor(config.intra_op_threads);
         tracing::info!(
             workers,
             queue_depth = config.queue_depth.max(1),
+            intra_op_threads = executor.as_ref().map_or(1, executor_threads),
             "inference engine started"
         );
         Engine {
@@ -243,7 +299,13 @@ impl Engine {
             workers,
             in_flight,
             max_model_len: config.max_model_len,
+            executor,
         }
+    }
+
+    /// Threads one inference may use (1 without an intra-op pool).
+    pub fn intra_op_threads(&self) -> usize {
+        self.executor.as_ref().map_or(1, executor_threads)
     }
 
     /// Largest ONNX model [`Self::load_model`] accepts.
@@ -280,9 +342,9 @@ impl Engine {
     ) -> Result<ModelInfo, E> {
         let started = Instant::now();
         let sha384_hex = hex::encode(sha384);
-        let loaded = self
-            .check_load(model_id, onnx)
-            .and_then(|()| LoadedModel::load(model_id, onnx, sha384.to_vec()));
+        let loaded = self.check_load(model_id, onnx).and_then(|()| {
+            LoadedModel::load(model_id, onnx, sha384.to_vec(), self.executor.as_ref())
+        });
         let loaded = match loaded {
             Ok(m) => m,
             Err(e) => {

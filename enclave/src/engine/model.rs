@@ -13,8 +13,9 @@ use std::sync::Arc;
 use sealed_wire::limits::{MAX_TENSOR_RANK, MAX_TENSORS};
 use sealed_wire::message::valid_name;
 use sealed_wire::{DType, ModelInfo, NamedTensor, Tensor, TensorSpec};
+use tract_onnx::prelude::multithread::Executor;
 use tract_onnx::prelude::{
-    Framework, InferenceFact, InferenceModel, InferenceModelExt, IntoRunnable, TDim, TVec,
+    Framework, InferenceFact, InferenceModel, InferenceModelExt, RunOptions, TDim, TVec,
     TypedRunnableModel,
 };
 use tract_onnx::tract_hir::infer::Factoid;
@@ -134,18 +135,29 @@ fn declared_input(
 }
 
 impl LoadedModel {
-    /// Parses, checks, pins and optimises. Runs tract under `catch_unwind`: a crafted model that
-    /// makes the parser panic is rejected like any other bad model.
-    pub(super) fn load(model_id: &str, onnx: &[u8], sha384: Vec<u8>) -> Result<Self, EngineError> {
+    /// Parses, checks, pins and optimises; the plan runs on `executor` (tract's default, one
+    /// thread, when `None`). Runs tract under `catch_unwind`: a crafted model that makes the
+    /// parser panic is rejected like any other bad model.
+    pub(super) fn load(
+        model_id: &str,
+        onnx: &[u8],
+        sha384: Vec<u8>,
+        executor: Option<&Executor>,
+    ) -> Result<Self, EngineError> {
         match catch_unwind(AssertUnwindSafe(|| {
-            Self::load_inner(model_id, onnx, sha384)
+            Self::load_inner(model_id, onnx, sha384, executor)
         })) {
             Ok(result) => result,
             Err(_) => Err(rejected("the engine panicked while loading the model")),
         }
     }
 
-    fn load_inner(model_id: &str, onnx: &[u8], sha384: Vec<u8>) -> Result<Self, EngineError> {
+    fn load_inner(
+        model_id: &str,
+        onnx: &[u8],
+        sha384: Vec<u8>,
+        executor: Option<&Executor>,
+    ) -> Result<Self, EngineError> {
         let framework = tract_onnx::onnx();
         // From bytes only: with no model directory, tract refuses external weight files rather
         // than reading anything from the enclave's file system.
@@ -209,8 +221,12 @@ impl LoadedModel {
         let optimized = typed
             .into_optimized()
             .map_err(|_| rejected("the model could not be optimised"))?;
+        let options = RunOptions {
+            executor: executor.cloned(),
+            ..RunOptions::default()
+        };
         let plan = optimized
-            .into_runnable()
+            .into_runnable_with_options(&options)
             .map_err(|_| rejected("the model could not be planned"))?;
 
         let plan_model = plan.model();

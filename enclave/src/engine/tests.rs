@@ -339,6 +339,7 @@ fn oversized_model_and_invalid_id_are_refused_before_parsing() {
         workers: 1,
         queue_depth: 1,
         max_model_len: 64,
+        ..EngineConfig::default()
     });
     assert_eq!(small.max_model_len(), 64);
     assert!(matches!(
@@ -483,6 +484,41 @@ async fn panic_in_a_worker_fails_one_request_and_the_worker_keeps_serving() {
         .unwrap();
     assert_matches_expected(&out, &expected()["inputs"]["digit_9_3.npy"]);
     assert_eq!(e.in_flight(), 0);
+}
+
+/// With an intra-op pool (builds with `multithread-mm`), every prediction still matches the
+/// recorded forward pass, from several tasks at once sharing the one pool; without the feature
+/// the setting falls back to one thread. tract's size gates are lowered to 0 so that the digits
+/// model's small products really run on the pool.
+#[tokio::test]
+async fn intra_op_threads_keep_the_recorded_predictions() {
+    #[cfg(feature = "multithread-mm")]
+    {
+        tract_onnx::prelude::multithread::set_threading_panel_threshold(0);
+        tract_onnx::prelude::multithread::set_threading_element_threshold(0);
+    }
+    assert_eq!(EngineConfig::default().intra_op_threads, 1);
+    let e = Arc::new(Engine::new(EngineConfig {
+        workers: 2,
+        intra_op_threads: 2,
+        ..EngineConfig::default()
+    }));
+    assert_eq!(e.intra_op_threads(), if INTRA_OP_AVAILABLE { 2 } else { 1 });
+    e.load_model("digits", &digits_onnx()).unwrap();
+    let expected = expected();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (e, expected) = (Arc::clone(&e), expected.clone());
+        tasks.push(tokio::spawn(async move {
+            for (file, entry) in expected["inputs"].as_object().unwrap() {
+                let outputs = e.infer("digits", digits_input(file)).await.unwrap();
+                assert_matches_expected(&outputs, entry);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
 }
 
 #[test]

@@ -649,6 +649,7 @@ async fn large_sealed_model_loads_through_the_pipeline_beside_a_plain_load() {
             workers: 1,
             queue_depth: 8,
             max_model_len: 1 << 30,
+            ..EngineConfig::default()
         }))
     };
     // Plain loads of the same bytes: the engine's plaintext path (one SHA-384, then tract), and
