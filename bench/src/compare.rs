@@ -12,9 +12,11 @@
 //! Every answer is checked against the bare runner's answer to the same input (names, dtypes,
 //! shapes, values; for `echo`, that answer is itself checked to be y = 2x + 1): a wrong answer is
 //! counted as an error. Beside latency and throughput: model load (bare tract vs sealed upload →
-//! ready), peak RSS (enclave VmHWM vs `sealed-bench bare-rss`, a child holding the model in bare
-//! tract), `/proc/PID/io` bytes per request for host and enclave, and worker scaling. Nothing is
-//! asserted about speed: figures are printed and written as JSON.
+//! ready), memory (VmRSS/VmHWM of each fresh enclave before the upload, once ready and after one
+//! request, beside `sealed-bench bare-rss`, a child holding the model in bare tract, at the same
+//! points; and the enclave's VmHWM after the whole run), `/proc/PID/io` bytes and CPU per request
+//! for host and enclave, the inference worker threads' CPU per request (enclave and bare pool),
+//! and worker scaling. Nothing is asserted about speed: figures are printed and written as JSON.
 
 mod bare;
 mod remote;
@@ -29,7 +31,7 @@ use anyhow::{Context, Result, bail};
 use sealed_wire::{DType, NamedTensor, Tensor};
 use serde_json::Value;
 
-use crate::load::{percentile, read_mem};
+use crate::load::{Mem, percentile, read_mem};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -128,6 +130,8 @@ pub struct Cell {
     /// Host and enclave counters over the window (stack variants).
     pub host: Option<Counters>,
     pub enclave: Option<Counters>,
+    /// This process's counters over the window (bare: its worker threads are the pool's).
+    pub bench: Option<Counters>,
 }
 
 impl Cell {
@@ -146,6 +150,11 @@ impl Cell {
     pub fn p_ms(&self, p: f64) -> f64 {
         percentile(&self.lat_us, p) as f64 / 1000.0
     }
+    /// Mean latency of the correct answers, ms (None without any).
+    pub fn mean_ms(&self) -> Option<f64> {
+        (!self.lat_us.is_empty())
+            .then(|| self.lat_us.iter().sum::<u64>() as f64 / self.lat_us.len() as f64 / 1000.0)
+    }
     /// A counter per request (ok + errors).
     pub fn per_request(&self, value: Option<u64>) -> Option<f64> {
         let n = self.ok() + self.error_count();
@@ -154,6 +163,12 @@ impl Cell {
     /// CPU µs per request of one process.
     pub fn cpu_us_per_request(&self, c: Option<Counters>) -> Option<f64> {
         self.per_request(c.map(|c| c.cpu_ticks))
+            .map(|t| t * 1e6 / CLOCK_TICKS_PER_S)
+    }
+    /// CPU µs per request of the inference worker threads: the enclave's for the stack
+    /// variants, the bare pool's for bare.
+    pub fn worker_cpu_us_per_request(&self) -> Option<f64> {
+        self.per_request(self.enclave.or(self.bench).map(|c| c.worker_ticks))
             .map(|t| t * 1e6 / CLOCK_TICKS_PER_S)
     }
 }
@@ -167,6 +182,22 @@ pub struct VariantRun {
     pub load_ms: Option<f64>,
     /// Bare: the bare-rss child's VmHWM; stacks: the enclave's VmHWM after the run.
     pub hwm_kb: Option<u64>,
+    /// Memory around the model load, before any cell: the bare-rss child, or the fresh enclave.
+    pub mem: MemSteps,
+    /// Plaintext bytes per chunk of the sealed file the enclave opened (stack variants).
+    pub chunk_size: Option<u32>,
+}
+
+/// One process's VmRSS / VmHWM (proc(5) `/proc/PID/status`) at three points around loading one
+/// model: what the model costs in memory, apart from what requests in flight add later.
+#[derive(Default, Clone, Copy)]
+pub struct MemSteps {
+    /// Before the model: the enclave started, nothing uploaded; bare-rss before reading the file.
+    pub(crate) baseline: Option<Mem>,
+    /// Model ready (sealed upload → ready, or bare tract load), no inference yet.
+    pub(crate) loaded: Option<Mem>,
+    /// After one inference at C = 1.
+    pub(crate) inferred: Option<Mem>,
 }
 
 impl VariantRun {
@@ -176,6 +207,8 @@ impl VariantRun {
             cells: Vec::new(),
             load_ms: None,
             hwm_kb: None,
+            mem: MemSteps::default(),
+            chunk_size: None,
         }
     }
 }
@@ -223,6 +256,25 @@ pub struct Counters {
     pub cpu_ticks: u64,
     /// Voluntary + involuntary context switches summed over the live threads.
     pub ctx_switches: u64,
+    /// utime + stime of the inference worker threads alone ([`WORKER_THREAD_PREFIXES`]), in
+    /// clock ticks: the model's own cost per request, apart from the path around it.
+    pub worker_ticks: u64,
+}
+
+/// Names of inference worker threads: the enclave engine's (`engine-worker-N`) and the bare
+/// pool's ([`bare::Pool`]).
+const WORKER_THREAD_PREFIXES: [&str; 2] = ["engine-worker", "bare-worker"];
+
+/// The command name and utime + stime (clock ticks) from the text of a `/proc/PID/stat` or
+/// `/proc/PID/task/TID/stat` file (proc(5): fields 2, 14 and 15). The name is in parentheses and
+/// may itself hold spaces or parentheses, so the fields after it are found from the last `)`.
+fn parse_stat(stat: &str) -> Option<(&str, u64)> {
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1;
+    let rest: Vec<&str> = rest.split_whitespace().collect();
+    // `rest[0]` is field 3 (`state`): utime and stime, fields 14 and 15, are at 11 and 12.
+    let tick = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some((comm, tick(11)? + tick(12)?))
 }
 
 /// USER_HZ: the unit of `/proc/PID/stat` times (100 on every Linux architecture Rust targets
@@ -239,10 +291,9 @@ impl Counters {
                 .and_then(|v| v.trim().parse().ok())
         };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // Fields after the command name (which may hold spaces) start at field 3, `state`.
-        let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let tick = |i: usize| rest.get(i).and_then(|v| v.parse::<u64>().ok());
+        let (_, cpu_ticks) = parse_stat(&stat)?;
         let mut ctx_switches = 0;
+        let mut worker_ticks = 0;
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))
             .ok()?
             .flatten()
@@ -251,11 +302,18 @@ impl Counters {
                 ctx_switches += field(&status, "voluntary_ctxt_switches:").unwrap_or(0)
                     + field(&status, "nonvoluntary_ctxt_switches:").unwrap_or(0);
             }
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("stat"))
+                && let Some((comm, ticks)) = parse_stat(&stat)
+                && WORKER_THREAD_PREFIXES.iter().any(|p| comm.starts_with(p))
+            {
+                worker_ticks += ticks;
+            }
         }
         Some(Counters {
             io_bytes: field(&io, "rchar:")? + field(&io, "wchar:")?,
-            cpu_ticks: tick(11)? + tick(12)?,
+            cpu_ticks,
             ctx_switches,
+            worker_ticks,
         })
     }
 
@@ -265,6 +323,7 @@ impl Counters {
             io_bytes: after.io_bytes.saturating_sub(self.io_bytes),
             cpu_ticks: after.cpu_ticks.saturating_sub(self.cpu_ticks),
             ctx_switches: after.ctx_switches.saturating_sub(self.ctx_switches),
+            worker_ticks: after.worker_ticks.saturating_sub(self.worker_ticks),
         }
     }
 }
@@ -418,6 +477,8 @@ fn bare_cell(pool: &bare::Pool, case: &Case, concurrency: usize, warmup: f64, se
         ..Cell::default()
     };
     let mut span: Option<(Instant, Instant)> = None;
+    let me = Some(std::process::id());
+    let mut before = None;
     std::thread::scope(|s| {
         let threads: Vec<_> = (0..concurrency)
             .map(|_| {
@@ -445,6 +506,8 @@ fn bare_cell(pool: &bare::Pool, case: &Case, concurrency: usize, warmup: f64, se
                 })
             })
             .collect();
+        std::thread::sleep(w.warm_end.saturating_duration_since(Instant::now()));
+        before = Counters::read(me);
         for t in threads {
             if let Ok((lat, errors, s)) = t.join() {
                 out.lat_us.extend(lat);
@@ -457,13 +520,15 @@ fn bare_cell(pool: &bare::Pool, case: &Case, concurrency: usize, warmup: f64, se
             }
         }
     });
+    out.bench = before.zip(Counters::read(me)).map(|(a, b)| a.delta(b));
     out.wall_s = span.map_or(0.0, |(a, b)| b.duration_since(a).as_secs_f64());
     out.finish();
     out
 }
 
-/// Runs `sealed-bench bare-rss` on `file` in a child process; its VmHWM in kB.
-fn bare_rss_child(spec: &ModelSpec, shape: &[u64]) -> Result<u64> {
+/// Runs `sealed-bench bare-rss` on `file` in a child process: its memory before reading the
+/// model, after loading it and after one inference.
+fn bare_rss_child(spec: &ModelSpec, shape: &[u64]) -> Result<MemSteps> {
     let exe = std::env::current_exe()?;
     let shape: Vec<String> = shape.iter().map(u64::to_string).collect();
     let out = std::process::Command::new(exe)
@@ -480,8 +545,28 @@ fn bare_rss_child(spec: &ModelSpec, shape: &[u64]) -> Result<u64> {
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let j: Value = serde_json::from_str(text.trim()).context("bare-rss output")?;
-    j["vmhwm_kb"].as_u64().context("bare-rss: no vmhwm_kb")
+    parse_bare_rss(text.trim())
+}
+
+/// The `bare-rss` child's JSON line (see [`bare_rss`]).
+fn parse_bare_rss(line: &str) -> Result<MemSteps> {
+    let j: Value = serde_json::from_str(line).context("bare-rss output")?;
+    let mem = |key: &str| -> Result<Mem> {
+        let m = &j[key];
+        Ok(Mem {
+            rss_kb: m["vmrss_kb"]
+                .as_u64()
+                .with_context(|| format!("bare-rss: no {key}.vmrss_kb"))?,
+            hwm_kb: m["vmhwm_kb"]
+                .as_u64()
+                .with_context(|| format!("bare-rss: no {key}.vmhwm_kb"))?,
+        })
+    };
+    Ok(MemSteps {
+        baseline: Some(mem("baseline")?),
+        loaded: Some(mem("loaded")?),
+        inferred: Some(mem("inferred")?),
+    })
 }
 
 fn skip_reason(case: &Case, c: usize) -> bool {
@@ -524,11 +609,26 @@ fn run_stack_variant(
 ) -> Result<VariantRun> {
     let max_c = concurrency.iter().copied().max().unwrap_or(1);
     rt.block_on(async {
-        let (running, upload_ms) = sim
+        let started = sim
             .start_stack(enclave, workers, max_c, &spec.id, &spec.file)
             .await?;
+        let running = started.running;
+        let mut mem = MemSteps {
+            baseline: started.baseline,
+            loaded: started.loaded,
+            inferred: None,
+        };
+        // One request at C = 1 before any cell: what the first inference adds (tract's scratch,
+        // a worker's stack, a session), apart from what many requests in flight add later.
+        let mut failure = match cases.first() {
+            Some(case) => remote::one_request(mode, &running, &spec.id, case)
+                .await
+                .err(),
+            None => None,
+        };
+        mem.inferred = read_mem(running.enclave_pid());
         let mut cells = Vec::new();
-        let mut failure = None;
+        let cases = if failure.is_some() { &[][..] } else { cases };
         'cases: for case in cases {
             let mut row = Vec::new();
             for &c in concurrency {
@@ -579,8 +679,10 @@ fn run_stack_variant(
         Ok(VariantRun {
             skipped: None,
             cells,
-            load_ms: Some(upload_ms),
+            load_ms: Some(started.upload_ms),
             hwm_kb,
+            mem,
+            chunk_size: started.chunk_size,
         })
     })
 }
@@ -685,11 +787,11 @@ pub fn run(args: Args) -> Result<()> {
             let Some(first) = cases.first() else {
                 bail!("{}: no input sizes", spec.id)
             };
-            let bare_hwm = bare_rss_child(spec, first.input.shape())
+            let bare_mem = bare_rss_child(spec, first.input.shape())
                 .map_err(|e| eprintln!("  bare-rss: {e:#}"))
-                .ok();
+                .unwrap_or_default();
 
-            let pool = bare::Pool::start(Arc::clone(&plan), workers);
+            let pool = bare::Pool::start(Arc::clone(&plan), workers)?;
             let mut bare_cells = Vec::new();
             for case in &cases {
                 let mut row = Vec::new();
@@ -715,7 +817,9 @@ pub fn run(args: Args) -> Result<()> {
                 skipped: None,
                 cells: bare_cells,
                 load_ms: Some(bare_load_ms),
-                hwm_kb: bare_hwm,
+                hwm_kb: bare_mem.inferred.map(|m| m.hwm_kb),
+                mem: bare_mem,
+                chunk_size: None,
             };
             let sealed = run_stack_variant(
                 &rt,
@@ -752,7 +856,7 @@ pub fn run(args: Args) -> Result<()> {
                 let mut rows = Vec::new();
                 for w in 1..=cores {
                     eprintln!("  scaling: workers {w}, C={c}");
-                    let pool = bare::Pool::start(Arc::clone(&plan), w);
+                    let pool = bare::Pool::start(Arc::clone(&plan), w)?;
                     let b = bare_cell(&pool, case, c, warmup, seconds);
                     drop(pool);
                     let s = run_stack_variant(
@@ -800,7 +904,7 @@ pub fn run(args: Args) -> Result<()> {
     print!("{}", report::table(&json));
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")?;
-        println!("report written to {}", path.display());
+        eprintln!("report written to {}", path.display());
     }
     Ok(())
 }
@@ -817,23 +921,35 @@ pub struct BareRssArgs {
     shape: Vec<u64>,
 }
 
-/// Loads the model as the bare runner does, runs one inference, prints
-/// `{"vmhwm_kb": N, "vmrss_kb": N}` (proc(5) VmHWM / VmRSS).
+/// Loads the model as the bare runner does, runs one inference, prints one JSON line: VmRSS and
+/// VmHWM (proc(5), kB) before reading the model (`baseline`), once it is loaded (`loaded`) and
+/// after the inference (`inferred`); `vmhwm_kb`/`vmrss_kb` at the top repeat the last.
 pub fn bare_rss(args: BareRssArgs) -> Result<()> {
+    let me = Some(std::process::id());
+    let status = || read_mem(me).context("reading /proc/self/status");
+    let baseline = status()?;
     let bytes =
         std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let plan = bare::load(&bytes)?;
     drop(bytes);
+    let loaded = status()?;
     let elements: u64 = args.shape.iter().product();
     let input = Tensor::from_f32(args.shape, &pseudo_random(elements as usize, 0x5EA1))?;
     let outputs = plan.run(&[input])?;
     if outputs.is_empty() {
         bail!("the model gave no output");
     }
-    let mem = read_mem(Some(std::process::id())).context("reading /proc/self/status")?;
+    let inferred = status()?;
+    let j = |m: Mem| serde_json::json!({"vmrss_kb": m.rss_kb, "vmhwm_kb": m.hwm_kb});
     println!(
         "{}",
-        serde_json::json!({"vmhwm_kb": mem.hwm_kb, "vmrss_kb": mem.rss_kb})
+        serde_json::json!({
+            "vmhwm_kb": inferred.hwm_kb,
+            "vmrss_kb": inferred.rss_kb,
+            "baseline": j(baseline),
+            "loaded": j(loaded),
+            "inferred": j(inferred),
+        })
     );
     Ok(())
 }
@@ -932,6 +1048,35 @@ mod tests {
     }
 
     #[test]
+    fn stat_lines_give_the_name_and_cpu_ticks_even_with_odd_names() {
+        // proc(5): pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt
+        // cmajflt utime stime ...
+        let line = "4242 (engine-worker-0) S 1 4242 4242 0 -1 4194560 100 0 0 0 731 12 0 0 20 0";
+        assert_eq!(parse_stat(line), Some(("engine-worker-0", 743)));
+        let odd = "7 (a) b (c) R 1 7 7 0 -1 0 0 0 0 0 5 6 0 0";
+        assert_eq!(parse_stat(odd), Some(("a) b (c", 11)));
+        assert_eq!(parse_stat("7 (short) R 1 2"), None);
+        assert_eq!(parse_stat("no parentheses 1 2 3"), None);
+    }
+
+    #[test]
+    fn the_bare_pools_worker_threads_are_counted_apart() {
+        let digits = sealed_sim::assets::Digits::load(&sealed_sim::assets::default_dir()).unwrap();
+        let plan = Arc::new(bare::load(&std::fs::read(&digits.model).unwrap()).unwrap());
+        let input = sealed_client::npy::read_file(&digits.examples[0].file).unwrap();
+        let pool = bare::Pool::start(plan, 1).unwrap();
+        let me = Some(std::process::id());
+        let before = Counters::read(me).unwrap();
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(60) {
+            pool.infer(vec![input.clone()]).unwrap();
+        }
+        let d = before.delta(Counters::read(me).unwrap());
+        assert!(d.worker_ticks >= 1, "{}", d.worker_ticks);
+        assert!(d.cpu_ticks >= d.worker_ticks);
+    }
+
+    #[test]
     fn bare_runner_answers_the_digits_model_and_a_pool_serves_concurrent_jobs() {
         let digits = sealed_sim::assets::Digits::load(&sealed_sim::assets::default_dir()).unwrap();
         let plan = Arc::new(bare::load(&std::fs::read(&digits.model).unwrap()).unwrap());
@@ -950,7 +1095,7 @@ mod tests {
             input,
             reference: out,
         };
-        let pool = bare::Pool::start(plan, 2);
+        let pool = bare::Pool::start(plan, 2).unwrap();
         let cell = bare_cell(&pool, &c, 3, 0.01, 0.05);
         assert!(cell.ok() > 0);
         assert_eq!(cell.error_count(), 0);
@@ -983,6 +1128,41 @@ mod tests {
     }
 
     #[test]
+    fn the_bare_rss_line_gives_three_readings_and_a_missing_one_is_an_error() {
+        let line = serde_json::json!({
+            "vmhwm_kb": 30, "vmrss_kb": 20,
+            "baseline": {"vmrss_kb": 5, "vmhwm_kb": 6},
+            "loaded": {"vmrss_kb": 18, "vmhwm_kb": 29},
+            "inferred": {"vmrss_kb": 20, "vmhwm_kb": 30},
+        })
+        .to_string();
+        let m = parse_bare_rss(&line).unwrap();
+        assert_eq!(
+            m.baseline,
+            Some(Mem {
+                rss_kb: 5,
+                hwm_kb: 6
+            })
+        );
+        assert_eq!(
+            m.loaded,
+            Some(Mem {
+                rss_kb: 18,
+                hwm_kb: 29
+            })
+        );
+        assert_eq!(
+            m.inferred,
+            Some(Mem {
+                rss_kb: 20,
+                hwm_kb: 30
+            })
+        );
+        assert!(parse_bare_rss(r#"{"vmhwm_kb": 30, "vmrss_kb": 20}"#).is_err());
+        assert!(parse_bare_rss("listening on 127.0.0.1").is_err());
+    }
+
+    #[test]
     fn a_window_waits_for_one_measured_request_and_spans_merge() {
         let t0 = Instant::now();
         let w = Window {
@@ -1006,18 +1186,46 @@ mod tests {
             wall_s: 1.0,
             ..Cell::default()
         };
-        let run = |lat: u64| VariantRun {
+        let mem = |rss_kb, hwm_kb| Some(Mem { rss_kb, hwm_kb });
+        let run = |lat: u64, steps: MemSteps, chunk_size| VariantRun {
             skipped: None,
-            cells: vec![vec![Some(cell(1, vec![lat; 10])), None]],
+            cells: vec![vec![Some(cell(1, vec![lat; 100])), None]],
             load_ms: Some(1.0),
             hwm_kb: Some(2048),
+            mem: steps,
+            chunk_size,
+        };
+        // Bare: 5 MiB before, peak 25 MiB (Δ 20 MiB), 15 MiB held. The enclave: 10 MiB before,
+        // peak 30.5 MiB (Δ 20.5 MiB, within bare + a 1 MiB chunk), 21 MiB held.
+        let bare = MemSteps {
+            baseline: mem(5120, 5200),
+            loaded: mem(15_000, 25_600),
+            inferred: mem(15_360, 25_600),
+        };
+        let sealed = MemSteps {
+            baseline: mem(10_240, 11_000),
+            loaded: mem(20_000, 30_720),
+            inferred: mem(21_504, 31_232),
         };
         let results = [ModelResult {
             id: "echo".into(),
             bytes: 218,
             cases: vec![1024],
-            bare: run(100),
-            sealed: run(400),
+            bare: run(100, bare, None),
+            sealed: VariantRun {
+                // 100 requests, 3 ticks (30 ms) in the enclave's workers: 300 µs each.
+                cells: vec![vec![
+                    Some(Cell {
+                        enclave: Some(Counters {
+                            worker_ticks: 3,
+                            ..Counters::default()
+                        }),
+                        ..cell(1, vec![400; 100])
+                    }),
+                    None,
+                ]],
+                ..run(400, sealed, Some(1 << 20))
+            },
             plain: VariantRun::skipped("not run (--no-plain)".into()),
         }];
         let settings = Settings {
@@ -1043,7 +1251,34 @@ mod tests {
         assert_eq!(case["variants"]["plain"]["skipped"], "not run (--no-plain)");
         assert_eq!(case["onnxruntime"]["single"]["p50_ms"], 0.01);
         assert!(case["onnxruntime"]["default"].is_null());
+        let m = &j["models"][0]["memory"];
+        assert_eq!(m["bare"]["peak_delta_kb"], 20_480);
+        assert_eq!(m["bare"]["held_delta_kb"], 10_240);
+        assert_eq!(m["sealed"]["peak_delta_kb"], 20_992);
+        assert_eq!(m["sealed"]["held_delta_kb"], 11_264);
+        assert_eq!(m["sealed_peak_over_bare_kb"], 512);
+        assert_eq!(m["allowance_kb"], 1024);
+        assert_eq!(m["sealed_target_met"], true);
+        assert!(m["plain_target_met"].is_null());
+        assert_eq!(m["sealed"]["model_ready"]["vmhwm_kb"], 30_720);
+        assert_eq!(case["variants"]["sealed"]["cells"][0]["mean_ms"], 0.4);
+        assert_eq!(
+            case["variants"]["sealed"]["cells"][0]["worker_cpu_us_per_request"],
+            300.0
+        );
         let table = report::table(&j);
+        assert!(
+            table.contains("| echo | 1.0 kB | sealed | 400 | 300 | 100 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| echo | 1.0 kB | bare | 100 | - | - |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| echo | sealed | 10.0 | 19.5 / 30.0 | 21.0 / 30.5 | 20.5 | 11.0 | 0.5 | 1.0 | met |"),
+            "{table}"
+        );
         assert!(table.contains("| echo | 1.0 kB | sealed | 0.400 |"));
         assert!(table.contains("not run (--no-plain)"));
         assert!(table.contains("onnxruntime single"));

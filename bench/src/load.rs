@@ -70,7 +70,7 @@ struct Sample {
     enclave: Option<Mem>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Mem {
     pub(crate) rss_kb: u64,
     pub(crate) hwm_kb: u64,
@@ -78,7 +78,12 @@ pub(crate) struct Mem {
 
 /// VmRSS and VmHWM from `/proc/PID/status` (proc(5)); None once the process is gone.
 pub(crate) fn read_mem(pid: Option<u32>) -> Option<Mem> {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    parse_status(&std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?)
+}
+
+/// VmRSS and VmHWM (kB) from the text of a `/proc/PID/status` file (proc(5): `Name:\tvalue kB`
+/// lines); None when either is missing or not a number (a kernel thread has neither).
+pub(crate) fn parse_status(status: &str) -> Option<Mem> {
     let field = |name: &str| {
         status
             .lines()
@@ -567,6 +572,22 @@ mod tests {
         let m = read_mem(Some(std::process::id())).unwrap();
         assert!(m.rss_kb > 0 && m.hwm_kb >= m.rss_kb);
         assert!(read_mem(None).is_none());
+    }
+
+    #[test]
+    fn parses_vmrss_and_vmhwm_from_a_status_file() {
+        let status = "Name:\tsealed-enclave\nVmPeak:\t  900000 kB\nVmHWM:\t  345678 kB\n\
+                      VmRSS:\t  123456 kB\nRssAnon:\t  100000 kB\nThreads:\t5\n";
+        assert_eq!(
+            parse_status(status),
+            Some(Mem {
+                rss_kb: 123_456,
+                hwm_kb: 345_678
+            })
+        );
+        // A kernel thread's status has no Vm lines; a garbled value is not a reading.
+        assert_eq!(parse_status("Name:\tkthreadd\nThreads:\t1\n"), None);
+        assert_eq!(parse_status("VmHWM:\t 12 kB\nVmRSS:\t x kB\n"), None);
     }
 
     #[test]

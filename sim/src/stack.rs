@@ -415,7 +415,8 @@ pub fn other_build(enclave: &Path, dir: &Path, marker: &str) -> Result<PathBuf> 
 
 /// Spawns a child whose stdout is read until a line starting with `ready_prefix`; returns the
 /// rest of that line and the lines before it. Its stderr (logs) is inherited so the user sees
-/// them; its stdout is forwarded too.
+/// them; its stdout lines are forwarded to our stderr, so that a program embedding the stack
+/// (`sealed-bench compare`) keeps its own stdout for its report.
 async fn spawn_and_wait(
     mut cmd: Command,
     child_log: &str,
@@ -444,7 +445,7 @@ async fn spawn_and_wait(
             if let Some(rest) = line.strip_prefix(ready_prefix) {
                 return Ok::<_, std::io::Error>(Some(rest.to_string()));
             }
-            println!("{line}");
+            eprintln!("{line}");
             before.push(line);
         }
         Ok(None)
@@ -462,7 +463,7 @@ async fn spawn_and_wait(
     // Keep forwarding stdout so the child never blocks on a full pipe.
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
-            println!("{line}");
+            eprintln!("{line}");
         }
     });
     Ok((child, rest, before))

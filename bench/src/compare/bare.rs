@@ -128,8 +128,15 @@ fn encode<T: Datum, const N: usize>(t: &TractTensor, to_le: fn(&T) -> [u8; N]) -
     let view = t.try_as_plain_ram()?;
     let values = view.as_slice::<T>()?;
     let mut out = Vec::with_capacity(values.len() * N);
-    for v in values {
-        out.extend_from_slice(&to_le(v));
+    // Block by block through a stack buffer, as the enclave's `engine::convert::encode` does, so
+    // that bare pays the same conversion cost as the enclave and no more.
+    let mut block = [0u8; 4096];
+    for values in values.chunks(block.len() / N) {
+        let n = values.len() * N;
+        for (slot, v) in block.as_chunks_mut::<N>().0.iter_mut().zip(values) {
+            *slot = to_le(v);
+        }
+        out.extend_from_slice(&block[..n]);
     }
     Ok(out)
 }
@@ -164,20 +171,25 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn start(plan: Arc<Plan>, workers: usize) -> Pool {
+    pub fn start(plan: Arc<Plan>, workers: usize) -> Result<Pool> {
         let (queue, rx) = sync_channel::<Job>(64);
         let rx = Arc::new(Mutex::new(rx));
-        let workers = (0..workers.max(1))
-            .map(|_| {
-                let rx = Arc::clone(&rx);
-                let plan = Arc::clone(&plan);
-                std::thread::spawn(move || worker(&plan, &rx))
-            })
-            .collect();
-        Pool {
+        let mut pool = Pool {
             queue: Some(queue),
-            workers,
+            workers: Vec::new(),
+        };
+        // Named like the engine's workers so that their CPU time can be read apart
+        // (`/proc/self/task/*/stat`, `super::Counters`).
+        for i in 0..workers.max(1) {
+            let rx = Arc::clone(&rx);
+            let plan = Arc::clone(&plan);
+            let handle = std::thread::Builder::new()
+                .name(format!("bare-worker-{i}"))
+                .spawn(move || worker(&plan, &rx))
+                .with_context(|| format!("spawning bare worker {i}"))?;
+            pool.workers.push(handle);
         }
+        Ok(pool)
     }
 
     /// Runs one job on a worker and waits for its answer.

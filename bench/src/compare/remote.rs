@@ -14,6 +14,7 @@ use sealed_sim::stack::{Paths, SimAws, Stack, StackOptions, key_policy, measure}
 use sealed_wire::{InferRequest, InferResponse, NamedTensor};
 
 use super::{Case, Cell, Counters, Window, check_answer};
+use crate::load::{Mem, read_mem};
 
 /// Which path requests take through the stack.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -114,7 +115,8 @@ impl Sim {
 
     /// Starts a stack of `enclave` with `workers` workers and the host's per-client limits
     /// raised to `max_clients` (every simulated client shares 127.0.0.1), uploads the model
-    /// sealed for that binary, and returns it with the upload's wall time (upload → ready).
+    /// sealed for that binary, and returns it with the upload's wall time (upload → ready) and
+    /// the fresh enclave's memory before the upload and once the model is ready.
     pub async fn start_stack(
         &mut self,
         enclave: &Path,
@@ -122,7 +124,7 @@ impl Sim {
         max_clients: usize,
         model_id: &str,
         model: &Path,
-    ) -> Result<(RunningStack, f64)> {
+    ) -> Result<Started> {
         let pcr0 = measure(enclave)?;
         let sealed = self.sealed_file(model_id, model, pcr0).await?;
         self.stacks += 1;
@@ -151,7 +153,11 @@ impl Sim {
         .await
         .with_context(|| format!("starting a stack with {}", enclave.display()))?;
         let body = std::fs::read(&sealed)?;
+        let chunk_size = sealed_model::parse_header(&body)
+            .ok()
+            .map(|(h, _)| h.chunk_size);
         let admin = stack.admin_url.clone().context("no admin URL")?;
+        let baseline = read_mem(stack.enclave_pid());
         let started = Instant::now();
         let response = reqwest::Client::new()
             .post(format!("{admin}/v1/admin/models"))
@@ -163,6 +169,7 @@ impl Sim {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         let upload_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let loaded = read_mem(stack.enclave_pid());
         if !status.is_success() {
             stack.stop().await;
             bail!("sealed upload of {model_id} answered {status}: {text}");
@@ -171,8 +178,26 @@ impl Sim {
         let policy = Policy::new()
             .trust_root_pem(&pem)?
             .expect_pcr(0, stack.pcr0.to_vec());
-        Ok((RunningStack { stack, policy }, upload_ms))
+        Ok(Started {
+            running: RunningStack { stack, policy },
+            upload_ms,
+            baseline,
+            loaded,
+            chunk_size,
+        })
     }
+}
+
+/// A stack with its model loaded.
+pub struct Started {
+    pub running: RunningStack,
+    /// Admin upload → ready, ms.
+    pub upload_ms: f64,
+    /// The enclave's VmRSS / VmHWM before the upload and once the model is ready.
+    pub baseline: Option<Mem>,
+    pub loaded: Option<Mem>,
+    /// Plaintext bytes per chunk in the sealed file's header.
+    pub chunk_size: Option<u32>,
 }
 
 pub struct RunningStack {
@@ -247,6 +272,29 @@ async fn request(conn: &Conn, model: &str, case: &Case) -> Result<Vec<NamedTenso
             }
         }
     }
+}
+
+/// One request on a connection of its own (a sealed one attests first), its answer checked.
+pub async fn one_request(
+    mode: Mode,
+    running: &RunningStack,
+    model: &str,
+    case: &Case,
+) -> Result<()> {
+    let url = running.stack.host_url.clone();
+    let conn = match mode {
+        Mode::Sealed => Conn::Sealed(Box::new(
+            Client::new(&url, running.policy.clone())?
+                .attest()
+                .await
+                .context("attesting")?,
+        )),
+        Mode::Plain => Conn::Plain(reqwest::Client::new(), format!("{url}/v1/infer")),
+    };
+    let outputs = request(&conn, model, case)
+        .await
+        .map_err(|e| anyhow::anyhow!("the first request failed: {e}"))?;
+    check_answer(case, &outputs).map_err(|e| anyhow::anyhow!("the first request: {e}"))
 }
 
 /// What one client task saw in the measured window.

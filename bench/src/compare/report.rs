@@ -2,7 +2,8 @@
 
 use serde_json::{Value, json};
 
-use super::{Cell, MAX_IN_FLIGHT_BYTES, ModelResult, Scaling, Settings, VariantRun};
+use super::{Cell, MAX_IN_FLIGHT_BYTES, MemSteps, ModelResult, Scaling, Settings, VariantRun};
+use crate::load::Mem;
 
 fn round(x: f64, digits: i32) -> f64 {
     let k = 10f64.powi(digits);
@@ -24,12 +25,14 @@ fn cell_json(cell: &Option<Cell>, concurrency: usize) -> Value {
         "measured_s": round(c.wall_s, 3),
         "throughput_rps": round(c.throughput(), 2),
         "p50_ms": c.p_ms(50.0),
+        "mean_ms": c.mean_ms(),
         "p90_ms": c.p_ms(90.0),
         "p99_ms": c.p_ms(99.0),
         "host_io_bytes_per_request": c.per_request(c.host.map(|h| h.io_bytes)).map(|v| v.round()),
         "enclave_io_bytes_per_request": c.per_request(c.enclave.map(|e| e.io_bytes)).map(|v| v.round()),
         "host_cpu_us_per_request": c.cpu_us_per_request(c.host).map(|v| v.round()),
         "enclave_cpu_us_per_request": c.cpu_us_per_request(c.enclave).map(|v| v.round()),
+        "worker_cpu_us_per_request": c.worker_cpu_us_per_request().map(|v| v.round()),
         "host_ctx_switches_per_request": c.per_request(c.host.map(|h| h.ctx_switches)).map(|v| round(v, 1)),
         "enclave_ctx_switches_per_request": c.per_request(c.enclave.map(|e| e.ctx_switches)).map(|v| round(v, 1)),
     })
@@ -56,6 +59,52 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
         (Some(a), Some(b)) if b > 0.0 => Some(round(a / b, 3)),
         _ => None,
     }
+}
+
+/// The highest VmHWM seen once the model was loaded, minus VmRSS before it: what loading the
+/// model (and one inference) cost at its peak.
+fn peak_delta_kb(m: &MemSteps) -> Option<i64> {
+    let base = m.baseline?.rss_kb as i64;
+    let peak = m.loaded.iter().chain(&m.inferred).map(|x| x.hwm_kb).max()?;
+    Some(peak as i64 - base)
+}
+
+/// VmRSS after one inference minus VmRSS before the model: what stays held.
+fn held_delta_kb(m: &MemSteps) -> Option<i64> {
+    Some(m.inferred?.rss_kb as i64 - m.baseline?.rss_kb as i64)
+}
+
+fn mem_json(m: &MemSteps) -> Value {
+    let one = |x: Option<Mem>| x.map(|m| json!({"vmrss_kb": m.rss_kb, "vmhwm_kb": m.hwm_kb}));
+    json!({
+        "before_model": one(m.baseline),
+        "model_ready": one(m.loaded),
+        "after_one_inference": one(m.inferred),
+        "peak_delta_kb": peak_delta_kb(m),
+        "held_delta_kb": held_delta_kb(m),
+    })
+}
+
+/// Memory around the model load for the three variants, and the issue-6 target: the enclave's
+/// peak Δ at most the bare process's peak Δ plus one chunk buffer.
+fn memory_json(m: &ModelResult) -> Value {
+    let chunk = m.sealed.chunk_size.or(m.plain.chunk_size);
+    let bare = peak_delta_kb(&m.bare.mem);
+    let over = |v: &VariantRun| peak_delta_kb(&v.mem).zip(bare).map(|(e, b)| e - b);
+    let allowance_kb = chunk.map(|c| i64::from(c.div_ceil(1024)));
+    let met = |v: &VariantRun| over(v).zip(allowance_kb).map(|(o, a)| o <= a);
+    json!({
+        "chunk_size_bytes": chunk,
+        "pipeline_buffers": sealed_model::PIPELINE_BUFFERS,
+        "bare": mem_json(&m.bare.mem),
+        "sealed": mem_json(&m.sealed.mem),
+        "plain": mem_json(&m.plain.mem),
+        "allowance_kb": allowance_kb,
+        "sealed_peak_over_bare_kb": over(&m.sealed),
+        "plain_peak_over_bare_kb": over(&m.plain),
+        "sealed_target_met": met(&m.sealed),
+        "plain_target_met": met(&m.plain),
+    })
 }
 
 /// onnxruntime figures for one model, size and mode.
@@ -139,6 +188,7 @@ pub fn json(
                     "sealed_enclave": m.sealed.hwm_kb,
                     "plain_enclave": m.plain.hwm_kb,
                 },
+                "memory": memory_json(m),
                 "cases": cases,
             })
         })
@@ -357,7 +407,7 @@ pub fn table(j: &Value) -> String {
         "Bare: tract parse → optimised → runnable in this process; sealed/plain: admin upload → \
          ready (unseal + load in the enclave). Peak RSS: `sealed-bench bare-rss` (a process \
          holding the model in bare tract after one inference) vs the enclave's VmHWM after its \
-         run.\n\n",
+         whole run (requests in flight included; the load alone is in the next table).\n\n",
     );
     header(
         &mut out,
@@ -388,6 +438,74 @@ pub fn table(j: &Value) -> String {
                 mib(&p["plain_enclave"]),
             ],
         );
+    }
+
+    out.push_str("\n## Memory the model costs (before any cell)\n\n");
+    out.push_str(
+        "VmRSS / VmHWM (MiB, proc(5)) of a fresh enclave before the upload, once upload → ready \
+         answered, and after one request at C=1; for bare, of `sealed-bench bare-rss` before \
+         reading the file, after the tract load and after one inference. Peak Δ: highest VmHWM \
+         after the model minus VmRSS before it; held Δ: VmRSS after the inference minus VmRSS \
+         before. Target (issue 6): enclave peak Δ ≤ bare peak Δ + one chunk buffer.\n\n",
+    );
+    header(
+        &mut out,
+        &[
+            "model",
+            "variant",
+            "before",
+            "ready RSS / HWM",
+            "1 inference RSS / HWM",
+            "peak Δ",
+            "held Δ",
+            "peak Δ − bare",
+            "chunk",
+            "target",
+        ],
+    );
+    for model in models {
+        let mem = &model["memory"];
+        for variant in ["bare", "sealed", "plain"] {
+            let v = &mem[variant];
+            if v["before_model"].is_null() {
+                continue;
+            }
+            let pair = |step: &str| {
+                format!(
+                    "{} / {}",
+                    mib(&v[step]["vmrss_kb"]),
+                    mib(&v[step]["vmhwm_kb"])
+                )
+            };
+            let (over, chunk, target) = if variant == "bare" {
+                ("-".to_string(), "-".to_string(), "-".to_string())
+            } else {
+                (
+                    mib(&mem[format!("{variant}_peak_over_bare_kb")]),
+                    mib(&mem["allowance_kb"]),
+                    match mem[format!("{variant}_target_met")].as_bool() {
+                        Some(true) => "met".into(),
+                        Some(false) => "not met".into(),
+                        None => "-".into(),
+                    },
+                )
+            };
+            row(
+                &mut out,
+                &[
+                    model["id"].as_str().unwrap_or("?").to_string(),
+                    variant.to_string(),
+                    mib(&v["before_model"]["vmrss_kb"]),
+                    pair("model_ready"),
+                    pair("after_one_inference"),
+                    mib(&v["peak_delta_kb"]),
+                    mib(&v["held_delta_kb"]),
+                    over,
+                    chunk,
+                    target,
+                ],
+            );
+        }
     }
 
     out.push_str("\n## Per request at C=1: syscall bytes, CPU, context switches\n\n");
@@ -433,6 +551,50 @@ pub fn table(j: &Value) -> String {
                         num(&c["enclave_cpu_us_per_request"], 0),
                         num(&c["host_ctx_switches_per_request"], 1),
                         num(&c["enclave_ctx_switches_per_request"], 1),
+                    ],
+                );
+            }
+        }
+    }
+
+    out.push_str("\n## Where the time goes at C=1: inference workers vs the rest\n\n");
+    out.push_str(
+        "Worker CPU: utime + stime of the inference worker threads (the enclave's \
+         `engine-worker-N`, the bare pool's `bare-worker-N`; 10 ms ticks) ÷ requests: the model \
+         and the wire ↔ tract conversion. The mean latency minus that is the time spent outside \
+         the workers (client, HTTP, host, socket, HPKE, queueing, waiting for a core).\n\n",
+    );
+    header(
+        &mut out,
+        &[
+            "model",
+            "input",
+            "variant",
+            "mean latency µs",
+            "worker CPU µs",
+            "outside the workers µs",
+        ],
+    );
+    for model in models {
+        for case in model["cases"].as_array().unwrap_or(&empty) {
+            for variant in ["bare", "sealed", "plain"] {
+                let Some(c) = case["variants"][variant]["cells"]
+                    .as_array()
+                    .and_then(|cells| cells.iter().find(|c| c["concurrency"] == 1))
+                else {
+                    continue;
+                };
+                let mean = c["mean_ms"].as_f64().map(|m| m * 1000.0);
+                let worker = c["worker_cpu_us_per_request"].as_f64();
+                row(
+                    &mut out,
+                    &[
+                        model["id"].as_str().unwrap_or("?").to_string(),
+                        size(case["input_bytes"].as_u64().unwrap_or(0)),
+                        variant.to_string(),
+                        num(&json!(mean), 0),
+                        num(&c["worker_cpu_us_per_request"], 0),
+                        num(&json!(mean.zip(worker).map(|(m, w)| m - w)), 0),
                     ],
                 );
             }
