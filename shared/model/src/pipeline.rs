@@ -223,6 +223,11 @@ impl PipelinedOpener {
         let (reply, plaintext) = sync_channel(1);
         self.send(Msg::Finish(reply))?;
         let plaintext = plaintext.recv().map_err(|_| stopped())?;
+        // The hash thread handles messages in order and gives every chunk buffer back before it
+        // reads the next message, so by the time the plaintext arrives every buffer is in
+        // `returned`: free (and wipe) them now, before the caller's load of the model peaks,
+        // rather than when the model is dropped.
+        while self.worker.returned.try_recv().is_ok() {}
         Ok(UnverifiedModel {
             plaintext,
             expected: self.header.plaintext_sha384,
@@ -368,4 +373,43 @@ fn hash_slice(sha: &mut Sha384, data: &[u8], from: usize) -> usize {
         sha.update(slice);
     }
     to
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{MIN_CHUNK_SIZE, SealParams, parse_header, seal};
+
+    #[test]
+    fn finish_frees_every_chunk_buffer_before_the_model_is_loaded() {
+        let key = [7u8; DATA_KEY_LEN];
+        let plaintext: Vec<u8> = (0..5 * MIN_CHUNK_SIZE as usize + 11)
+            .map(|i| (i % 241) as u8)
+            .collect();
+        let params = SealParams {
+            model_id: "m".into(),
+            kms_key_id: "k".into(),
+            encrypted_data_key: vec![1],
+            chunk_size: MIN_CHUNK_SIZE,
+        };
+        let file = seal(params, &key, &plaintext, [5; 7]).unwrap();
+        let (header, start) = parse_header(&file).unwrap();
+        let mut opener = PipelinedOpener::new(&header, &file[..start], &key).unwrap();
+        let mut rest = &file[start..];
+        while let Some(len) = opener.next_chunk_len() {
+            let (chunk, tail) = rest.split_at(len);
+            opener.open_chunk(chunk).unwrap();
+            rest = tail;
+        }
+        assert_eq!(
+            opener.allocated, PIPELINE_BUFFERS,
+            "both buffers were in use"
+        );
+        let unverified = opener.finish().unwrap();
+        // Nothing is left parked in the give-back channel for the model's lifetime.
+        // (Empty, or Disconnected once the hash thread has finished: either way, no buffer.)
+        assert!(unverified.worker.returned.try_recv().is_err());
+        unverified.verify().unwrap();
+        assert_eq!(unverified.plaintext(), plaintext.as_slice());
+    }
 }
