@@ -47,6 +47,9 @@ if ! grep -q "builds only .sealed-enclave-plain-bench." target/bench-plaintext-g
 fi
 echo "ok: bench-plaintext cannot be built into sealed-enclave"
 target/debug/sealed-bench compare --quick --models digits --json target/bench-smoke.json
+#     The host relay benchmark: the real sealed-host between an HTTP client and a stand-in enclave
+#     that checks every byte it relays, 1 KiB to 16 MiB.
+target/debug/sealed-bench micro --relay-only --quick --json target/relay-smoke.json
 
 # 3. The mock KMS against a second, independent AWS SDK (boto3, in a venv under target/): the Rust
 #    SDK is exercised by the tests above; botocore serialises, signs and parses errors on its own.
