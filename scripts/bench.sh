@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark (docs/performance.md): sealed inference beside bare tract, the plain-HTTP stack and
-# onnxruntime, plus the micro-benchmarks. Writes target/bench-results/{onnxruntime,compare,micro}.json.
+# onnxruntime, plus the micro-benchmarks and tract alone. Writes
+# target/bench-results/{onnxruntime,compare,micro,tract}.json.
 #
 # Steps: a Python venv in target/bench-venv (scripts/requirements-bench.txt, from PyPI); the
 # benchmark models into target/bench-models (scripts/make_bench_models.py); onnxruntime on them
@@ -17,7 +18,7 @@ Usage: scripts/bench.sh [--quick] [--ort-only]
   --ort-only   stop after the models and the onnxruntime JSON (no cargo build)
   -h, --help   this text
 
-Results: target/bench-results/onnxruntime.json, compare.json, micro.json (and tables on stdout).
+Results: target/bench-results/onnxruntime.json, compare.json, micro.json, tract.json (and tables on stdout).
 EOF
 }
 
@@ -72,4 +73,7 @@ cargo build --release "${packages[@]}" --features sealed-enclave/simulation,seal
 target/release/sealed-bench compare --models-dir "$models" --ort-json "$results/onnxruntime.json" \
     --json "$results/compare.json" ${quick[@]+"${quick[@]}"}
 target/release/sealed-bench micro --models-dir "$models" --json "$results/micro.json" ${quick[@]+"${quick[@]}"}
+# 6. tract alone: the optimised plan, intra-op threads, batching potential, onnxruntime beside.
+target/release/sealed-bench tract --models "$models" --ort-json "$results/onnxruntime.json" --plan \
+    --json "$results/tract.json" ${quick[@]+"${quick[@]}"}
 echo "bench.sh: results in $results/"
