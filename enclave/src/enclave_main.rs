@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use sealed_enclave::engine::EngineConfig;
+use sealed_enclave::engine::{EngineConfig, MAX_BATCH_ROWS};
 use sealed_enclave::freshness::{
     DEFAULT_FRESHNESS_WINDOW_SECS, DEFAULT_REPLAY_CACHE_ENTRIES, FreshnessConfig,
     MAX_FRESHNESS_WINDOW_SECS, MAX_REPLAY_CACHE_ENTRIES,
@@ -72,6 +72,13 @@ struct Args {
     /// Inference jobs that may wait for a worker before requests are refused as busy.
     #[arg(long, default_value_t = 64)]
     queue_depth: usize,
+    /// Serve this model with dynamic batching: requests already queued for it run together,
+    /// joined along axis 0, up to MAX_ROWS rows (2..=64; no waiting for company). Only for a
+    /// model that computes each row from that row alone, with one symbolic axis 0 on every
+    /// input and output (its load is refused otherwise). Repeat for several models. Part of the
+    /// measured image: see docs/operations.md, "Dynamic batching".
+    #[arg(long, value_name = "MODEL_ID=MAX_ROWS", value_parser = dynamic_batch_entry)]
+    dynamic_batch: Vec<(String, usize)>,
     /// Directory with the mock CA made by `sealed-sim` (simulation builds only).
     #[cfg(feature = "simulation")]
     #[arg(long)]
@@ -173,6 +180,36 @@ fn replay_cache_entries(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--dynamic-batch MODEL_ID=MAX_ROWS`: a valid model id and 2 to [`MAX_BATCH_ROWS`] rows.
+fn dynamic_batch_entry(s: &str) -> Result<(String, usize), String> {
+    let (id, rows) = s
+        .split_once('=')
+        .ok_or_else(|| "expected MODEL_ID=MAX_ROWS".to_owned())?;
+    if !sealed_wire::message::valid_model_id(id) {
+        return Err(format!("`{id}` is not a valid model id"));
+    }
+    let rows: usize = rows
+        .parse()
+        .map_err(|_| format!("MAX_ROWS must be a number from 2 to {MAX_BATCH_ROWS}"))?;
+    if !(2..=MAX_BATCH_ROWS).contains(&rows) {
+        return Err(format!("MAX_ROWS must be from 2 to {MAX_BATCH_ROWS}"));
+    }
+    Ok((id.to_owned(), rows))
+}
+
+/// The `--dynamic-batch` entries as the engine takes them; a model named twice is an error.
+fn dynamic_batch_config(
+    entries: &[(String, usize)],
+) -> anyhow::Result<std::collections::BTreeMap<String, usize>> {
+    let mut map = std::collections::BTreeMap::new();
+    for (id, rows) in entries {
+        if map.insert(id.clone(), *rows).is_some() {
+            anyhow::bail!("--dynamic-batch names model `{id}` twice");
+        }
+    }
+    Ok(map)
+}
+
 /// Rotation settings from the flags, checked (`overlap < rotation`).
 fn key_ring_config(args: &Args) -> anyhow::Result<KeyRingConfig> {
     let config = KeyRingConfig {
@@ -232,6 +269,7 @@ fn real_main() -> anyhow::Result<()> {
             // Sealed models are bounded by the same budget as their uploads.
             max_model_len: usize::try_from(args.max_model_bytes).unwrap_or(usize::MAX),
             intra_op_threads: usize::from(args.intra_op_threads),
+            dynamic_batch: dynamic_batch_config(&args.dynamic_batch)?,
         },
         nsm,
         kms,
@@ -374,6 +412,27 @@ mod tests {
         }
         argv.extend_from_slice(extra);
         Args::try_parse_from(argv)
+    }
+
+    #[test]
+    fn dynamic_batch_takes_model_rows_pairs_and_refuses_bad_ones() {
+        assert!(parse(&[]).unwrap().dynamic_batch.is_empty());
+        let args = parse(&[
+            "--dynamic-batch",
+            "large=8",
+            "--dynamic-batch",
+            "digits=64",
+        ])
+        .unwrap();
+        let map = dynamic_batch_config(&args.dynamic_batch).unwrap();
+        assert_eq!(map.get("large"), Some(&8));
+        assert_eq!(map.get("digits"), Some(&64));
+        for bad in ["large", "large=1", "large=65", "large=x", "=8", "bad id=4"] {
+            let err = parse(&["--dynamic-batch", bad]).err().unwrap();
+            assert!(err.to_string().contains("--dynamic-batch"), "{bad}: {err}");
+        }
+        let twice = parse(&["--dynamic-batch", "a=2", "--dynamic-batch", "a=4"]).unwrap();
+        assert!(dynamic_batch_config(&twice.dynamic_batch).is_err());
     }
 
     #[test]

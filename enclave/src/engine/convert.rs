@@ -106,6 +106,46 @@ pub(super) fn to_tract(tensor: &Tensor) -> Result<TValue, EngineError> {
     Ok(out.into())
 }
 
+/// Several wire tensors of one dtype, equal outside axis 0, joined along axis 0 (row-major, so
+/// their bytes simply follow one another) as one tract input value. The joined bytes live in a
+/// wire tensor, which wipes them when dropped.
+pub(super) fn join_rows(parts: &[&Tensor]) -> Result<TValue, EngineError> {
+    let first = parts
+        .first()
+        .ok_or(EngineError::Internal("nothing to join"))?;
+    let mut rows = 0u64;
+    let mut len = 0usize;
+    for part in parts {
+        if part.dtype() != first.dtype() || part.shape().get(1..) != first.shape().get(1..) {
+            return Err(EngineError::Internal(
+                "joined tensors differ outside axis 0",
+            ));
+        }
+        let n = part
+            .shape()
+            .first()
+            .ok_or(EngineError::Internal("a joined tensor has no axis 0"))?;
+        rows = rows
+            .checked_add(*n)
+            .ok_or(EngineError::Internal("joined rows overflow"))?;
+        len = len
+            .checked_add(part.data().len())
+            .ok_or(EngineError::Internal("joined bytes overflow"))?;
+    }
+    let mut shape = first.shape().to_vec();
+    if let Some(axis0) = shape.first_mut() {
+        *axis0 = rows;
+    }
+    let mut data = Vec::with_capacity(len);
+    for part in parts {
+        data.extend_from_slice(part.data());
+    }
+    let joined = Tensor::new(first.dtype(), shape, data).map_err(|_| {
+        EngineError::InvalidTensor("the joined batch is over the tensor limits".into())
+    })?;
+    to_tract(&joined)
+}
+
 /// Appends the little-endian encoding of every `T` in `tensor` to `out`.
 fn encode<T: Datum, const N: usize>(
     tensor: &TractTensor,

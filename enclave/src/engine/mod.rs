@@ -18,13 +18,17 @@
 //! - [`Engine`], [`EngineConfig`], [`EngineError`]: the public face and the worker pool (here).
 //! - `model`: one loaded model — parse, pin, optimise; input checks; one run.
 //! - `convert`: wire tensors ↔ tract tensors, little-endian, no `unsafe`.
+//! - `batch`: dynamic batching of queued requests for models the image opts in.
 
+mod batch;
 mod convert;
 mod model;
 
+pub use batch::{MAX_BATCH_INPUT_BYTES, MAX_BATCH_ROWS};
+
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
@@ -122,6 +126,11 @@ pub struct EngineConfig {
     /// each inference on its worker alone. Needs the `multithread-mm` feature
     /// ([`INTRA_OP_AVAILABLE`]); without it a value above 1 is logged and treated as 1.
     pub intra_op_threads: usize,
+    /// Models served with dynamic batching, by id, with the most rows one batch may hold
+    /// (2..=[`MAX_BATCH_ROWS`]; 1 or less turns it off for that model). Such a model must declare
+    /// axis 0 of every input and output as one shared symbol, or its load is refused. See the
+    /// `batch` module for what batching assumes of the model.
+    pub dynamic_batch: BTreeMap<String, usize>,
 }
 
 /// Whether this build has tract's multithreaded executor (`multithread-mm`), which
@@ -136,6 +145,7 @@ impl Default for EngineConfig {
             queue_depth: DEFAULT_QUEUE_DEPTH,
             max_model_len: MAX_MODEL_LEN,
             intra_op_threads: 1,
+            dynamic_batch: BTreeMap::new(),
         }
     }
 }
@@ -170,7 +180,8 @@ fn intra_op_executor(threads: usize) -> Option<Executor> {
     }
 }
 
-type Reply = oneshot::Sender<Result<Vec<NamedTensor>, EngineError>>;
+type ReplyResult = Result<Vec<NamedTensor>, EngineError>;
+type Reply = oneshot::Sender<ReplyResult>;
 
 /// Work for a worker thread.
 enum Job {
@@ -179,6 +190,9 @@ enum Job {
         inputs: Vec<Tensor>,
         reply: Reply,
     },
+    /// A request of a batching model is waiting in its [`batch::BatchQueue`]: take the next batch
+    /// from there (possibly nothing, if an earlier batch took it).
+    Batch { model: Arc<LoadedModel> },
     /// Test only: occupies a worker until released, to fill the queue without timing.
     #[cfg(test)]
     Hold {
@@ -197,7 +211,11 @@ pub struct Engine {
     queue: SyncSender<Job>,
     workers: usize,
     in_flight: Arc<AtomicUsize>,
+    /// Requests answered as part of a batch of two or more.
+    batched: Arc<AtomicU64>,
     max_model_len: usize,
+    /// Batching models by id, with their row limits ([`EngineConfig::dynamic_batch`]).
+    dynamic_batch: BTreeMap<String, usize>,
     /// Given to every plan at load (tract's `RunOptions::executor`).
     executor: Option<Executor>,
 }
@@ -214,16 +232,18 @@ impl std::fmt::Debug for Engine {
 
 /// Runs `f`, turning a panic into [`EngineError::InferenceFailed`]. The panic payload is not
 /// logged: it may quote tensor data.
-fn guarded(
-    f: impl FnOnce() -> Result<Vec<NamedTensor>, EngineError>,
-) -> Result<Vec<NamedTensor>, EngineError> {
+fn guarded<T>(f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineError> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
         tracing::error!("inference panicked; the request failed, the worker continues");
         Err(EngineError::InferenceFailed("the engine panicked"))
     })
 }
 
-fn worker_loop(queue: Arc<Mutex<Receiver<Job>>>, in_flight: Arc<AtomicUsize>) {
+fn worker_loop(
+    queue: Arc<Mutex<Receiver<Job>>>,
+    in_flight: Arc<AtomicUsize>,
+    batched: Arc<AtomicU64>,
+) {
     loop {
         // The lock is held only while waiting for the next job; nothing that can panic runs
         // under it, and a poisoned lock still guards a usable receiver.
@@ -250,6 +270,15 @@ fn worker_loop(queue: Arc<Mutex<Receiver<Job>>>, in_flight: Arc<AtomicUsize>) {
                 // The requester may have gone away (its connection closed); nothing to do then.
                 let _ = reply.send(result);
             }
+            Job::Batch { model } => {
+                let Some(queue) = model.batch_queue() else {
+                    continue; // Not a batching model: no such token is ever sent.
+                };
+                let batch = queue.take(&in_flight);
+                if !batch.is_empty() {
+                    run_batch(&model, batch, &in_flight, &batched);
+                }
+            }
             #[cfg(test)]
             Job::Hold { started, release } => {
                 let _ = started.send(());
@@ -266,6 +295,56 @@ fn worker_loop(queue: Arc<Mutex<Receiver<Job>>>, in_flight: Arc<AtomicUsize>) {
     }
 }
 
+/// Runs a batch from a batching model's queue and answers each request. A batch of one runs as
+/// any request does. If the batched run fails as a whole (tract refuses the joined shapes, an
+/// output lacks one row per input row, a panic), every request is run again alone, so that one
+/// request can never fail another; errors that concern one request's outputs (its size limit)
+/// are that request's alone.
+fn run_batch(
+    model: &LoadedModel,
+    batch: Vec<batch::Pending>,
+    in_flight: &AtomicUsize,
+    batched: &AtomicU64,
+) {
+    let answer = |reply: Reply, result: ReplyResult| {
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        let _ = reply.send(result);
+    };
+    if batch.len() == 1 {
+        for pending in batch {
+            let result = guarded(|| model.run(pending.inputs));
+            answer(pending.reply, result);
+        }
+        return;
+    }
+    let (inputs, replies): (Vec<Vec<Tensor>>, Vec<Reply>) =
+        batch.into_iter().map(|p| (p.inputs, p.reply)).unzip();
+    match guarded(|| model.run_rows(&inputs)) {
+        Ok(results) if results.len() == replies.len() => {
+            drop(inputs);
+            batched.fetch_add(replies.len() as u64, Ordering::Relaxed);
+            for (reply, result) in replies.into_iter().zip(results) {
+                answer(reply, result);
+            }
+        }
+        other => {
+            let why = other
+                .err()
+                .map_or("wrong number of results", |e| e.code().as_str());
+            tracing::warn!(
+                model_id = %model.info().model_id,
+                requests = replies.len(),
+                error = why,
+                "a batched run failed; running its requests one by one"
+            );
+            for (inputs, reply) in inputs.into_iter().zip(replies) {
+                let result = guarded(|| model.run(inputs));
+                answer(reply, result);
+            }
+        }
+    }
+}
+
 impl Engine {
     /// Starts the worker pool. Never fails: a worker thread that cannot be spawned is logged and
     /// the pool runs with the others (with none, every inference fails with `Internal`).
@@ -273,12 +352,14 @@ impl Engine {
         let (queue, receiver) = sync_channel(config.queue_depth.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         let in_flight = Arc::new(AtomicUsize::new(0));
+        let batched = Arc::new(AtomicU64::new(0));
         let mut workers = 0;
         for i in 0..config.workers.max(1) {
             let (rx, count) = (Arc::clone(&receiver), Arc::clone(&in_flight));
+            let batched = Arc::clone(&batched);
             match std::thread::Builder::new()
                 .name(format!("engine-worker-{i}"))
-                .spawn(move || worker_loop(rx, count))
+                .spawn(move || worker_loop(rx, count, batched))
             {
                 Ok(_) => workers += 1,
                 Err(e) => {
@@ -287,10 +368,17 @@ impl Engine {
             }
         }
         let executor = intra_op_executor(config.intra_op_threads);
+        let dynamic_batch: BTreeMap<String, usize> = config
+            .dynamic_batch
+            .into_iter()
+            .filter(|&(_, rows)| rows > 1)
+            .map(|(id, rows)| (id, rows.min(MAX_BATCH_ROWS)))
+            .collect();
         tracing::info!(
             workers,
             queue_depth = config.queue_depth.max(1),
             intra_op_threads = executor.as_ref().map_or(1, executor_threads),
+            batching_models = dynamic_batch.len(),
             "inference engine started"
         );
         Engine {
@@ -298,7 +386,9 @@ impl Engine {
             queue,
             workers,
             in_flight,
+            batched,
             max_model_len: config.max_model_len,
+            dynamic_batch,
             executor,
         }
     }
@@ -343,7 +433,13 @@ impl Engine {
         let started = Instant::now();
         let sha384_hex = hex::encode(sha384);
         let loaded = self.check_load(model_id, onnx).and_then(|()| {
-            LoadedModel::load(model_id, onnx, sha384.to_vec(), self.executor.as_ref())
+            LoadedModel::load(
+                model_id,
+                onnx,
+                sha384.to_vec(),
+                self.executor.as_ref(),
+                self.dynamic_batch.get(model_id).copied(),
+            )
         });
         let loaded = match loaded {
             Ok(m) => m,
@@ -368,6 +464,7 @@ impl Engine {
             sha384 = %sha384_hex,
             inputs = info.inputs.len(),
             outputs = info.outputs.len(),
+            batch_rows = self.dynamic_batch.get(model_id).copied().unwrap_or(1),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "model loaded"
         );
@@ -454,11 +551,18 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownModel(model_id.to_owned()))?;
         let inputs = model.check_inputs(inputs)?;
         let (reply, receiver) = oneshot::channel();
-        self.enqueue(Job::Infer {
-            model,
-            inputs,
-            reply,
-        })?;
+        if let Some(queue) = model.batch_queue() {
+            let token = Job::Batch {
+                model: Arc::clone(&model),
+            };
+            queue.push(batch::Pending { inputs, reply }, || self.enqueue(token))?;
+        } else {
+            self.enqueue(Job::Infer {
+                model,
+                inputs,
+                reply,
+            })?;
+        }
         Ok(receiver)
     }
 
@@ -490,6 +594,18 @@ impl Engine {
     /// Requests queued or running.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Requests answered so far as part of a dynamic batch of two or more.
+    pub fn batched_requests(&self) -> u64 {
+        self.batched.load(Ordering::Relaxed)
+    }
+
+    /// The row limit of a model served with dynamic batching; `None` if it is not.
+    pub fn batch_rows(&self, model_id: &str) -> Option<usize> {
+        self.read_models()
+            .get(model_id)
+            .and_then(|m| m.batch_queue().map(|q| q.max_rows()))
     }
 }
 

@@ -22,6 +22,7 @@ use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::ops::unimpl::UnimplementedOp;
 
 use super::EngineError;
+use super::batch::BatchQueue;
 use super::convert::{self, OutputBudget};
 
 /// One dimension as the model declares it.
@@ -50,6 +51,8 @@ pub(super) struct LoadedModel {
     inputs: Vec<InputSpec>,
     output_names: Vec<String>,
     plan: Arc<TypedRunnableModel>,
+    /// Waiting requests, for a model served with dynamic batching.
+    batch: Option<BatchQueue>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -143,9 +146,10 @@ impl LoadedModel {
         onnx: &[u8],
         sha384: Vec<u8>,
         executor: Option<&Executor>,
+        batch_rows: Option<usize>,
     ) -> Result<Self, EngineError> {
         match catch_unwind(AssertUnwindSafe(|| {
-            Self::load_inner(model_id, onnx, sha384, executor)
+            Self::load_inner(model_id, onnx, sha384, executor, batch_rows)
         })) {
             Ok(result) => result,
             Err(_) => Err(rejected("the engine panicked while loading the model")),
@@ -157,6 +161,7 @@ impl LoadedModel {
         onnx: &[u8],
         sha384: Vec<u8>,
         executor: Option<&Executor>,
+        batch_rows: Option<usize>,
     ) -> Result<Self, EngineError> {
         let framework = tract_onnx::onnx();
         // From bytes only: with no model directory, tract refuses external weight files rather
@@ -263,6 +268,14 @@ impl LoadedModel {
             });
         }
 
+        let batch = match batch_rows {
+            Some(rows) => {
+                check_batch_axis(&inputs, plan_model)?;
+                Some(BatchQueue::new(rows))
+            }
+            None => None,
+        };
+
         let info = ModelInfo {
             model_id: model_id.to_owned(),
             sha384,
@@ -281,7 +294,12 @@ impl LoadedModel {
             inputs,
             output_names,
             plan,
+            batch,
         })
+    }
+
+    pub(super) fn batch_queue(&self) -> Option<&BatchQueue> {
+        self.batch.as_ref()
     }
 
     pub(super) fn info(&self) -> &ModelInfo {
@@ -365,6 +383,76 @@ impl LoadedModel {
         Ok(ordered)
     }
 
+    /// Runs several checked requests as one: each input joined along axis 0 in request order, one
+    /// run, every output split back by rows. The outer error means the joined run failed as a
+    /// whole (the caller runs the requests alone); an inner one concerns that request's outputs.
+    /// Called on a worker thread, inside `catch_unwind`, for a model that passed
+    /// [`check_batch_axis`] at load.
+    pub(super) fn run_rows(
+        &self,
+        requests: &[Vec<Tensor>],
+    ) -> Result<Vec<Result<Vec<NamedTensor>, EngineError>>, EngineError> {
+        let rows = requests
+            .iter()
+            .map(|r| {
+                r.first()
+                    .and_then(|t| t.shape().first())
+                    .and_then(|&n| usize::try_from(n).ok())
+            })
+            .collect::<Option<Vec<usize>>>()
+            .ok_or(EngineError::Internal("a batched request has no axis 0"))?;
+        let total = rows
+            .iter()
+            .try_fold(0usize, |acc, &n| acc.checked_add(n))
+            .ok_or(EngineError::Internal("batch rows overflow"))?;
+        let mut values = TVec::with_capacity(self.inputs.len());
+        for ix in 0..self.inputs.len() {
+            let parts = requests
+                .iter()
+                .map(|r| r.get(ix))
+                .collect::<Option<Vec<&Tensor>>>()
+                .ok_or(EngineError::Internal("a batched request lacks an input"))?;
+            values.push(convert::join_rows(&parts)?);
+        }
+        let outputs = self
+            .plan
+            .run(values)
+            .map_err(|_| EngineError::InferenceFailed("the engine returned an error"))?;
+        if outputs.len() != self.output_names.len() {
+            return Err(EngineError::Internal(
+                "the plan returned an unexpected number of outputs",
+            ));
+        }
+        if outputs.iter().any(|v| v.shape().first() != Some(&total)) {
+            return Err(EngineError::InferenceFailed(
+                "a batched output does not have one row per input row",
+            ));
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        let mut start = 0usize;
+        for n in rows {
+            let end = start.saturating_add(n);
+            let mut budget = OutputBudget::default();
+            let one = self
+                .output_names
+                .iter()
+                .zip(outputs.iter())
+                .map(|(name, value)| {
+                    let part = value
+                        .slice(0, start, end)
+                        .map_err(|_| EngineError::Internal("could not split a batched output"))?;
+                    Ok(NamedTensor {
+                        name: name.clone(),
+                        tensor: convert::from_tract(&part.into(), &mut budget)?,
+                    })
+                })
+                .collect();
+            results.push(one);
+            start = end;
+        }
+        Ok(results)
+    }
+
     /// Runs the plan on checked inputs (in declared order). Called on a worker thread, inside
     /// `catch_unwind`.
     pub(super) fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError> {
@@ -393,5 +481,117 @@ impl LoadedModel {
                 })
             })
             .collect()
+    }
+}
+
+/// Whether requests to this model can be joined along axis 0: every input's axis 0 is one
+/// symbol, shared by all and found on no other axis, and every output's axis 0 is that symbol
+/// and no other output axis mentions it. Necessary, not sufficient: a model may still mix rows
+/// (a mean over axis 0 keeps every shape), which is why batching is opted into per model.
+fn check_batch_axis(
+    inputs: &[InputSpec],
+    plan_model: &tract_onnx::prelude::TypedModel,
+) -> Result<(), EngineError> {
+    let refuse = |why: &str| {
+        rejected(format!(
+            "dynamic batching is configured for this model, but {why}"
+        ))
+    };
+    let symbol = match inputs.first().and_then(|i| i.dims.first()) {
+        Some(Dim::Symbol(s)) => s.clone(),
+        _ => {
+            return Err(refuse(
+                "axis 0 of its first input is not a named symbolic dimension",
+            ));
+        }
+    };
+    for input in inputs {
+        if input.dims.first() != Some(&Dim::Symbol(symbol.clone())) {
+            return Err(refuse(&format!(
+                "axis 0 of input `{}` is not `{symbol}`",
+                input.name
+            )));
+        }
+        if input
+            .dims
+            .iter()
+            .skip(1)
+            .any(|d| matches!(d, Dim::Symbol(s) if *s == symbol) || *d == Dim::Expr)
+        {
+            return Err(refuse(&format!(
+                "input `{}` uses `{symbol}` or an expression beyond axis 0",
+                input.name
+            )));
+        }
+    }
+    let mentions = |d: &TDim| d.symbols().iter().any(|s| s.to_string() == symbol);
+    let outputs = plan_model
+        .output_outlets()
+        .map_err(|_| EngineError::Internal("model has no output list"))?;
+    for ix in 0..outputs.len() {
+        let fact = plan_model
+            .output_fact(ix)
+            .map_err(|_| EngineError::Internal("output fact out of range"))?;
+        let dims = fact.shape.dims();
+        let axis0_is_symbol = matches!(dims.first(), Some(TDim::Sym(s)) if s.to_string() == symbol);
+        if !axis0_is_symbol || dims.iter().skip(1).any(mentions) {
+            return Err(refuse(&format!(
+                "output #{ix} does not have `{symbol}` on axis 0 alone"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_onnx::prelude::{DatumExt, TypedModel};
+
+    /// A one-node model: its source is its output, with `shape`.
+    fn identity(shape: impl Fn(&TypedModel) -> Vec<TDim>) -> TypedModel {
+        let mut m = TypedModel::default();
+        let dims = shape(&m);
+        let x = m.add_source("x", f32::fact(dims)).unwrap();
+        m.select_output_outlets(&[x]).unwrap();
+        m
+    }
+
+    fn spec(dims: Vec<Dim>) -> Vec<InputSpec> {
+        vec![InputSpec {
+            name: "x".into(),
+            dtype: DType::F32,
+            dims,
+        }]
+    }
+
+    fn batch(m: &TypedModel) -> TDim {
+        TDim::Sym(m.symbols.sym("batch"))
+    }
+
+    #[test]
+    fn a_shared_symbolic_axis_0_is_batchable() {
+        let m = identity(|m| vec![batch(m), 3.into()]);
+        let dims = vec![Dim::Symbol("batch".into()), Dim::Fixed(3)];
+        check_batch_axis(&spec(dims), &m).unwrap();
+    }
+
+    #[test]
+    fn a_fixed_or_misplaced_batch_axis_is_refused_with_the_reason() {
+        let fixed = identity(|_| vec![1.into(), 3.into()]);
+        let err = check_batch_axis(&spec(vec![Dim::Fixed(1), Dim::Fixed(3)]), &fixed).unwrap_err();
+        assert!(matches!(err, EngineError::ModelRejected(_)), "{err:?}");
+        assert!(err.to_string().contains("dynamic batching"), "{err}");
+
+        // The symbol also on axis 1 of the input.
+        let twice = identity(|m| vec![batch(m), batch(m)]);
+        let dims = vec![Dim::Symbol("batch".into()), Dim::Symbol("batch".into())];
+        assert!(check_batch_axis(&spec(dims), &twice).is_err());
+
+        // Inputs fine, but the output carries the symbol on axis 1, not 0.
+        let moved = identity(|m| vec![3.into(), batch(m)]);
+        let dims = vec![Dim::Symbol("batch".into()), Dim::Fixed(3)];
+        let err = check_batch_axis(&spec(dims), &moved).unwrap_err();
+        assert!(err.to_string().contains("output #0"), "{err}");
     }
 }

@@ -585,3 +585,143 @@ fn every_error_maps_to_its_stable_code() {
         assert_eq!(err.code(), code, "{err}");
     }
 }
+
+fn batching_engine(model_id: &str, rows: usize) -> Engine {
+    Engine::new(EngineConfig {
+        workers: 1,
+        queue_depth: 32,
+        dynamic_batch: [(model_id.to_owned(), rows)].into(),
+        ..EngineConfig::default()
+    })
+}
+
+/// Occupies the only worker until the returned sender is used (or dropped).
+fn hold_worker(e: &Engine) -> std::sync::mpsc::Sender<()> {
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel();
+    e.enqueue(Job::Hold {
+        started: started_tx,
+        release: release_rx,
+    })
+    .unwrap();
+    started_rx.recv().unwrap();
+    release_tx
+}
+
+#[tokio::test]
+async fn dynamic_batching_joins_queued_requests_and_answers_each_its_own_rows() {
+    let e = batching_engine("digits", 8);
+    e.load_model("digits", &digits_onnx()).unwrap();
+    assert_eq!(e.batch_rows("digits"), Some(8));
+    let expected = expected();
+    let singles: Vec<String> = expected["inputs"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("digit_"))
+        .cloned()
+        .collect();
+    assert!((2..=7).contains(&singles.len()));
+
+    // With the worker held, every request queues; on release the first token takes all the
+    // single-row requests (≤ 8 rows) as one batch, and the 8-row one runs alone after them.
+    let release = hold_worker(&e);
+    let mut waiting = Vec::new();
+    for file in singles
+        .iter()
+        .chain(std::iter::once(&"batch_8.npy".to_owned()))
+    {
+        waiting.push((
+            file.clone(),
+            e.submit("digits", digits_input(file)).unwrap(),
+        ));
+    }
+    assert_eq!(e.in_flight(), waiting.len() + 1);
+    release.send(()).unwrap();
+    for (file, reply) in waiting {
+        let out = reply.await.unwrap().unwrap();
+        assert_matches_expected(&out, &expected["inputs"][&file]);
+    }
+    assert_eq!(e.batched_requests(), singles.len() as u64);
+    assert_eq!(e.in_flight(), 0);
+
+    // Unloaded: a lone request runs alone, as without batching.
+    let out = e
+        .infer("digits", digits_input("digit_0_1.npy"))
+        .await
+        .unwrap();
+    assert_matches_expected(&out, &expected["inputs"]["digit_0_1.npy"]);
+    assert_eq!(e.batched_requests(), singles.len() as u64);
+}
+
+#[tokio::test]
+async fn dynamic_batching_splits_outputs_by_each_requests_rows() {
+    let e = batching_engine("add", 16);
+    e.load_model("add", &add_onnx()).unwrap();
+    let requests: Vec<(Vec<i64>, Vec<i64>)> = vec![
+        (vec![1], vec![10]),
+        (vec![2, 3, 4], vec![20, 30, 40]),
+        (vec![-5, 5], vec![5, -5]),
+    ];
+    let release = hold_worker(&e);
+    let waiting: Vec<_> = requests
+        .iter()
+        .map(|(a, b)| {
+            e.submit("add", vec![i64_tensor("a", a), i64_tensor("b", b)])
+                .unwrap()
+        })
+        .collect();
+    release.send(()).unwrap();
+    for ((a, b), reply) in requests.iter().zip(waiting) {
+        let out = reply.await.unwrap().unwrap();
+        let want: Vec<i64> = a.iter().zip(b).map(|(x, y)| x + y).collect();
+        assert_eq!(out[0].name, "sum");
+        assert_eq!(out[0].tensor.shape(), [a.len() as u64]);
+        assert_eq!(out[0].tensor.to_i64().unwrap(), want);
+    }
+    assert_eq!(e.batched_requests(), 3);
+}
+
+#[tokio::test]
+async fn dynamic_batching_keeps_the_queue_bound_and_skips_abandoned_requests() {
+    let e = Engine::new(EngineConfig {
+        workers: 1,
+        queue_depth: 2,
+        dynamic_batch: [("digits".to_owned(), 8)].into(),
+        ..EngineConfig::default()
+    });
+    e.load_model("digits", &digits_onnx()).unwrap();
+    let release = hold_worker(&e);
+    let kept = e.submit("digits", digits_input("digit_0_1.npy")).unwrap();
+    let abandoned = e.submit("digits", digits_input("digit_2_0.npy")).unwrap();
+    let err = e
+        .infer("digits", digits_input("digit_4_2.npy"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Busy), "{err:?}");
+    assert_eq!(e.in_flight(), 3);
+    drop(abandoned);
+    release.send(()).unwrap();
+    let out = kept.await.unwrap().unwrap();
+    assert_matches_expected(&out, &expected()["inputs"]["digit_0_1.npy"]);
+    // Neither the refused nor the abandoned request ran: nothing was batched.
+    assert_eq!(e.batched_requests(), 0);
+    for _ in 0..1000 {
+        if e.in_flight() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(e.in_flight(), 0);
+}
+
+#[test]
+fn models_not_named_for_batching_run_as_before() {
+    let e = batching_engine("other", 8);
+    e.load_model("digits", &digits_onnx()).unwrap();
+    assert_eq!(e.batch_rows("digits"), None);
+    // A row limit of 1 turns batching off for that model.
+    let off = batching_engine("digits", 1);
+    off.load_model("digits", &digits_onnx()).unwrap();
+    assert_eq!(off.batch_rows("digits"), None);
+}
