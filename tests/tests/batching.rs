@@ -1,0 +1,124 @@
+//! Dynamic batching end to end: the real enclave started with `--workers 1 --dynamic-batch
+//! digits=8` under many concurrent sealed requests, so that requests queue behind the one worker
+//! and are joined; every client must still get exactly its own answer (docs/operations.md,
+//! "Dynamic batching").
+
+mod common;
+
+use std::sync::Arc;
+
+use sealed_client::{Client, Policy, Session, npy};
+use sealed_sim::assets::Digits;
+use sealed_sim::stack::{ModelFile, Paths, Stack, StackOptions, write_mock_ca};
+use sealed_wire::{NamedTensor, Tensor};
+
+async fn start(enclave_args: &[&str], tmp: &tempfile::TempDir) -> (Stack, Digits) {
+    let paths = Paths {
+        bin_dir: common::bin_dir(),
+        assets: sealed_sim::assets::default_dir(),
+        workdir: tmp.path().to_path_buf(),
+        child_log: "warn".to_string(),
+    };
+    let digits = Digits::load(&paths.assets).unwrap();
+    write_mock_ca(&paths).unwrap();
+    let stack = Stack::start_with(
+        &paths,
+        StackOptions {
+            name: "",
+            enclave_binary: paths.enclave(),
+            plaintext_models: vec![ModelFile {
+                id: "digits".to_string(),
+                path: digits.model.clone(),
+            }],
+            aws: None,
+            enclave_args: enclave_args.iter().map(|a| a.to_string()).collect(),
+            host_args: Vec::new(),
+            host_enclave_socket: None,
+        },
+    )
+    .await
+    .unwrap();
+    (stack, digits)
+}
+
+async fn session(stack: &Stack) -> Session {
+    let pem = std::fs::read_to_string(&stack.root_pem).unwrap();
+    let policy = Policy::new()
+        .trust_root_pem(&pem)
+        .unwrap()
+        .expect_pcr(0, stack.pcr0.to_vec());
+    Client::new(&stack.host_url, policy)
+        .unwrap()
+        .attest()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_to_a_batching_model_each_get_their_own_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (stack, digits) = start(&["--workers", "1", "--dynamic-batch", "digits=8"], &tmp).await;
+    let session = Arc::new(session(&stack).await);
+    let examples: Arc<Vec<(Tensor, Vec<i64>)>> = Arc::new(
+        digits
+            .examples
+            .iter()
+            .map(|e| (npy::read_file(&e.file).unwrap(), e.predicted_labels.clone()))
+            .collect(),
+    );
+    assert!(examples.len() >= 2);
+
+    // 16 clients × 6 requests, each client cycling through different digits (and the 8-row
+    // example among them), so that joined batches mix inputs and row counts.
+    let mut tasks = Vec::new();
+    for client in 0..16usize {
+        let (session, examples) = (Arc::clone(&session), Arc::clone(&examples));
+        tasks.push(tokio::spawn(async move {
+            for round in 0..6 {
+                let (input, want) = &examples[(client + round) % examples.len()];
+                let outputs = session
+                    .infer(
+                        "digits",
+                        vec![NamedTensor {
+                            name: "input".to_string(),
+                            tensor: input.clone(),
+                        }],
+                    )
+                    .await
+                    .unwrap();
+                let label = outputs.iter().find(|o| o.name == "label").unwrap();
+                assert_eq!(&label.tensor.to_i64().unwrap(), want, "client {client}");
+                let probabilities = outputs.iter().find(|o| o.name == "probabilities").unwrap();
+                assert_eq!(probabilities.tensor.shape(), [want.len() as u64, 10]);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_bad_dynamic_batch_flag_stops_the_enclave_with_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let paths = Paths {
+        bin_dir: common::bin_dir(),
+        assets: sealed_sim::assets::default_dir(),
+        workdir: tmp.path().to_path_buf(),
+        child_log: "warn".to_string(),
+    };
+    let out = std::process::Command::new(paths.enclave())
+        .args([
+            "--listen",
+            "unix:/nonexistent/sock",
+            "--mock-ca-dir",
+            "/nonexistent",
+        ])
+        .args(["--dynamic-batch", "digits=1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--dynamic-batch"), "{stderr}");
+    assert!(stderr.contains("from 2 to 64"), "{stderr}");
+}
