@@ -79,6 +79,12 @@ struct Args {
     /// measured image: see docs/operations.md, "Dynamic batching".
     #[arg(long, value_name = "MODEL_ID=MAX_ROWS", value_parser = dynamic_batch_entry)]
     dynamic_batch: Vec<(String, usize)>,
+    /// A tract knob in force while model plans are built, e.g.
+    /// `TRACT_DISABLE_DIRECT_SPATIAL=true` (im2col + matrix product instead of tract's direct
+    /// convolution). Only knobs tract reads while preparing a model; an unknown one stops the
+    /// enclave at start with the list. Repeatable. Part of the measured image.
+    #[arg(long, value_name = "NAME=VALUE", value_parser = tract_knob_entry)]
+    tract_knob: Vec<(String, String)>,
     /// Directory with the mock CA made by `sealed-sim` (simulation builds only).
     #[cfg(feature = "simulation")]
     #[arg(long)]
@@ -197,6 +203,27 @@ fn dynamic_batch_entry(s: &str) -> Result<(String, usize), String> {
     Ok((id.to_owned(), rows))
 }
 
+/// `--tract-knob NAME=VALUE`, split; the engine checks the name and value.
+fn tract_knob_entry(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .filter(|(name, _)| !name.is_empty())
+        .ok_or_else(|| "expected NAME=VALUE".to_owned())?;
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// `--tract-knob` entries checked against tract's scoped knobs; the error lists those accepted.
+fn check_tract_knobs(knobs: &[(String, String)]) -> anyhow::Result<()> {
+    if let Err(e) = sealed_enclave::engine::tract_knob_scope(knobs) {
+        let names: Vec<&str> = sealed_enclave::engine::scoped_tract_knobs()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
+        anyhow::bail!("--tract-knob: {e} (accepted: {})", names.join(", "));
+    }
+    Ok(())
+}
+
 /// The `--dynamic-batch` entries as the engine takes them; a model named twice is an error.
 fn dynamic_batch_config(
     entries: &[(String, usize)],
@@ -260,6 +287,7 @@ fn real_main() -> anyhow::Result<()> {
             args.intra_op_threads
         );
     }
+    check_tract_knobs(&args.tract_knob)?;
     let kms = kms_config(&args)?;
     let config = sealed_enclave::Config {
         listen: args.listen.clone(),
@@ -270,6 +298,7 @@ fn real_main() -> anyhow::Result<()> {
             max_model_len: usize::try_from(args.max_model_bytes).unwrap_or(usize::MAX),
             intra_op_threads: usize::from(args.intra_op_threads),
             dynamic_batch: dynamic_batch_config(&args.dynamic_batch)?,
+            tract_knobs: args.tract_knob.clone(),
         },
         nsm,
         kms,
@@ -433,6 +462,21 @@ mod tests {
         }
         let twice = parse(&["--dynamic-batch", "a=2", "--dynamic-batch", "a=4"]).unwrap();
         assert!(dynamic_batch_config(&twice.dynamic_batch).is_err());
+    }
+
+    #[test]
+    fn tract_knobs_are_checked_against_the_scoped_ones() {
+        let args = parse(&["--tract-knob", "TRACT_DISABLE_DIRECT_SPATIAL=true"]).unwrap();
+        check_tract_knobs(&args.tract_knob).unwrap();
+        assert!(parse(&["--tract-knob", "no-equals"]).is_err());
+        for bad in [
+            "TRACT_NO_SUCH_KNOB=1",
+            "TRACT_DISABLE_DIRECT_SPATIAL=maybe",
+        ] {
+            let args = parse(&["--tract-knob", bad]).unwrap();
+            let err = check_tract_knobs(&args.tract_knob).unwrap_err().to_string();
+            assert!(err.contains("TRACT_DISABLE_DIRECT_SPATIAL"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -42,6 +42,7 @@ use tokio::sync::oneshot;
 
 use model::LoadedModel;
 use tract_onnx::prelude::multithread::Executor;
+use tract_onnx::tract_core::knobs::KnobScope;
 
 /// Threads of an executor's pool.
 fn executor_threads(executor: &Executor) -> usize {
@@ -131,6 +132,30 @@ pub struct EngineConfig {
     /// axis 0 of every input and output as one shared symbol, or its load is refused. See the
     /// `batch` module for what batching assumes of the model.
     pub dynamic_batch: BTreeMap<String, usize>,
+    /// tract knobs, `NAME=VALUE`, in force while each model's plan is built (tract's scoped
+    /// knobs only: kernel choices such as `TRACT_DISABLE_DIRECT_SPATIAL=true`). Check them with
+    /// [`tract_knob_scope`] first: here an invalid set is logged and ignored.
+    pub tract_knobs: Vec<(String, String)>,
+}
+
+/// The scope tract applies `knobs` with, or why it refuses them (an unknown name, a knob tract
+/// reads only process-wide, a value that does not parse). `None` when there are none.
+pub fn tract_knob_scope(knobs: &[(String, String)]) -> Result<Option<KnobScope>, String> {
+    if knobs.is_empty() {
+        return Ok(None);
+    }
+    KnobScope::new(knobs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map(Some)
+        .map_err(|e| format!("{e}"))
+}
+
+/// Names and one-line descriptions of the knobs [`EngineConfig::tract_knobs`] accepts.
+pub fn scoped_tract_knobs() -> Vec<(&'static str, &'static str)> {
+    tract_onnx::tract_core::knobs::all()
+        .into_iter()
+        .filter(|k| k.scopable)
+        .map(|k| (k.name, k.doc))
+        .collect()
 }
 
 /// Whether this build has tract's multithreaded executor (`multithread-mm`), which
@@ -146,6 +171,7 @@ impl Default for EngineConfig {
             max_model_len: MAX_MODEL_LEN,
             intra_op_threads: 1,
             dynamic_batch: BTreeMap::new(),
+            tract_knobs: Vec::new(),
         }
     }
 }
@@ -216,6 +242,8 @@ pub struct Engine {
     max_model_len: usize,
     /// Batching models by id, with their row limits ([`EngineConfig::dynamic_batch`]).
     dynamic_batch: BTreeMap<String, usize>,
+    /// [`EngineConfig::tract_knobs`], checked.
+    knobs: Option<KnobScope>,
     /// Given to every plan at load (tract's `RunOptions::executor`).
     executor: Option<Executor>,
 }
@@ -374,9 +402,14 @@ impl Engine {
             .filter(|&(_, rows)| rows > 1)
             .map(|(id, rows)| (id, rows.min(MAX_BATCH_ROWS)))
             .collect();
+        let knobs = tract_knob_scope(&config.tract_knobs).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "tract knobs refused; building plans with tract's defaults");
+            None
+        });
         tracing::info!(
             workers,
             queue_depth = config.queue_depth.max(1),
+            tract_knobs = config.tract_knobs.len(),
             intra_op_threads = executor.as_ref().map_or(1, executor_threads),
             batching_models = dynamic_batch.len(),
             "inference engine started"
@@ -389,6 +422,7 @@ impl Engine {
             batched,
             max_model_len: config.max_model_len,
             dynamic_batch,
+            knobs,
             executor,
         }
     }
@@ -437,8 +471,11 @@ impl Engine {
                 model_id,
                 onnx,
                 sha384.to_vec(),
-                self.executor.as_ref(),
-                self.dynamic_batch.get(model_id).copied(),
+                &model::LoadOptions {
+                    executor: self.executor.as_ref(),
+                    batch_rows: self.dynamic_batch.get(model_id).copied(),
+                    knobs: self.knobs.as_ref(),
+                },
             )
         });
         let loaded = match loaded {

@@ -18,6 +18,7 @@ use tract_onnx::prelude::{
     Framework, InferenceFact, InferenceModel, InferenceModelExt, RunOptions, TDim, TVec,
     TypedRunnableModel,
 };
+use tract_onnx::tract_core::knobs::KnobScope;
 use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::ops::unimpl::UnimplementedOp;
 
@@ -43,6 +44,15 @@ struct InputSpec {
     name: String,
     dtype: DType,
     dims: Vec<Dim>,
+}
+
+/// How the engine loads every model (and, for batching, this one).
+pub(super) struct LoadOptions<'a> {
+    pub(super) executor: Option<&'a Executor>,
+    /// The row limit, for a model served with dynamic batching.
+    pub(super) batch_rows: Option<usize>,
+    /// tract knobs (`--tract-knob`) in force while the plan is built.
+    pub(super) knobs: Option<&'a KnobScope>,
 }
 
 /// A model ready to run.
@@ -139,17 +149,20 @@ fn declared_input(
 
 impl LoadedModel {
     /// Parses, checks, pins and optimises; the plan runs on `executor` (tract's default, one
-    /// thread, when `None`). Runs tract under `catch_unwind`: a crafted model that makes the
-    /// parser panic is rejected like any other bad model.
+    /// thread, when `None`), tract's scoped knobs set from `knobs` while it is built. Runs tract
+    /// under `catch_unwind`: a crafted model that makes the parser panic is rejected like any
+    /// other bad model.
     pub(super) fn load(
         model_id: &str,
         onnx: &[u8],
         sha384: Vec<u8>,
-        executor: Option<&Executor>,
-        batch_rows: Option<usize>,
+        options: &LoadOptions<'_>,
     ) -> Result<Self, EngineError> {
-        match catch_unwind(AssertUnwindSafe(|| {
-            Self::load_inner(model_id, onnx, sha384, executor, batch_rows)
+        let load =
+            || Self::load_inner(model_id, onnx, sha384, options.executor, options.batch_rows);
+        match catch_unwind(AssertUnwindSafe(|| match options.knobs {
+            Some(scope) => scope.enter(load),
+            None => load(),
         })) {
             Ok(result) => result,
             Err(_) => Err(rejected("the engine panicked while loading the model")),

@@ -725,3 +725,29 @@ fn models_not_named_for_batching_run_as_before() {
     off.load_model("digits", &digits_onnx()).unwrap();
     assert_eq!(off.batch_rows("digits"), None);
 }
+
+#[tokio::test]
+async fn tract_knobs_are_checked_and_a_plan_built_under_them_predicts_the_same() {
+    assert!(tract_knob_scope(&[]).unwrap().is_none());
+    let knob = |v: &str| vec![("TRACT_DISABLE_DIRECT_SPATIAL".to_owned(), v.to_owned())];
+    assert!(tract_knob_scope(&knob("true")).unwrap().is_some());
+    assert!(tract_knob_scope(&knob("sideways")).is_err());
+    assert!(tract_knob_scope(&[("TRACT_NO_SUCH_KNOB".into(), "1".into())]).is_err());
+    assert!(
+        scoped_tract_knobs()
+            .iter()
+            .any(|(name, _)| *name == "TRACT_DISABLE_DIRECT_SPATIAL")
+    );
+
+    let e = Engine::new(EngineConfig {
+        workers: 1,
+        tract_knobs: knob("true"),
+        ..EngineConfig::default()
+    });
+    e.load_model("digits", &digits_onnx()).unwrap();
+    let out = e
+        .infer("digits", digits_input("digit_7_9.npy"))
+        .await
+        .unwrap();
+    assert_matches_expected(&out, &expected()["inputs"]["digit_7_9.npy"]);
+}
