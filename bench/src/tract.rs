@@ -32,13 +32,15 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tract_onnx::prelude::{IntoTensor, TValue, TVec, TypedRunnableModel};
 
-use plan::{Loaded, Pin};
+// The bench's one model loader: `compare`'s bare runner loads with it too.
+pub(crate) use plan::{Loaded, Pin};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Directory of the benchmark models (`models.json` + the ONNX files).
-    #[arg(long, default_value = "target/bench-models")]
-    models: PathBuf,
+    /// Directory of the benchmark models (`models.json` + the ONNX files). Named as in
+    /// `compare` and `micro`; `--models` is the name it had first, kept for scripts.
+    #[arg(long, visible_alias = "models", default_value = "target/bench-models")]
+    models_dir: PathBuf,
     /// Only these model ids (repeatable; default: every model in models.json).
     #[arg(long = "model")]
     only: Vec<String>,
@@ -309,7 +311,7 @@ fn loadavg() -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let models = read_models(&args.models, &args.only)?;
+    let models = read_models(&args.models_dir, &args.only)?;
     let ort = read_ort(&args.ort_json);
     let budget = Budget::new(args.quick);
     let threads = if args.threads.is_empty() {
@@ -622,4 +624,26 @@ fn batch_one(
         max_row_diff,
         freed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn the_models_directory_flag_has_its_old_name_as_an_alias() {
+        let dir = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().args.models_dir;
+        assert_eq!(dir(&["t"]), PathBuf::from("target/bench-models"));
+        assert_eq!(dir(&["t", "--models-dir", "/a"]), PathBuf::from("/a"));
+        assert_eq!(dir(&["t", "--models", "/b"]), PathBuf::from("/b"));
+        // One flag, two names: giving both is an error, not a silent pick.
+        assert!(Cli::try_parse_from(["t", "--models", "/a", "--models-dir", "/b"]).is_err());
+    }
 }

@@ -588,44 +588,63 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::RequestTooLarge);
     }
 
-    #[tokio::test]
-    async fn call_owned_sends_the_same_bytes_as_an_encoded_infer_request() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("e.sock");
-        let listener = sealed_transport::Listener::bind(&Endpoint::Unix(path.clone())).unwrap();
-        let sealed: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    /// `len` bytes of stand-in ciphertext and the encoded `Infer` request that carries them.
+    fn sealed_and_request(len: u32) -> (Vec<u8>, Vec<u8>) {
+        let sealed: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
         let expected = EnclaveRequest::Infer {
             sealed: sealed.clone(),
         }
         .encode()
         .unwrap();
-        // A stand-in enclave: checks each frame body, answers with the sealed bytes reversed.
+        (sealed, expected)
+    }
+
+    /// A stand-in enclave on a Unix socket and a pool of one connection to it (the stand-in
+    /// accepts one). The stand-in checks that each of `rounds` frames carries `expected` and
+    /// answers round `i` with `answer(i, body)`; its task ends after the last round. The
+    /// directory holds the socket: keep it alive as long as the pool.
+    async fn stand_in_enclave(
+        expected: Vec<u8>,
+        rounds: usize,
+        answer: impl Fn(usize, &[u8]) -> EnclaveResponse + Send + 'static,
+    ) -> (EnclavePool, tokio::task::JoinHandle<()>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.sock");
+        let listener = sealed_transport::Listener::bind(&Endpoint::Unix(path.clone())).unwrap();
         let enclave = tokio::spawn(async move {
             let (mut r, mut w) = listener.accept().await.unwrap();
-            for _ in 0..2 {
+            for round in 0..rounds {
                 let frame = sealed_transport::read_frame(&mut r, MAX_FRAME_LEN)
                     .await
                     .unwrap()
                     .unwrap();
                 assert_eq!(frame.body, expected);
-                let EnclaveRequest::Infer { mut sealed } =
-                    EnclaveRequest::decode(&frame.body).unwrap()
-                else {
-                    panic!("not an infer request");
-                };
-                sealed.reverse();
-                let answer = EnclaveResponse::Infer { sealed }.encode().unwrap();
+                let answer = answer(round, &frame.body).encode().unwrap();
                 sealed_transport::write_frame(&mut w, frame.request_id, &answer)
                     .await
                     .unwrap();
             }
         });
         let mut config = PoolConfig::new(Endpoint::Unix(path));
-        // The stand-in accepts one connection.
         config.connections = 1;
         config.request_timeout = Duration::from_secs(10);
         let pool = EnclavePool::start(config);
         assert!(pool.wait_connected(Duration::from_secs(5)).await);
+        (pool, enclave, dir)
+    }
+
+    #[tokio::test]
+    async fn call_owned_sends_the_same_bytes_as_an_encoded_infer_request() {
+        let (sealed, expected) = sealed_and_request(100_000);
+        // Answers each request with its sealed bytes reversed.
+        let (pool, enclave, _dir) = stand_in_enclave(expected, 2, |_, body| {
+            let EnclaveRequest::Infer { mut sealed } = EnclaveRequest::decode(body).unwrap() else {
+                panic!("not an infer request");
+            };
+            sealed.reverse();
+            EnclaveResponse::Infer { sealed }
+        })
+        .await;
         let mut reversed = sealed.clone();
         reversed.reverse();
         let owned = pool
@@ -672,41 +691,18 @@ mod tests {
 
     #[tokio::test]
     async fn call_infer_relays_in_place_and_answers_with_the_sealed_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("e.sock");
-        let listener = sealed_transport::Listener::bind(&Endpoint::Unix(path.clone())).unwrap();
-        let sealed: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
-        let expected = EnclaveRequest::Infer {
-            sealed: sealed.clone(),
-        }
-        .encode()
-        .unwrap();
+        let (sealed, expected) = sealed_and_request(300_000);
         // Answers the first request with the sealed bytes reversed, the second with an error.
-        let enclave = tokio::spawn(async move {
-            let (mut r, mut w) = listener.accept().await.unwrap();
-            for round in 0..2 {
-                let frame = sealed_transport::read_frame(&mut r, MAX_FRAME_LEN)
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert_eq!(frame.body, expected);
-                let answer = if round == 0 {
-                    let mut sealed = frame.body[frame.body.len() - 300_000..].to_vec();
-                    sealed.reverse();
-                    EnclaveResponse::Infer { sealed }
-                } else {
-                    EnclaveResponse::error(ErrorCode::Busy, "busy")
-                };
-                sealed_transport::write_frame(&mut w, frame.request_id, &answer.encode().unwrap())
-                    .await
-                    .unwrap();
+        let (pool, enclave, _dir) = stand_in_enclave(expected, 2, |round, body| {
+            if round == 0 {
+                let mut sealed = body[body.len() - 300_000..].to_vec();
+                sealed.reverse();
+                EnclaveResponse::Infer { sealed }
+            } else {
+                EnclaveResponse::error(ErrorCode::Busy, "busy")
             }
-        });
-        let mut config = PoolConfig::new(Endpoint::Unix(path));
-        config.connections = 1;
-        config.request_timeout = Duration::from_secs(10);
-        let pool = EnclavePool::start(config);
-        assert!(pool.wait_connected(Duration::from_secs(5)).await);
+        })
+        .await;
         let frame = || {
             let mut f = InferFrame::new();
             f.extend_from_slice(&sealed);

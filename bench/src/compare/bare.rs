@@ -7,13 +7,13 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use sealed_wire::{DType, NamedTensor, Tensor};
 use tract_onnx::prelude::{
-    Datum, DatumType, Framework, InferenceFact, InferenceModelExt, IntoRunnable, TDim, TValue,
-    TVec, Tensor as TractTensor, TypedRunnableModel,
+    Datum, DatumType, TValue, TVec, Tensor as TractTensor, TypedRunnableModel,
 };
-use tract_onnx::tract_hir::infer::Factoid;
+
+use crate::tract::{Loaded, Pin};
 
 /// A model ready to run, with its output names in order.
 pub struct Plan {
@@ -21,45 +21,14 @@ pub struct Plan {
     output_names: Vec<String>,
 }
 
-/// Parses, pins every declared input fact (a dimension without a value becomes a symbol, as the
-/// engine does), optimises and plans.
+/// Loads `onnx` as the engine does (every declared input fact pinned, a dimension without a
+/// value a symbol; optimised once; tract's default executor): [`Loaded::load`].
 pub fn load(onnx: &[u8]) -> Result<Plan> {
-    let framework = tract_onnx::onnx();
-    let proto = framework
-        .proto_model_for_read(&mut std::io::Cursor::new(onnx))
-        .context("parsing the ONNX protobuf")?;
-    let mut model = framework
-        .model_for_proto_model(&proto)
-        .context("translating the ONNX graph")?;
-    drop(proto);
-    let inputs = model.input_outlets()?.len();
-    for ix in 0..inputs {
-        let fact = model.input_fact(ix)?.clone();
-        let dt = fact
-            .datum_type
-            .concretize()
-            .ok_or_else(|| anyhow!("input #{ix} declares no element type"))?;
-        let mut pinned: TVec<TDim> = TVec::new();
-        for d in fact.shape.dims() {
-            pinned.push(match d.concretize() {
-                Some(t) => t,
-                None => TDim::Sym(model.symbols.new_with_prefix("unnamed")),
-            });
-        }
-        model = model.with_input_fact(ix, InferenceFact::dt_shape(dt, pinned))?;
-    }
-    let output_names = model
-        .output_outlets()?
-        .iter()
-        .map(|o| {
-            model
-                .outlet_label(*o)
-                .map(str::to_owned)
-                .unwrap_or_else(|| model.node(o.node).name.clone())
-        })
-        .collect();
-    let plan = model.into_typed()?.into_optimized()?.into_runnable()?;
-    Ok(Plan { plan, output_names })
+    let loaded = Loaded::load(onnx, Pin::Declared, 1)?;
+    Ok(Plan {
+        plan: loaded.plan,
+        output_names: loaded.output_names,
+    })
 }
 
 impl Plan {

@@ -1,7 +1,8 @@
 //! Loading a model the way the enclave engine does (`enclave/src/engine/model.rs`: from bytes,
 //! every declared input fact pinned — a dimension without a value becomes a symbol —, declutter +
 //! optimise once, one plan), with two knobs the engine does not have yet: axis 0 pinned to a
-//! batch size, and an intra-op executor.
+//! batch size, and an intra-op executor. The one loader of the bench: `compare`'s bare runner
+//! loads with [`Pin::Declared`] and one thread, exactly as the engine does.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,11 +63,13 @@ struct InputDecl {
     dims: Vec<Dim>,
 }
 
-/// A plan and the declared inputs it was pinned from.
+/// A plan, the declared inputs it was pinned from and its output names in order.
 #[derive(Clone)]
 pub struct Loaded {
     pub plan: Arc<TypedRunnableModel>,
     inputs: Vec<InputDecl>,
+    /// Each output's label, or its node's name without one (as the engine names them).
+    pub output_names: Vec<String>,
 }
 
 fn executor_options(threads: usize) -> Result<RunOptions> {
@@ -89,6 +92,8 @@ fn executor_options(threads: usize) -> Result<RunOptions> {
 }
 
 impl Loaded {
+    /// Parses `onnx`, pins its input facts as `pin` says, optimises once and plans with an
+    /// executor of `threads` threads (1: tract's default, inline, as the engine runs).
     pub fn load(onnx: &[u8], pin: Pin, threads: usize) -> Result<Loaded> {
         let framework = tract_onnx::onnx();
         let proto = framework
@@ -127,6 +132,16 @@ impl Loaded {
             model = model.with_input_fact(ix, InferenceFact::dt_shape(dt, pinned))?;
             inputs.push(InputDecl { name, dt, dims });
         }
+        let output_names = model
+            .output_outlets()?
+            .iter()
+            .map(|o| {
+                model
+                    .outlet_label(*o)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| model.node(o.node).name.clone())
+            })
+            .collect();
         if let Pin::Batch {
             free_outputs: true, ..
         } = pin
@@ -142,7 +157,11 @@ impl Loaded {
             .context("optimising")?
             .into_runnable_with_options(&executor_options(threads)?)
             .context("planning")?;
-        Ok(Loaded { plan, inputs })
+        Ok(Loaded {
+            plan,
+            inputs,
+            output_names,
+        })
     }
 
     pub fn describe_inputs(&self) -> String {
@@ -385,6 +404,8 @@ mod tests {
         let onnx = digits();
         let base = Loaded::load(&onnx, Pin::Declared, 1).unwrap();
         assert_eq!(base.batch_axis_refusal(), None);
+        // Named as the engine names them (the wire's output names), in the model's order.
+        assert_eq!(base.output_names, ["probabilities", "label"]);
         let batched = Loaded::load(
             &onnx,
             Pin::Batch {

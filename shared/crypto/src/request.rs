@@ -116,15 +116,7 @@ fn seal_into<R: CryptoRng + ?Sized>(
     buf: &mut Vec<u8>,
     rng: &mut R,
 ) -> Result<ResponseOpener, SealError> {
-    let len = buf
-        .len()
-        .checked_sub(REQUEST_PREFIX_LEN)
-        .ok_or(SealError::MissingHeadroom {
-            len: buf.len(),
-            min: REQUEST_PREFIX_LEN,
-        })?;
-    check_plaintext_len(len)?;
-    reserve_without_trace(buf, TAG_LEN);
+    take_headroom(buf, REQUEST_PREFIX_LEN)?;
     let hdr = header(config.key_id);
     let (enc, mut ctx) = setup_sender(&config.public_key, &info(&hdr), rng)?;
     let (prefix, body) = buf.split_at_mut(REQUEST_PREFIX_LEN);
@@ -140,13 +132,29 @@ fn seal_into<R: CryptoRng + ?Sized>(
     Ok(ResponseOpener::new(secret))
 }
 
-fn check_plaintext_len(len: usize) -> Result<(), SealError> {
+pub(crate) fn check_plaintext_len(len: usize) -> Result<(), SealError> {
     if len > MAX_PLAINTEXT_LEN {
         return Err(SealError::PlaintextTooLarge {
             len,
             max: MAX_PLAINTEXT_LEN,
         });
     }
+    Ok(())
+}
+
+/// Checks a buffer handed to an in-place seal: `headroom` bytes of room, then a plaintext of at
+/// most [`MAX_PLAINTEXT_LEN`] bytes; then makes room for the [`TAG_LEN`]-byte tag behind it (see
+/// [`reserve_without_trace`]).
+pub(crate) fn take_headroom(buf: &mut Vec<u8>, headroom: usize) -> Result<(), SealError> {
+    let len = buf
+        .len()
+        .checked_sub(headroom)
+        .ok_or(SealError::MissingHeadroom {
+            len: buf.len(),
+            min: headroom,
+        })?;
+    check_plaintext_len(len)?;
+    reserve_without_trace(buf, TAG_LEN);
     Ok(())
 }
 

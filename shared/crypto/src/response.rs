@@ -23,10 +23,12 @@ use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{OpenError, SealError};
-use crate::request::{ReceiverContext, SenderContext, reserve_without_trace, wipe_vec};
+use crate::request::{
+    ReceiverContext, SenderContext, check_plaintext_len, take_headroom, wipe_vec,
+};
 use crate::{
-    MAX_ENCAPSULATED_RESPONSE_LEN, MAX_PLAINTEXT_LEN, PUBLIC_KEY_LEN, RESPONSE_LABEL,
-    RESPONSE_NONCE_LEN, RESPONSE_OVERHEAD, TAG_LEN,
+    MAX_ENCAPSULATED_RESPONSE_LEN, PUBLIC_KEY_LEN, RESPONSE_LABEL, RESPONSE_NONCE_LEN,
+    RESPONSE_OVERHEAD, TAG_LEN,
 };
 
 /// `Nk` of AES-256-GCM (RFC 9180 §7.3 table 5): the exported secret and the response key.
@@ -110,12 +112,7 @@ impl ResponseSealer {
         plaintext: &[u8],
         rng: &mut R,
     ) -> Result<Vec<u8>, SealError> {
-        if plaintext.len() > MAX_PLAINTEXT_LEN {
-            return Err(SealError::PlaintextTooLarge {
-                len: plaintext.len(),
-                max: MAX_PLAINTEXT_LEN,
-            });
-        }
+        check_plaintext_len(plaintext.len())?;
         // Exact capacity: the plaintext is encrypted in place and never reallocated.
         let mut out = Vec::with_capacity(RESPONSE_OVERHEAD + plaintext.len());
         out.resize(RESPONSE_NONCE_LEN, 0);
@@ -146,20 +143,7 @@ impl ResponseSealer {
         buf: &mut Vec<u8>,
         rng: &mut R,
     ) -> Result<(), SealError> {
-        let len = buf
-            .len()
-            .checked_sub(RESPONSE_NONCE_LEN)
-            .ok_or(SealError::MissingHeadroom {
-                len: buf.len(),
-                min: RESPONSE_NONCE_LEN,
-            })?;
-        if len > MAX_PLAINTEXT_LEN {
-            return Err(SealError::PlaintextTooLarge {
-                len,
-                max: MAX_PLAINTEXT_LEN,
-            });
-        }
-        reserve_without_trace(buf, TAG_LEN);
+        take_headroom(buf, RESPONSE_NONCE_LEN)?;
         let mut response_nonce = [0u8; RESPONSE_NONCE_LEN];
         rng.fill_bytes(&mut response_nonce);
         let (cipher, nonce) = self
