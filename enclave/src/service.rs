@@ -182,6 +182,7 @@ impl Service {
             simulation: PLAINTEXT_MODELS_ALLOWED,
             workers: u32::try_from(self.engine.workers()).unwrap_or(u32::MAX),
             in_flight: u32::try_from(self.engine.in_flight()).unwrap_or(u32::MAX),
+            batched_requests: self.engine.batched_requests(),
             models: self.engine.models(),
         }
     }

@@ -135,6 +135,7 @@ fn enclave_responses() -> Vec<EnclaveResponse> {
             simulation: true,
             workers: 2,
             in_flight: 1,
+            batched_requests: 0,
             models: vec![model_info()],
         }),
         EnclaveResponse::Attestation {

@@ -19,6 +19,7 @@
 //! | `sealed_host_enclave_up` | gauge, 0 or 1 | |
 //! | `sealed_host_enclave_restarts_total` | counter (returns after a loss) | |
 //! | `sealed_host_models_loaded` | gauge | |
+//! | `sealed_host_enclave_batched_requests` | gauge (the enclave's count since it started) | |
 //! | `sealed_host_sealed_model_loads_total` | counter | outcome |
 //! | `sealed_host_http_connections` | gauge (client connections open) | |
 //! | `sealed_host_rejected_total` | counter (refused or cut off by a limit) | reason |
@@ -111,6 +112,9 @@ pub struct Metrics {
     pub enclave_restarts: Counter,
     /// Models the enclave reported in its last health answer.
     pub models_loaded: Gauge,
+    /// Requests the enclave answered within a dynamic batch, as of its last health answer
+    /// (a gauge: it restarts from 0 with the enclave).
+    pub enclave_batched_requests: Gauge,
 }
 
 impl Default for Metrics {
@@ -137,6 +141,7 @@ impl Metrics {
             enclave_up: Gauge::default(),
             enclave_restarts: Counter::default(),
             models_loaded: Gauge::default(),
+            enclave_batched_requests: Gauge::default(),
         };
         registry.register(
             "http_requests",
@@ -183,6 +188,11 @@ impl Metrics {
             "models_loaded",
             "Models the enclave serves, from its last health answer",
             m.models_loaded.clone(),
+        );
+        registry.register(
+            "enclave_batched_requests",
+            "Requests the enclave answered within a dynamic batch since it started, from its last health answer",
+            m.enclave_batched_requests.clone(),
         );
         registry.register(
             "sealed_model_loads",
@@ -370,6 +380,7 @@ mod tests {
             "sealed_host_enclave_up",
             "sealed_host_enclave_restarts_total",
             "sealed_host_models_loaded",
+            "sealed_host_enclave_batched_requests",
             "sealed_host_sealed_model_loads_total",
             "sealed_host_http_connections",
             "sealed_host_rejected_total",

@@ -269,6 +269,10 @@ async fn supervise(state: Arc<HostState>, startup: Arc<Mutex<StartupModels>>, co
                     .metrics
                     .models_loaded
                     .set(i64::try_from(health.models.len()).unwrap_or(i64::MAX));
+                state
+                    .metrics
+                    .enclave_batched_requests
+                    .set(i64::try_from(health.batched_requests).unwrap_or(i64::MAX));
                 let ready = health.ready && health.protocol_version == PROTOCOL_VERSION;
                 let missing = missing_models(&health, &startup);
                 state.set_probe(Probe::Up {

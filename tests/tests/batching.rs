@@ -12,7 +12,11 @@ use sealed_sim::assets::Digits;
 use sealed_sim::stack::{ModelFile, Paths, Stack, StackOptions, write_mock_ca};
 use sealed_wire::{NamedTensor, Tensor};
 
-async fn start(enclave_args: &[&str], tmp: &tempfile::TempDir) -> (Stack, Digits) {
+async fn start(
+    enclave_args: &[&str],
+    host_args: &[String],
+    tmp: &tempfile::TempDir,
+) -> (Stack, Digits) {
     let paths = Paths {
         bin_dir: common::bin_dir(),
         assets: sealed_sim::assets::default_dir(),
@@ -32,7 +36,7 @@ async fn start(enclave_args: &[&str], tmp: &tempfile::TempDir) -> (Stack, Digits
             }],
             aws: None,
             enclave_args: enclave_args.iter().map(|a| a.to_string()).collect(),
-            host_args: Vec::new(),
+            host_args: host_args.to_vec(),
             host_enclave_socket: None,
         },
     )
@@ -57,7 +61,16 @@ async fn session(stack: &Stack) -> Session {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_to_a_batching_model_each_get_their_own_answer() {
     let tmp = tempfile::tempdir().unwrap();
-    let (stack, digits) = start(&["--workers", "1", "--dynamic-batch", "digits=8"], &tmp).await;
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (stack, digits) = start(
+        &["--workers", "1", "--dynamic-batch", "digits=8"],
+        &["--metrics-listen".to_string(), metrics.to_string()],
+        &tmp,
+    )
+    .await;
     let session = Arc::new(session(&stack).await);
     let examples: Arc<Vec<(Tensor, Vec<i64>)>> = Arc::new(
         digits
@@ -96,6 +109,25 @@ async fn concurrent_requests_to_a_batching_model_each_get_their_own_answer() {
     for task in tasks {
         task.await.unwrap();
     }
+
+    // 96 requests from 16 clients on one worker queue behind each other, so some ran joined:
+    // the enclave counts them, and the host publishes its count from the next health probe
+    // (every 2 s).
+    let url = format!("http://{metrics}/metrics");
+    let mut batched = 0;
+    for _ in 0..60 {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        batched = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sealed_host_enclave_batched_requests "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("the batched-requests gauge is published");
+        if batched > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!((2..=96).contains(&batched), "batched requests: {batched}");
 }
 
 #[tokio::test]

@@ -360,6 +360,7 @@ async fn serve(
                 simulation: true,
                 workers: 1,
                 in_flight: 0,
+                batched_requests: 0,
                 models: Vec::new(),
             }),
             Ok(EnclaveRequest::Infer { .. }) => {

@@ -166,6 +166,7 @@ pub fn health_status(ready: bool) -> HealthStatus {
         simulation: true,
         workers: 2,
         in_flight: 0,
+        batched_requests: 0,
         models: vec![model_info("mlp")],
     }
 }

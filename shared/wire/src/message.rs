@@ -160,6 +160,10 @@ pub struct HealthStatus {
     pub simulation: bool,
     pub workers: u32,
     pub in_flight: u32,
+    /// Requests answered as part of a dynamic batch of two or more since the enclave started
+    /// (docs/operations.md, "Dynamic batching"). Absent, read as 0, from an older enclave.
+    #[serde(default)]
+    pub batched_requests: u64,
     #[serde(deserialize_with = "de_models")]
     pub models: Vec<ModelInfo>,
 }
@@ -1148,6 +1152,7 @@ mod tests {
                 simulation: false,
                 workers: 2,
                 in_flight: 1,
+                batched_requests: 7,
                 models: vec![model_info("a"), model_info("b")],
             }),
             EnclaveResponse::Attestation {
@@ -1209,6 +1214,7 @@ mod tests {
             simulation: true,
             workers: 1,
             in_flight: 0,
+            batched_requests: 0,
             models: (0..n).map(|i| model_info(&format!("m{i}"))).collect(),
         };
         let ok = EnclaveResponse::Health(health(MAX_MODELS))

@@ -116,16 +116,26 @@ fn enclave_response() -> impl Strategy<Value = EnclaveResponse> {
             any::<bool>(),
             any::<u32>(),
             any::<u32>(),
+            any::<u64>(),
             vec(model_info(), 0..4)
         )
             .prop_map(
-                |(protocol_version, ready, simulation, workers, in_flight, models)| {
+                |(
+                    protocol_version,
+                    ready,
+                    simulation,
+                    workers,
+                    in_flight,
+                    batched_requests,
+                    models,
+                )| {
                     EnclaveResponse::Health(HealthStatus {
                         protocol_version,
                         ready,
                         simulation,
                         workers,
                         in_flight,
+                        batched_requests,
                         models,
                     })
                 }
