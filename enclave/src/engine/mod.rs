@@ -24,13 +24,13 @@ mod batch;
 mod convert;
 mod model;
 
+use batch::{JobQueue, Work};
 pub use batch::{MAX_BATCH_INPUT_BYTES, MAX_BATCH_ROWS};
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use sealed_model::DIGEST_LEN;
@@ -216,9 +216,7 @@ enum Job {
         inputs: Vec<Tensor>,
         reply: Reply,
     },
-    /// A request of a batching model is waiting in its [`batch::BatchQueue`]: take the next batch
-    /// from there (possibly nothing, if an earlier batch took it).
-    Batch { model: Arc<LoadedModel> },
+
     /// Test only: occupies a worker until released, to fill the queue without timing.
     #[cfg(test)]
     Hold {
@@ -234,7 +232,7 @@ enum Job {
 /// Dropping it closes the queue: workers finish what they hold and exit.
 pub struct Engine {
     models: RwLock<BTreeMap<String, Arc<LoadedModel>>>,
-    queue: SyncSender<Job>,
+    queue: Arc<JobQueue>,
     workers: usize,
     in_flight: Arc<AtomicUsize>,
     /// Requests answered as part of a batch of two or more.
@@ -246,6 +244,12 @@ pub struct Engine {
     knobs: Option<KnobScope>,
     /// Given to every plan at load (tract's `RunOptions::executor`).
     executor: Option<Executor>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -267,17 +271,15 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineErr
     })
 }
 
-fn worker_loop(
-    queue: Arc<Mutex<Receiver<Job>>>,
-    in_flight: Arc<AtomicUsize>,
-    batched: Arc<AtomicU64>,
-) {
-    loop {
-        // The lock is held only while waiting for the next job; nothing that can panic runs
-        // under it, and a poisoned lock still guards a usable receiver.
-        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(job) = job else {
-            return; // The engine was dropped.
+fn worker_loop(queue: Arc<JobQueue>, in_flight: Arc<AtomicUsize>, batched: Arc<AtomicU64>) {
+    // `None` once the engine was dropped and the queue has drained.
+    while let Some(work) = queue.next(&in_flight) {
+        let job = match work {
+            Work::Batch { model, batch } => {
+                run_batch(&model, batch, &in_flight, &batched);
+                continue;
+            }
+            Work::One(job) => job,
         };
         match job {
             Job::Infer {
@@ -298,15 +300,6 @@ fn worker_loop(
                 // The requester may have gone away (its connection closed); nothing to do then.
                 let _ = reply.send(result);
             }
-            Job::Batch { model } => {
-                let Some(queue) = model.batch_queue() else {
-                    continue; // Not a batching model: no such token is ever sent.
-                };
-                let batch = queue.take(&in_flight);
-                if !batch.is_empty() {
-                    run_batch(&model, batch, &in_flight, &batched);
-                }
-            }
             #[cfg(test)]
             Job::Hold { started, release } => {
                 let _ = started.send(());
@@ -323,8 +316,8 @@ fn worker_loop(
     }
 }
 
-/// Runs a batch from a batching model's queue and answers each request. A batch of one runs as
-/// any request does. If the batched run fails as a whole (tract refuses the joined shapes, an
+/// Runs a batch of a batching model's requests and answers each. A batch of one runs as any
+/// request does; a request whose requester has gone away is skipped. If the batched run fails as a whole (tract refuses the joined shapes, an
 /// output lacks one row per input row, a panic), every request is run again alone, so that one
 /// request can never fail another; errors that concern one request's outputs (its size limit)
 /// are that request's alone.
@@ -338,6 +331,9 @@ fn run_batch(
         in_flight.fetch_sub(1, Ordering::AcqRel);
         let _ = reply.send(result);
     };
+    let (batch, gone): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| !p.reply.is_closed());
+    in_flight.fetch_sub(gone.len(), Ordering::AcqRel);
+    drop(gone);
     if batch.len() == 1 {
         for pending in batch {
             let result = guarded(|| model.run(pending.inputs));
@@ -377,17 +373,16 @@ impl Engine {
     /// Starts the worker pool. Never fails: a worker thread that cannot be spawned is logged and
     /// the pool runs with the others (with none, every inference fails with `Internal`).
     pub fn new(config: EngineConfig) -> Engine {
-        let (queue, receiver) = sync_channel(config.queue_depth.max(1));
-        let receiver = Arc::new(Mutex::new(receiver));
+        let queue = Arc::new(JobQueue::new(config.queue_depth));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let batched = Arc::new(AtomicU64::new(0));
         let mut workers = 0;
         for i in 0..config.workers.max(1) {
-            let (rx, count) = (Arc::clone(&receiver), Arc::clone(&in_flight));
+            let (queue, count) = (Arc::clone(&queue), Arc::clone(&in_flight));
             let batched = Arc::clone(&batched);
             match std::thread::Builder::new()
                 .name(format!("engine-worker-{i}"))
-                .spawn(move || worker_loop(rx, count, batched))
+                .spawn(move || worker_loop(queue, count, batched))
             {
                 Ok(_) => workers += 1,
                 Err(e) => {
@@ -588,18 +583,11 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownModel(model_id.to_owned()))?;
         let inputs = model.check_inputs(inputs)?;
         let (reply, receiver) = oneshot::channel();
-        if let Some(queue) = model.batch_queue() {
-            let token = Job::Batch {
-                model: Arc::clone(&model),
-            };
-            queue.push(batch::Pending { inputs, reply }, || self.enqueue(token))?;
-        } else {
-            self.enqueue(Job::Infer {
-                model,
-                inputs,
-                reply,
-            })?;
-        }
+        self.enqueue(Job::Infer {
+            model,
+            inputs,
+            reply,
+        })?;
         Ok(receiver)
     }
 
@@ -607,20 +595,11 @@ impl Engine {
         if self.workers == 0 {
             return Err(EngineError::Internal("no inference worker is running"));
         }
-        // Counted before the send so that a worker's decrement never precedes it.
+        // Counted before the push so that a worker's decrement never precedes it.
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        match self.queue.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                self.in_flight.fetch_sub(1, Ordering::AcqRel);
-                match e {
-                    TrySendError::Full(_) => Err(EngineError::Busy),
-                    TrySendError::Disconnected(_) => {
-                        Err(EngineError::Internal("every inference worker has stopped"))
-                    }
-                }
-            }
-        }
+        self.queue.push(job).inspect_err(|_| {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        })
     }
 
     /// Worker threads running.
@@ -642,7 +621,7 @@ impl Engine {
     pub fn batch_rows(&self, model_id: &str) -> Option<usize> {
         self.read_models()
             .get(model_id)
-            .and_then(|m| m.batch_queue().map(|q| q.max_rows()))
+            .and_then(|m| m.batch_rows())
     }
 }
 

@@ -23,7 +23,6 @@ use tract_onnx::tract_hir::infer::Factoid;
 use tract_onnx::tract_hir::ops::unimpl::UnimplementedOp;
 
 use super::EngineError;
-use super::batch::BatchQueue;
 use super::convert::{self, OutputBudget};
 
 /// One dimension as the model declares it.
@@ -61,8 +60,8 @@ pub(super) struct LoadedModel {
     inputs: Vec<InputSpec>,
     output_names: Vec<String>,
     plan: Arc<TypedRunnableModel>,
-    /// Waiting requests, for a model served with dynamic batching.
-    batch: Option<BatchQueue>,
+    /// The row limit of one batch, for a model served with dynamic batching.
+    batch_rows: Option<usize>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -281,10 +280,10 @@ impl LoadedModel {
             });
         }
 
-        let batch = match batch_rows {
+        let batch_rows = match batch_rows {
             Some(rows) => {
                 check_batch_axis(&inputs, plan_model)?;
-                Some(BatchQueue::new(rows))
+                Some(rows.clamp(1, super::MAX_BATCH_ROWS))
             }
             None => None,
         };
@@ -307,12 +306,12 @@ impl LoadedModel {
             inputs,
             output_names,
             plan,
-            batch,
+            batch_rows,
         })
     }
 
-    pub(super) fn batch_queue(&self) -> Option<&BatchQueue> {
-        self.batch.as_ref()
+    pub(super) fn batch_rows(&self) -> Option<usize> {
+        self.batch_rows
     }
 
     pub(super) fn info(&self) -> &ModelInfo {

@@ -751,3 +751,81 @@ async fn tract_knobs_are_checked_and_a_plan_built_under_them_predicts_the_same()
         .unwrap();
     assert_matches_expected(&out, &expected()["inputs"]["digit_7_9.npy"]);
 }
+
+#[tokio::test]
+async fn batching_frees_a_queue_slot_for_every_request_it_joins() {
+    // Round after round, a full queue is joined into one batch; each round must find the whole
+    // queue free again (an earlier design left a slot per joined request behind).
+    let e = Engine::new(EngineConfig {
+        workers: 1,
+        queue_depth: 4,
+        dynamic_batch: [("digits".to_owned(), 8)].into(),
+        ..EngineConfig::default()
+    });
+    e.load_model("digits", &digits_onnx()).unwrap();
+    let expected = expected();
+    for round in 0..3u64 {
+        let release = hold_worker(&e);
+        let replies: Vec<_> = (0..4)
+            .map(|_| e.submit("digits", digits_input("digit_4_2.npy")).unwrap())
+            .collect();
+        assert!(matches!(
+            e.submit("digits", digits_input("digit_4_2.npy")),
+            Err(EngineError::Busy)
+        ));
+        release.send(()).unwrap();
+        for reply in replies {
+            let out = reply.await.unwrap().unwrap();
+            assert_matches_expected(&out, &expected["inputs"]["digit_4_2.npy"]);
+        }
+        assert_eq!(e.batched_requests(), 4 * (round + 1));
+        assert_eq!(e.in_flight(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_batching_model_keeps_its_order_and_other_models_are_not_joined() {
+    let e = Engine::new(EngineConfig {
+        workers: 1,
+        queue_depth: 16,
+        dynamic_batch: [("digits".to_owned(), 2)].into(),
+        ..EngineConfig::default()
+    });
+    e.load_model("digits", &digits_onnx()).unwrap();
+    e.load_model("add", &add_onnx()).unwrap();
+    let expected = expected();
+    let release = hold_worker(&e);
+    // digits ×3 with a row limit of 2 (→ batches of 2 and 1), an `add` request in between
+    // (not batching: runs alone, and is not held back by the digits batches).
+    let d1 = e.submit("digits", digits_input("digit_0_1.npy")).unwrap();
+    let add = e
+        .submit("add", vec![i64_tensor("a", &[1]), i64_tensor("b", &[2])])
+        .unwrap();
+    let d2 = e.submit("digits", digits_input("digit_2_0.npy")).unwrap();
+    let d3 = e.submit("digits", digits_input("digit_7_9.npy")).unwrap();
+    release.send(()).unwrap();
+    for (reply, file) in [
+        (d1, "digit_0_1.npy"),
+        (d2, "digit_2_0.npy"),
+        (d3, "digit_7_9.npy"),
+    ] {
+        let out = reply.await.unwrap().unwrap();
+        assert_matches_expected(&out, &expected["inputs"][file]);
+    }
+    assert_eq!(add.await.unwrap().unwrap()[0].tensor.to_i64().unwrap(), [3]);
+    assert_eq!(e.batched_requests(), 2);
+    assert_eq!(e.in_flight(), 0);
+}
+
+#[test]
+fn dropping_the_engine_stops_its_workers() {
+    let e = batching_engine("digits", 8);
+    let queue = Arc::clone(&e.queue);
+    drop(e);
+    // Closed and empty: a worker asking for work is told to stop instead of waiting.
+    assert!(
+        queue
+            .next(&std::sync::atomic::AtomicUsize::new(0))
+            .is_none()
+    );
+}
