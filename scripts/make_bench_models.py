@@ -10,16 +10,29 @@ writes into DIR (default target/bench-models):
 
 - conv.onnx     small CNN, ~6.7 MB of f32 weights: input "input" f32 [1, 3, 128, 128]; five stages
                 of Conv 3×3 + Relu (two in the first two stages) and MaxPool 2×2 (32 … 512
-                channels), GlobalAveragePool, Flatten, Gemm; output "logits" f32 [1, 100].
+                channels), GlobalAveragePool, Flatten, Gemm; output "logits" f32 [1, 100]
+                ([batch, ...] with --symbolic-conv).
                 ~1.2 GFLOP: 15–25 ms per inference with onnxruntime on one core here.
-- large.onnx    ~105 MB of f32 weights: input "input" f32 [1, 2560]; 4 × (MatMul 2560×2560 + Add)
-                with Relu between; output "output" f32 [1, 2560]. Memory-bound (every inference
+- large.onnx    ~105 MB of f32 weights: input "input" f32 [batch, 2560]; 4 × (MatMul 2560×2560 +
+                Add) with Relu between; output "output" f32 [batch, 2560]. Memory-bound (every inference
                 reads all weights, ~6–11 ms); it exists to measure model loading and unsealing.
 - echo.onnx     input "x" f32 [n] (symbolic n), output "y" f32 [n] = x * 2 + 1 (Mul, Add): the
                 payload-size sweep, 1 KB … 16 MB.
-- digits.onnx   copy of sim/assets/digits/digits.onnx (input "input" f32 [1, 64]).
-- models.json   per model: file, size, SHA-384, input name/dtype/shape, output names, and the
-                input sizes in bytes the benchmarks run (fixed-shape models: the one size).
+- digits.onnx   copy of sim/assets/digits/digits.onnx (input "input" f32 [batch, 64]).
+- models.json   per model: file, size, SHA-384, input name/dtype/shape (the shape the benchmarks
+                send: [1, ...] for the batched models), output names, the input sizes in bytes the
+                benchmarks run (fixed-shape models: the one size), and batch_dim: the dim_param
+                that axis 0 of every input and every output shares (what the enclave's
+                `--dynamic-batch` needs), or null.
+
+"batch" is a symbolic dimension (ONNX dim_param), as exported models declare it: the benchmarks
+send one row, and the enclave's dynamic batching may stack queued requests along it. A model
+written with it is also run on two rows and each row checked against that row's reference alone
+(no mixing along axis 0). conv keeps a fixed batch of 1 unless --symbolic-conv: with a symbolic
+batch tract 0.23 plans its convolutions as eager Im2col + MatMul instead of DirectSpatialConv /
+LazyIm2col and one inference at B = 1 costs ~20-35 % more CPU (measured with `sealed-bench
+tract`), and batching does not pay for conv anyway (docs/performance.md). --fixed-batch writes
+large (and conv) with axis 0 fixed to 1: the bytes and hashes of rounds 1 and 2.
 
 What it does not do: run any benchmark (scripts/bench_onnxruntime.py and `sealed-bench` do), or
 load the models with tract (the Rust benchmarks do, and fail loudly if an operator is missing).
@@ -27,7 +40,7 @@ The files are large and are never committed: they live under target/. Re-running
 pinned versions (scripts/requirements-bench.txt) rewrites the same bytes.
 
 Usage: pip install -r scripts/requirements-bench.txt &&
-       python3 scripts/make_bench_models.py [--out DIR]
+       python3 scripts/make_bench_models.py [--out DIR] [--fixed-batch | --symbolic-conv]
 """
 
 import argparse
@@ -89,7 +102,7 @@ def he_normal(rng, shape, fan_in):
     return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
 
 
-def build_conv(rng):
+def build_conv(rng, batch):
     initializers, nodes, params = [], [], []
     x, cin = "input", 3
     for stage, (cout, convs) in enumerate(CONV_STAGES):
@@ -130,8 +143,8 @@ def build_conv(rng):
     graph = helper.make_graph(
         nodes,
         "bench_conv",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, CONV_HW, CONV_HW])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, CONV_CLASSES])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, CONV_HW, CONV_HW])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, CONV_CLASSES])],
         initializer=initializers,
     )
     layout = ", ".join(f"{n}x(Conv3x3 {c}+Relu)+MaxPool2" for c, n in CONV_STAGES)
@@ -157,7 +170,7 @@ def conv_forward(params, x):
     return h
 
 
-def build_large(rng):
+def build_large(rng, batch):
     initializers, nodes, params = [], [], []
     x = "input"
     for i in range(LARGE_LAYERS):
@@ -180,8 +193,8 @@ def build_large(rng):
     graph = helper.make_graph(
         nodes,
         "bench_large",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, LARGE_DIM])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, LARGE_DIM])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, LARGE_DIM])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, LARGE_DIM])],
         initializer=initializers,
     )
     doc = f"benchmark MLP: {LARGE_LAYERS} x MatMul {LARGE_DIM}x{LARGE_DIM} (+Add, Relu); seed {SEED}"
@@ -226,6 +239,30 @@ def check(name, got, want, rtol):
     print(f"{name}: max |float32 - float64 reference| = {err:.2e} (output scale {scale:.3g})")
 
 
+def batch_dim(model):
+    """The dim_param that axis 0 of every graph input and every output shares, or None (what the
+    enclave's `--dynamic-batch` requires of a model)."""
+    initializers = {i.name for i in model.graph.initializer}
+    values = [v for v in model.graph.input if v.name not in initializers] + list(model.graph.output)
+    params = set()
+    for v in values:
+        dims = v.type.tensor_type.shape.dim
+        if not dims or not dims[0].dim_param:
+            return None
+        params.add(dims[0].dim_param)
+    return params.pop() if len(params) == 1 else None
+
+
+def check_rows(name, model, input_name, x, forward):
+    """Two rows through the graph at once: each must be what that row gives alone (float64
+    reference), i.e. the model never mixes samples along axis 0."""
+    (got,) = ReferenceEvaluator(model).run(None, {input_name: x})
+    if got.shape[0] != x.shape[0]:
+        sys.exit(f"{name}: {x.shape[0]} rows in, {got.shape[0]} out")
+    for r in range(x.shape[0]):
+        check(f"{name} row {r} of {x.shape[0]}", got[r : r + 1], forward(x[r : r + 1]), 1e-4)
+
+
 def sha384_hex(data):
     return hashlib.sha384(data).hexdigest()
 
@@ -235,13 +272,26 @@ def main():
     parser.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="output directory (default target/bench-models)"
     )
+    axis0 = parser.add_mutually_exclusive_group()
+    axis0.add_argument(
+        "--fixed-batch",
+        action="store_true",
+        help="large (and conv) with axis 0 fixed to 1 instead of the symbolic 'batch'",
+    )
+    axis0.add_argument(
+        "--symbolic-conv",
+        action="store_true",
+        help="conv with the symbolic 'batch' too (slower in tract at B = 1)",
+    )
     args = parser.parse_args()
     out = args.out
+    batch = 1 if args.fixed_batch else "batch"
+    conv_batch = "batch" if args.symbolic_conv else 1
     out.mkdir(parents=True, exist_ok=True)
 
     rng = np.random.default_rng(SEED)
-    conv, conv_params = build_conv(rng)
-    large, large_params = build_large(rng)
+    conv, conv_params = build_conv(rng, conv_batch)
+    large, large_params = build_large(rng, batch)
     echo = build_echo()
 
     # One seeded input per model: the exported graph must compute what the NumPy reference computes.
@@ -255,6 +305,13 @@ def main():
     (got,) = ReferenceEvaluator(large).run(None, {"input": xl})
     check("large (onnx reference evaluator)", got, large_forward(large_params, xl), 1e-4)
     xe = xrng.standard_normal(1000).astype(np.float32)
+    # Drawn whether or not they are used, so that the inputs above never depend on the options.
+    x2 = xrng.standard_normal((2, 3, CONV_HW, CONV_HW)).astype(np.float32)
+    xl2 = xrng.standard_normal((2, LARGE_DIM)).astype(np.float32)
+    if conv_batch != 1:
+        check_rows("conv", conv, "input", x2, lambda r: conv_forward(conv_params, r))
+    if batch != 1:
+        check_rows("large", large, "input", xl2, lambda r: large_forward(large_params, r))
     (got,) = ReferenceEvaluator(echo).run(None, {"x": xe})
     if not np.array_equal(got, xe * np.float32(2) + np.float32(1)):
         sys.exit("echo: y != 2x + 1")
@@ -263,6 +320,7 @@ def main():
     entries = []
 
     def write(model_id, data, input_name, shape, outputs, input_bytes):
+        batch_param = batch_dim(onnx.load_from_string(data))
         name = f"{model_id}.onnx"
         (out / name).write_bytes(data)
         entries.append(
@@ -274,9 +332,11 @@ def main():
                 "input": {"name": input_name, "dtype": "f32", "shape": shape},
                 "outputs": outputs,
                 "input_bytes": input_bytes,
+                "batch_dim": batch_param,
             }
         )
-        print(f"{name}: {len(data):,} bytes, sha384 {sha384_hex(data)}")
+        axis0 = f"axis 0 '{batch_param}'" if batch_param else "no shared symbolic axis 0"
+        print(f"{name}: {len(data):,} bytes, sha384 {sha384_hex(data)}, {axis0}")
 
     write("digits", DIGITS.read_bytes(), "input", [1, 64], ["probabilities", "label"], [64 * 4])
     conv_shape = [1, 3, CONV_HW, CONV_HW]

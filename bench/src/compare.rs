@@ -17,6 +17,12 @@
 //! points; and the enclave's VmHWM after the whole run), `/proc/PID/io` bytes and CPU per request
 //! for host and enclave, the inference worker threads' CPU per request (enclave and bare pool),
 //! and worker scaling. Nothing is asserted about speed: figures are printed and written as JSON.
+//!
+//! With `--dynamic-batch N`, the sealed and plain enclaves are started with
+//! `--dynamic-batch MODEL=N` for every model whose input and outputs share a symbolic axis 0
+//! (models.json `batch_dim`; [`batch_selection`]): the variants are then labelled
+//! `sealed+batchN` / `plain+batchN`, bare stays unbatched and is labelled so, and every answer is
+//! still checked per request against bare's.
 
 mod bare;
 mod remote;
@@ -70,6 +76,11 @@ pub struct Args {
     /// Write the report as JSON here too.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Dynamic batching in the sealed and plain enclaves: `--dynamic-batch MODEL=N` (2..=64
+    /// rows) for every model under test whose input and outputs share a symbolic axis 0
+    /// (models.json `batch_dim`); the others run unbatched, with a note. Bare is never batched.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=64))]
+    dynamic_batch: Option<u32>,
 }
 
 /// A model to run, as models.json describes it.
@@ -80,6 +91,9 @@ pub struct ModelSpec {
     /// None for a symbolic dimension.
     pub shape: Vec<Option<u64>>,
     pub input_bytes: Vec<u64>,
+    /// The dim_param that axis 0 of every input and every output shares (models.json
+    /// `batch_dim`), when the model declares one.
+    pub batch_dim: Option<String>,
 }
 
 /// One model × input size: the input every request sends and the answer it must get.
@@ -220,6 +234,8 @@ pub struct ModelResult {
     pub bare: VariantRun,
     pub sealed: VariantRun,
     pub plain: VariantRun,
+    /// `--dynamic-batch` rows the sealed and plain enclaves had for this model (None: unbatched).
+    pub batch_rows: Option<u32>,
 }
 
 /// Worker scaling: throughput at C = 2 × cores for each worker count.
@@ -228,6 +244,8 @@ pub struct Scaling {
     pub concurrency: usize,
     /// (workers, bare rps, sealed rps)
     pub rows: Vec<(usize, Option<f64>, Option<f64>)>,
+    /// `--dynamic-batch` rows of the sealed enclaves (None: unbatched).
+    pub batch_rows: Option<u32>,
 }
 
 pub struct Settings {
@@ -238,6 +256,8 @@ pub struct Settings {
     pub warmup: f64,
     pub quick: bool,
     pub plain: bool,
+    /// `--dynamic-batch N` as given (which models it applied to: [`ModelResult::batch_rows`]).
+    pub dynamic_batch: Option<u32>,
     pub notes: Vec<String>,
 }
 
@@ -437,6 +457,7 @@ fn load_specs(dir: &Path, only: &[String], notes: &mut Vec<String>) -> Result<Ve
                     .iter()
                     .filter_map(Value::as_u64)
                     .collect(),
+                batch_dim: m["batch_dim"].as_str().map(str::to_string),
                 id,
             });
         }
@@ -452,6 +473,8 @@ fn load_specs(dir: &Path, only: &[String], notes: &mut Vec<String>) -> Result<Ve
             input_name: "input".into(),
             shape: vec![Some(1), Some(64)],
             input_bytes: vec![256],
+            // sim/assets/digits/digits.onnx: input [batch, 64], outputs [batch, 10] and [batch].
+            batch_dim: Some("batch".into()),
         });
     }
     if !only.is_empty() {
@@ -463,6 +486,47 @@ fn load_specs(dir: &Path, only: &[String], notes: &mut Vec<String>) -> Result<Ve
         specs.retain(|s| only.contains(&s.id));
     }
     Ok(specs)
+}
+
+/// Whether `--dynamic-batch rows` applies to `spec`: its input must be a batch of samples along
+/// axis 0 (rank ≥ 2) that every output shares as one symbolic dimension (models.json
+/// `batch_dim`, written by scripts/make_bench_models.py from the ONNX graph), which is what the
+/// enclave requires of a model it batches. Rank 1 (`echo`'s [n]) is one sample, not a batch.
+/// Err: why the model runs unbatched.
+fn batch_selection(spec: &ModelSpec, rows: u32) -> Result<u32, String> {
+    match &spec.batch_dim {
+        None => Err(
+            "axis 0 is not a symbolic dimension shared by the input and every output \
+             (models.json batch_dim is null or absent: scripts/make_bench_models.py writes it)"
+                .into(),
+        ),
+        Some(_) if spec.shape.len() < 2 => {
+            Err("its input has rank 1: axis 0 is the sample itself, not a batch of samples".into())
+        }
+        Some(_) => Ok(rows),
+    }
+}
+
+/// Fails unless `enclave --help` lists `--dynamic-batch` (a binary built before the flag would
+/// otherwise exit at start with a usage error, less clear than this).
+fn check_dynamic_batch_flag(enclave: &Path) -> Result<()> {
+    let out = std::process::Command::new(enclave)
+        .arg("--help")
+        .output()
+        .with_context(|| format!("running {} --help", enclave.display()))?;
+    if !String::from_utf8_lossy(&out.stdout).contains("--dynamic-batch") {
+        bail!(
+            "--dynamic-batch: {} has no --dynamic-batch option (a build from before dynamic \
+             batching): rebuild it{}, or run without --dynamic-batch",
+            enclave.display(),
+            if enclave.ends_with("sealed-enclave-plain-bench") {
+                ", pass --no-plain"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Bare cell: `concurrency` threads sending jobs to the pool back to back.
@@ -604,13 +668,22 @@ fn run_stack_variant(
     cases: &[Arc<Case>],
     concurrency: &[usize],
     workers: usize,
+    batch_rows: Option<u32>,
     warmup: f64,
     secs: f64,
 ) -> Result<VariantRun> {
     let max_c = concurrency.iter().copied().max().unwrap_or(1);
+    let label = report::variant_label(
+        if mode == remote::Mode::Sealed {
+            "sealed"
+        } else {
+            "plain"
+        },
+        batch_rows.map(u64::from),
+    );
     rt.block_on(async {
         let started = sim
-            .start_stack(enclave, workers, max_c, &spec.id, &spec.file)
+            .start_stack(enclave, workers, max_c, &spec.id, &spec.file, batch_rows)
             .await?;
         let running = started.running;
         let mut mem = MemSteps {
@@ -649,12 +722,7 @@ fn run_stack_variant(
                 match cell {
                     Ok(cell) => {
                         eprintln!(
-                            "  {:<6} {:>9} B  C={c:<3} {:>8.1} req/s  p50 {:.3} ms  errors {}",
-                            if mode == remote::Mode::Sealed {
-                                "sealed"
-                            } else {
-                                "plain"
-                            },
+                            "  {label:<6} {:>9} B  C={c:<3} {:>8.1} req/s  p50 {:.3} ms  errors {}",
                             case.input_bytes,
                             cell.throughput(),
                             cell.p_ms(50.0),
@@ -723,6 +791,26 @@ pub fn run(args: Args) -> Result<()> {
         );
     };
     let specs = load_specs(&args.models_dir, &args.models, &mut notes)?;
+    let batch: Vec<Option<u32>> = specs
+        .iter()
+        .map(|spec| {
+            let rows = args.dynamic_batch?;
+            batch_selection(spec, rows)
+                .map_err(|why| {
+                    notes.push(format!(
+                        "{}: not batched (--dynamic-batch {rows}): {why}",
+                        spec.id
+                    ));
+                })
+                .ok()
+        })
+        .collect();
+    if batch.iter().any(Option::is_some) {
+        check_dynamic_batch_flag(&bin_dir.join("sealed-enclave"))?;
+        if plain {
+            check_dynamic_batch_flag(&plain_bin)?;
+        }
+    }
     let ort = match &args.ort_json {
         Some(p) => Some(
             serde_json::from_str::<Value>(&std::fs::read_to_string(p)?)
@@ -738,12 +826,15 @@ pub fn run(args: Args) -> Result<()> {
         warmup,
         quick: args.quick,
         plain,
+        dynamic_batch: args.dynamic_batch,
         notes,
     };
     let machine = machine();
     eprintln!(
-        "sealed-bench compare: {} model(s), workers {workers}, concurrency {concurrency:?}, {seconds} s cells",
-        specs.len()
+        "sealed-bench compare: {} model(s), workers {workers}, concurrency {concurrency:?}, {seconds} s cells, dynamic batching {}",
+        specs.len(),
+        args.dynamic_batch
+            .map_or("off".to_string(), |n| format!("up to {n} rows"))
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -754,8 +845,16 @@ pub fn run(args: Args) -> Result<()> {
     let mut results = Vec::new();
     let mut scaling = Vec::new();
     let outcome = (|| -> Result<()> {
-        for spec in &specs {
-            eprintln!("model {} ({})", spec.id, spec.file.display());
+        for (spec, &batch_rows) in specs.iter().zip(&batch) {
+            eprintln!(
+                "model {} ({}){}",
+                spec.id,
+                spec.file.display(),
+                batch_rows.map_or(String::new(), |n| format!(
+                    ", enclaves with --dynamic-batch {}={n}",
+                    spec.id
+                ))
+            );
             let bytes = std::fs::read(&spec.file)
                 .with_context(|| format!("reading {}", spec.file.display()))?;
             let t = Instant::now();
@@ -830,6 +929,7 @@ pub fn run(args: Args) -> Result<()> {
                 &cases,
                 &concurrency,
                 workers,
+                batch_rows,
                 warmup,
                 seconds,
             )?;
@@ -843,6 +943,7 @@ pub fn run(args: Args) -> Result<()> {
                     &cases,
                     &concurrency,
                     workers,
+                    batch_rows,
                     warmup,
                     seconds,
                 )?
@@ -868,6 +969,7 @@ pub fn run(args: Args) -> Result<()> {
                         std::slice::from_ref(case),
                         &[c],
                         w,
+                        batch_rows,
                         warmup,
                         seconds,
                     )?;
@@ -883,6 +985,7 @@ pub fn run(args: Args) -> Result<()> {
                     model: spec.id.clone(),
                     concurrency: c,
                     rows,
+                    batch_rows,
                 });
             }
 
@@ -893,6 +996,7 @@ pub fn run(args: Args) -> Result<()> {
                 bare: bare_run,
                 sealed,
                 plain: plain_run,
+                batch_rows,
             });
         }
         Ok(())
@@ -1078,7 +1182,9 @@ mod tests {
             d = before.delta(Counters::read(me).unwrap());
         }
         assert!(d.worker_ticks >= 1, "{}", d.worker_ticks);
-        assert!(d.cpu_ticks >= d.worker_ticks);
+        // Process and thread times are each rounded down to whole ticks, so the worker's delta
+        // can exceed the process's by one.
+        assert!(d.cpu_ticks + 1 >= d.worker_ticks);
     }
 
     #[test]
@@ -1232,6 +1338,7 @@ mod tests {
                 ..run(400, sealed, Some(1 << 20))
             },
             plain: VariantRun::skipped("not run (--no-plain)".into()),
+            batch_rows: None,
         }];
         let settings = Settings {
             workers: 2,
@@ -1241,6 +1348,7 @@ mod tests {
             warmup: 0.1,
             quick: true,
             plain: false,
+            dynamic_batch: None,
             notes: vec!["a note".into()],
         };
         let ort = serde_json::json!({"onnxruntime": "1.0.0", "results": [
@@ -1288,5 +1396,163 @@ mod tests {
         assert!(table.contains("not run (--no-plain)"));
         assert!(table.contains("onnxruntime single"));
         assert!(table.contains("Note: a note"));
+        assert!(table.contains("Dynamic batching off"));
+        assert!(j["settings"]["dynamic_batch"].is_null());
+        assert!(j["models"][0]["dynamic_batch_rows"].is_null());
+        assert_eq!(case["variants"]["sealed"]["label"], "sealed");
+    }
+
+    fn spec(id: &str, shape: Vec<Option<u64>>, batch_dim: Option<&str>) -> ModelSpec {
+        ModelSpec {
+            id: id.into(),
+            file: PathBuf::from(format!("{id}.onnx")),
+            input_name: "input".into(),
+            shape,
+            input_bytes: vec![256],
+            batch_dim: batch_dim.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn dynamic_batch_applies_only_to_models_with_a_shared_symbolic_batch_axis() {
+        let digits = spec("digits", vec![Some(1), Some(64)], Some("batch"));
+        assert_eq!(batch_selection(&digits, 8), Ok(8));
+        let fixed = spec("conv", vec![Some(1), Some(3), Some(8), Some(8)], None);
+        assert!(
+            batch_selection(&fixed, 8)
+                .unwrap_err()
+                .contains("batch_dim")
+        );
+        // echo: [n] shares its symbolic axis 0 with its output, but one request is one sample.
+        let echo = spec("echo", vec![None], Some("n"));
+        assert!(batch_selection(&echo, 8).unwrap_err().contains("rank 1"));
+    }
+
+    #[test]
+    fn the_enclave_gets_dynamic_batch_for_its_model_only_when_asked() {
+        assert_eq!(
+            remote::enclave_args(2, "large", None),
+            vec!["--workers", "2"]
+        );
+        assert_eq!(
+            remote::enclave_args(2, "large", Some(8)),
+            vec!["--workers", "2", "--dynamic-batch", "large=8"]
+        );
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn dynamic_batch_is_off_by_default_and_bounded_like_the_enclaves_flag() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            Cli::try_parse_from(["compare"].iter().chain(extra)).map(|c| c.args.dynamic_batch)
+        };
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(parse(&["--dynamic-batch", "8"]).unwrap(), Some(8));
+        assert_eq!(parse(&["--dynamic-batch", "2"]).unwrap(), Some(2));
+        assert_eq!(parse(&["--dynamic-batch", "64"]).unwrap(), Some(64));
+        assert!(parse(&["--dynamic-batch", "1"]).is_err());
+        assert!(parse(&["--dynamic-batch", "65"]).is_err());
+        assert!(parse(&["--dynamic-batch", "large=8"]).is_err());
+    }
+
+    #[test]
+    fn models_json_gives_the_batch_dimension() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = serde_json::json!({"models": [
+            {"id": "large", "file": "large.onnx", "input": {"name": "input", "dtype": "f32",
+             "shape": [1, 16]}, "outputs": ["output"], "input_bytes": [64], "batch_dim": "batch"},
+            {"id": "old", "file": "old.onnx", "input": {"name": "input", "dtype": "f32",
+             "shape": [1, 16]}, "outputs": ["output"], "input_bytes": [64]},
+        ]});
+        std::fs::write(dir.path().join("models.json"), index.to_string()).unwrap();
+        let specs = load_specs(dir.path(), &[], &mut Vec::new()).unwrap();
+        assert_eq!(specs[0].batch_dim.as_deref(), Some("batch"));
+        assert_eq!(specs[1].batch_dim, None);
+        let bundled = load_specs(&dir.path().join("none"), &[], &mut Vec::new()).unwrap();
+        assert_eq!(batch_selection(&bundled[0], 4), Ok(4));
+    }
+
+    #[test]
+    fn a_batched_run_is_labelled_in_the_table_and_the_json() {
+        let cell = Cell {
+            concurrency: 1,
+            lat_us: vec![1000; 10],
+            wall_s: 1.0,
+            ..Cell::default()
+        };
+        let run = || VariantRun {
+            skipped: None,
+            cells: vec![vec![Some(cell.clone())]],
+            load_ms: None,
+            hwm_kb: None,
+            mem: MemSteps::default(),
+            chunk_size: None,
+        };
+        let result = |id: &str, batch_rows| ModelResult {
+            id: id.into(),
+            bytes: 1,
+            cases: vec![64],
+            bare: run(),
+            sealed: run(),
+            plain: run(),
+            batch_rows,
+        };
+        let settings = Settings {
+            workers: 2,
+            cores: 2,
+            concurrency: vec![1],
+            seconds: 1.0,
+            warmup: 0.1,
+            quick: true,
+            plain: true,
+            dynamic_batch: Some(8),
+            notes: Vec::new(),
+        };
+        let results = [result("large", Some(8)), result("echo", None)];
+        let scaling = [Scaling {
+            model: "large".into(),
+            concurrency: 4,
+            rows: vec![(1, Some(10.0), Some(12.0))],
+            batch_rows: Some(8),
+        }];
+        let j = report::json(&machine(), &settings, &results, &scaling, None);
+        assert_eq!(j["settings"]["dynamic_batch"], 8);
+        assert_eq!(j["models"][0]["dynamic_batch_rows"], 8);
+        assert!(j["models"][1]["dynamic_batch_rows"].is_null());
+        let v = &j["models"][0]["cases"][0]["variants"];
+        assert_eq!(v["bare"]["label"], "bare (unbatched)");
+        assert_eq!(v["sealed"]["label"], "sealed+batch8");
+        assert_eq!(v["plain"]["label"], "plain+batch8");
+        assert_eq!(
+            j["models"][1]["cases"][0]["variants"]["sealed"]["label"],
+            "sealed"
+        );
+        assert_eq!(j["scaling"][0]["sealed_dynamic_batch_rows"], 8);
+        let table = report::table(&j);
+        assert!(table.contains("Dynamic batching ON"), "{table}");
+        assert!(table.contains("for large=8 ("), "{table}");
+        assert!(
+            table.contains("| large | 64 B | sealed+batch8 | 1.000 |"),
+            "{table}"
+        );
+        assert!(table.contains("| large | 64 B | plain+batch8 |"), "{table}");
+        assert!(
+            table.contains("| large | 64 B | bare (unbatched) |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| echo | 64 B | sealed | 1.000 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| large (sealed+batch8) | 4 | 1 |"),
+            "{table}"
+        );
     }
 }

@@ -113,10 +113,12 @@ impl Sim {
         Ok(out)
     }
 
-    /// Starts a stack of `enclave` with `workers` workers and the host's per-client limits
-    /// raised to `max_clients` (every simulated client shares 127.0.0.1), uploads the model
-    /// sealed for that binary, and returns it with the upload's wall time (upload → ready) and
-    /// the fresh enclave's memory before the upload and once the model is ready.
+    /// Starts a stack of `enclave` with `workers` workers (and `--dynamic-batch
+    /// MODEL=batch_rows` when given) and the host's per-client limits raised to `max_clients`
+    /// (every simulated client shares 127.0.0.1), uploads the model sealed for that binary, and
+    /// returns it with the upload's wall time (upload → ready) and the fresh enclave's memory
+    /// before the upload and once the model is ready. An enclave that refuses to batch the
+    /// model answers the upload with an error, which is returned with its text.
     pub async fn start_stack(
         &mut self,
         enclave: &Path,
@@ -124,6 +126,7 @@ impl Sim {
         max_clients: usize,
         model_id: &str,
         model: &Path,
+        batch_rows: Option<u32>,
     ) -> Result<Started> {
         let pcr0 = measure(enclave)?;
         let sealed = self.sealed_file(model_id, model, pcr0).await?;
@@ -140,7 +143,7 @@ impl Sim {
                 enclave_binary: enclave.to_path_buf(),
                 plaintext_models: Vec::new(),
                 aws: Some(&self.aws),
-                enclave_args: vec!["--workers".into(), workers.to_string()],
+                enclave_args: enclave_args(workers, model_id, batch_rows),
                 host_args: vec![
                     "--max-in-flight-per-client".into(),
                     limit.clone(),
@@ -172,7 +175,10 @@ impl Sim {
         let loaded = read_mem(stack.enclave_pid());
         if !status.is_success() {
             stack.stop().await;
-            bail!("sealed upload of {model_id} answered {status}: {text}");
+            let batching = batch_rows.map_or(String::new(), |n| {
+                format!(" (enclave started with --dynamic-batch {model_id}={n})")
+            });
+            bail!("sealed upload of {model_id} answered {status}{batching}: {text}");
         }
         let pem = std::fs::read_to_string(&stack.root_pem)?;
         let policy = Policy::new()
@@ -186,6 +192,17 @@ impl Sim {
             chunk_size,
         })
     }
+}
+
+/// The enclave's command-line options for one stack: its workers and, when batching,
+/// `--dynamic-batch MODEL=ROWS` for the one model the stack serves.
+pub fn enclave_args(workers: usize, model_id: &str, batch_rows: Option<u32>) -> Vec<String> {
+    let mut args = vec!["--workers".to_string(), workers.to_string()];
+    if let Some(rows) = batch_rows {
+        args.push("--dynamic-batch".into());
+        args.push(format!("{model_id}={rows}"));
+    }
+    args
 }
 
 /// A stack with its model loaded.

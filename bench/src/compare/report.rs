@@ -38,12 +38,24 @@ fn cell_json(cell: &Option<Cell>, concurrency: usize) -> Value {
     })
 }
 
-fn variant_json(v: &VariantRun, case: usize, concurrency: &[usize]) -> Value {
+/// A variant's name in the report: `sealed+batchN` / `plain+batchN` when its enclave batched
+/// the model (`--dynamic-batch MODEL=N`), and `bare (unbatched)` beside them (bare never
+/// batches); the plain variant name otherwise.
+pub fn variant_label(variant: &str, batch_rows: Option<u64>) -> String {
+    match (variant, batch_rows) {
+        (_, None) => variant.to_string(),
+        ("bare", Some(_)) => "bare (unbatched)".to_string(),
+        (_, Some(n)) => format!("{variant}+batch{n}"),
+    }
+}
+
+fn variant_json(v: &VariantRun, label: String, case: usize, concurrency: &[usize]) -> Value {
     if let Some(reason) = &v.skipped {
-        return json!({ "skipped": reason });
+        return json!({ "label": label, "skipped": reason });
     }
     let row = v.cells.get(case);
     json!({
+        "label": label,
         "cells": concurrency.iter().enumerate().map(|(k, &c)| {
             cell_json(row.and_then(|r| r.get(k)).unwrap_or(&None), c)
         }).collect::<Vec<_>>(),
@@ -149,12 +161,13 @@ pub fn json(
                 .map(|(i, &bytes)| {
                     let p50 = |v: &VariantRun| c1.and_then(|k| cell_of(v, i, k)).map(|c| c.p_ms(50.0));
                     let rps = |v: &VariantRun, k: usize| cell_of(v, i, k).map(Cell::throughput);
+                    let label = |variant: &str| variant_label(variant, m.batch_rows.map(u64::from));
                     json!({
                         "input_bytes": bytes,
                         "variants": {
-                            "bare": variant_json(&m.bare, i, conc),
-                            "sealed": variant_json(&m.sealed, i, conc),
-                            "plain": variant_json(&m.plain, i, conc),
+                            "bare": variant_json(&m.bare, label("bare"), i, conc),
+                            "sealed": variant_json(&m.sealed, label("sealed"), i, conc),
+                            "plain": variant_json(&m.plain, label("plain"), i, conc),
                         },
                         "ratios": {
                             "p50_c1_sealed_over_bare": ratio(p50(&m.sealed), p50(&m.bare)),
@@ -177,6 +190,7 @@ pub fn json(
             json!({
                 "id": m.id,
                 "bytes": m.bytes,
+                "dynamic_batch_rows": m.batch_rows,
                 "load_ms": {
                     "bare_tract": m.bare.load_ms.map(|v| round(v, 2)),
                     "sealed_upload_to_ready": m.sealed.load_ms.map(|v| round(v, 2)),
@@ -203,6 +217,7 @@ pub fn json(
             "warmup_s": s.warmup,
             "quick": s.quick,
             "plain": s.plain,
+            "dynamic_batch": s.dynamic_batch,
             "max_in_flight_input_bytes": MAX_IN_FLIGHT_BYTES,
             "notes": s.notes,
         },
@@ -213,6 +228,7 @@ pub fn json(
         "scaling": scaling.iter().map(|sc| json!({
             "model": sc.model,
             "concurrency": sc.concurrency,
+            "sealed_dynamic_batch_rows": sc.batch_rows,
             "rows": sc.rows.iter().map(|(w, b, s)| json!({
                 "workers": w,
                 "bare_rps": b.map(|v| round(v, 2)),
@@ -260,6 +276,11 @@ fn header(out: &mut String, cells: &[&str]) {
     );
 }
 
+/// A variant's label in the tables, from the model's batch rows.
+fn label(model: &Value, variant: &str) -> String {
+    variant_label(variant, model["dynamic_batch_rows"].as_u64())
+}
+
 /// The report as Markdown tables.
 pub fn table(j: &Value) -> String {
     let mut out = String::new();
@@ -282,6 +303,29 @@ pub fn table(j: &Value) -> String {
     ));
     if let Some(v) = j["onnxruntime"]["version"].as_str() {
         out.push_str(&format!("onnxruntime {v} figures from --ort-json.\n"));
+    }
+    let models_batched: Vec<String> = j["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| {
+            let n = m["dynamic_batch_rows"].as_u64()?;
+            Some(format!("{}={n}", m["id"].as_str().unwrap_or("?")))
+        })
+        .collect();
+    match s["dynamic_batch"].as_u64() {
+        Some(n) => out.push_str(&format!(
+            "Dynamic batching ON: the sealed and plain enclaves ran with `--dynamic-batch \
+             MODEL=ROWS` for {} (variants `sealed+batch{n}`, `plain+batch{n}`); bare tract is \
+             unbatched (`bare (unbatched)`); every answer is still checked, request by request, \
+             against bare's.\n",
+            if models_batched.is_empty() {
+                "no model".to_string()
+            } else {
+                models_batched.join(", ")
+            }
+        )),
+        None => out.push_str("Dynamic batching off: one request per inference everywhere.\n"),
     }
     for note in s["notes"].as_array().into_iter().flatten() {
         out.push_str(&format!("Note: {}\n", note.as_str().unwrap_or_default()));
@@ -306,7 +350,7 @@ pub fn table(j: &Value) -> String {
             let bytes = size(case["input_bytes"].as_u64().unwrap_or(0));
             for variant in ["bare", "sealed", "plain"] {
                 let v = &case["variants"][variant];
-                let mut r = vec![id.to_string(), bytes.clone(), variant.to_string()];
+                let mut r = vec![id.to_string(), bytes.clone(), label(model, variant)];
                 if let Some(reason) = v["skipped"].as_str() {
                     r.extend(["-".into(), "-".into(), "-".into()]);
                     r.extend(conc.iter().map(|_| "-".to_string()));
@@ -494,7 +538,7 @@ pub fn table(j: &Value) -> String {
                 &mut out,
                 &[
                     model["id"].as_str().unwrap_or("?").to_string(),
-                    variant.to_string(),
+                    label(model, variant),
                     mib(&v["before_model"]["vmrss_kb"]),
                     pair("model_ready"),
                     pair("after_one_inference"),
@@ -544,7 +588,7 @@ pub fn table(j: &Value) -> String {
                     &[
                         model["id"].as_str().unwrap_or("?").to_string(),
                         size(case["input_bytes"].as_u64().unwrap_or(0)),
-                        variant.to_string(),
+                        label(model, variant),
                         num(&c["host_io_bytes_per_request"], 0),
                         num(&c["enclave_io_bytes_per_request"], 0),
                         num(&c["host_cpu_us_per_request"], 0),
@@ -591,7 +635,7 @@ pub fn table(j: &Value) -> String {
                     &[
                         model["id"].as_str().unwrap_or("?").to_string(),
                         size(case["input_bytes"].as_u64().unwrap_or(0)),
-                        variant.to_string(),
+                        label(model, variant),
                         num(&json!(mean), 0),
                         num(&c["worker_cpu_us_per_request"], 0),
                         num(&json!(mean.zip(worker).map(|(m, w)| m - w)), 0),
@@ -612,7 +656,12 @@ pub fn table(j: &Value) -> String {
                 row(
                     &mut out,
                     &[
-                        sc["model"].as_str().unwrap_or("?").to_string(),
+                        match sc["sealed_dynamic_batch_rows"].as_u64() {
+                            Some(n) => {
+                                format!("{} (sealed+batch{n})", sc["model"].as_str().unwrap_or("?"))
+                            }
+                            None => sc["model"].as_str().unwrap_or("?").to_string(),
+                        },
                         sc["concurrency"].to_string(),
                         r["workers"].to_string(),
                         num(&r["bare_rps"], 1),
