@@ -15,7 +15,7 @@ use sealed_wire::message::valid_name;
 use sealed_wire::{DType, ModelInfo, NamedTensor, Tensor, TensorSpec};
 use tract_onnx::prelude::multithread::Executor;
 use tract_onnx::prelude::{
-    Framework, InferenceFact, InferenceModel, InferenceModelExt, RunOptions, TDim, TVec,
+    Framework, InferenceFact, InferenceModel, InferenceModelExt, RunOptions, TDim, TValue, TVec,
     TypedRunnableModel,
 };
 use tract_onnx::tract_core::knobs::KnobScope;
@@ -426,15 +426,7 @@ impl LoadedModel {
                 .ok_or(EngineError::Internal("a batched request lacks an input"))?;
             values.push(convert::join_rows(&parts)?);
         }
-        let outputs = self
-            .plan
-            .run(values)
-            .map_err(|_| EngineError::InferenceFailed("the engine returned an error"))?;
-        if outputs.len() != self.output_names.len() {
-            return Err(EngineError::Internal(
-                "the plan returned an unexpected number of outputs",
-            ));
-        }
+        let outputs = self.run_plan(values)?;
         if outputs.iter().any(|v| v.shape().first() != Some(&total)) {
             return Err(EngineError::InferenceFailed(
                 "a batched output does not have one row per input row",
@@ -465,14 +457,8 @@ impl LoadedModel {
         Ok(results)
     }
 
-    /// Runs the plan on checked inputs (in declared order). Called on a worker thread, inside
-    /// `catch_unwind`.
-    pub(super) fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError> {
-        let values = inputs
-            .iter()
-            .map(convert::to_tract)
-            .collect::<Result<TVec<_>, _>>()?;
-        drop(inputs);
+    /// One run of the plan; tract's error text is dropped (it may quote values).
+    fn run_plan(&self, values: TVec<TValue>) -> Result<TVec<TValue>, EngineError> {
         let outputs = self
             .plan
             .run(values)
@@ -482,6 +468,18 @@ impl LoadedModel {
                 "the plan returned an unexpected number of outputs",
             ));
         }
+        Ok(outputs)
+    }
+
+    /// Runs the plan on checked inputs (in declared order). Called on a worker thread, inside
+    /// `catch_unwind`.
+    pub(super) fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<NamedTensor>, EngineError> {
+        let values = inputs
+            .iter()
+            .map(convert::to_tract)
+            .collect::<Result<TVec<_>, _>>()?;
+        drop(inputs);
+        let outputs = self.run_plan(values)?;
         let mut budget = OutputBudget::default();
         self.output_names
             .iter()

@@ -586,10 +586,15 @@ fn every_error_maps_to_its_stable_code() {
     }
 }
 
+/// One worker, `model_id` served with dynamic batching up to `rows` rows.
 fn batching_engine(model_id: &str, rows: usize) -> Engine {
+    batching_engine_with_depth(model_id, rows, 32)
+}
+
+fn batching_engine_with_depth(model_id: &str, rows: usize, queue_depth: usize) -> Engine {
     Engine::new(EngineConfig {
         workers: 1,
-        queue_depth: 32,
+        queue_depth,
         dynamic_batch: [(model_id.to_owned(), rows)].into(),
         ..EngineConfig::default()
     })
@@ -684,12 +689,7 @@ async fn dynamic_batching_splits_outputs_by_each_requests_rows() {
 
 #[tokio::test]
 async fn dynamic_batching_keeps_the_queue_bound_and_skips_abandoned_requests() {
-    let e = Engine::new(EngineConfig {
-        workers: 1,
-        queue_depth: 2,
-        dynamic_batch: [("digits".to_owned(), 8)].into(),
-        ..EngineConfig::default()
-    });
+    let e = batching_engine_with_depth("digits", 8, 2);
     e.load_model("digits", &digits_onnx()).unwrap();
     let release = hold_worker(&e);
     let kept = e.submit("digits", digits_input("digit_0_1.npy")).unwrap();
@@ -756,12 +756,7 @@ async fn tract_knobs_are_checked_and_a_plan_built_under_them_predicts_the_same()
 async fn batching_frees_a_queue_slot_for_every_request_it_joins() {
     // Round after round, a full queue is joined into one batch; each round must find the whole
     // queue free again (an earlier design left a slot per joined request behind).
-    let e = Engine::new(EngineConfig {
-        workers: 1,
-        queue_depth: 4,
-        dynamic_batch: [("digits".to_owned(), 8)].into(),
-        ..EngineConfig::default()
-    });
+    let e = batching_engine_with_depth("digits", 8, 4);
     e.load_model("digits", &digits_onnx()).unwrap();
     let expected = expected();
     for round in 0..3u64 {
@@ -785,12 +780,7 @@ async fn batching_frees_a_queue_slot_for_every_request_it_joins() {
 
 #[tokio::test]
 async fn a_batching_model_keeps_its_order_and_other_models_are_not_joined() {
-    let e = Engine::new(EngineConfig {
-        workers: 1,
-        queue_depth: 16,
-        dynamic_batch: [("digits".to_owned(), 2)].into(),
-        ..EngineConfig::default()
-    });
+    let e = batching_engine_with_depth("digits", 2, 16);
     e.load_model("digits", &digits_onnx()).unwrap();
     e.load_model("add", &add_onnx()).unwrap();
     let expected = expected();
