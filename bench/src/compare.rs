@@ -21,8 +21,9 @@
 //! With `--dynamic-batch N`, the sealed and plain enclaves are started with
 //! `--dynamic-batch MODEL=N` for every model whose input and outputs share a symbolic axis 0
 //! (models.json `batch_dim`; [`batch_selection`]): the variants are then labelled
-//! `sealed+batchN` / `plain+batchN`, bare stays unbatched and is labelled so, and every answer is
-//! still checked per request against bare's.
+//! `sealed+batchN` / `plain+batchN`; bare joins its queued jobs the same way in-process
+//! (`bare+batchN`, zero wait, up to N rows), so that the ratios compare like with like; every
+//! answer is still checked per request against bare's lone reference run.
 
 mod bare;
 mod remote;
@@ -78,7 +79,8 @@ pub struct Args {
     json: Option<PathBuf>,
     /// Dynamic batching in the sealed and plain enclaves: `--dynamic-batch MODEL=N` (2..=64
     /// rows) for every model under test whose input and outputs share a symbolic axis 0
-    /// (models.json `batch_dim`); the others run unbatched, with a note. Bare is never batched.
+    /// (models.json `batch_dim`); the others run unbatched, with a note. Bare tract batches the
+    /// same models the same way in-process.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=64))]
     dynamic_batch: Option<u32>,
 }
@@ -890,7 +892,8 @@ pub fn run(args: Args) -> Result<()> {
                 .map_err(|e| eprintln!("  bare-rss: {e:#}"))
                 .unwrap_or_default();
 
-            let pool = bare::Pool::start(Arc::clone(&plan), workers)?;
+            let pool =
+                bare::Pool::start(Arc::clone(&plan), workers, batch_rows.map(|n| n as usize))?;
             let mut bare_cells = Vec::new();
             for case in &cases {
                 let mut row = Vec::new();
@@ -957,7 +960,8 @@ pub fn run(args: Args) -> Result<()> {
                 let mut rows = Vec::new();
                 for w in 1..=cores {
                     eprintln!("  scaling: workers {w}, C={c}");
-                    let pool = bare::Pool::start(Arc::clone(&plan), w)?;
+                    let pool =
+                        bare::Pool::start(Arc::clone(&plan), w, batch_rows.map(|n| n as usize))?;
                     let b = bare_cell(&pool, case, c, warmup, seconds);
                     drop(pool);
                     let s = run_stack_variant(
@@ -1168,7 +1172,7 @@ mod tests {
         let digits = sealed_sim::assets::Digits::load(&sealed_sim::assets::default_dir()).unwrap();
         let plan = Arc::new(bare::load(&std::fs::read(&digits.model).unwrap()).unwrap());
         let input = sealed_client::npy::read_file(&digits.examples[0].file).unwrap();
-        let pool = bare::Pool::start(plan, 1).unwrap();
+        let pool = bare::Pool::start(plan, 1, None).unwrap();
         let me = Some(std::process::id());
         let before = Counters::read(me).unwrap();
         // Until the worker has used one clock tick (10 ms) of CPU: on a busy machine that can
@@ -1206,10 +1210,71 @@ mod tests {
             input,
             reference: out,
         };
-        let pool = bare::Pool::start(plan, 2).unwrap();
+        let pool = bare::Pool::start(plan, 2, None).unwrap();
         let cell = bare_cell(&pool, &c, 3, 0.01, 0.05);
         assert!(cell.ok() > 0);
         assert_eq!(cell.error_count(), 0);
+    }
+
+    #[test]
+    fn bare_joined_runs_answer_each_request_as_its_lone_run_does() {
+        let digits = sealed_sim::assets::Digits::load(&sealed_sim::assets::default_dir()).unwrap();
+        let plan = Arc::new(bare::load(&std::fs::read(&digits.model).unwrap()).unwrap());
+        let inputs: Vec<Tensor> = digits
+            .examples
+            .iter()
+            .map(|e| sealed_client::npy::read_file(&e.file).unwrap())
+            .collect();
+        assert!(
+            inputs.iter().any(|t| t.shape()[0] > 1),
+            "a multi-row example"
+        );
+        let requests: Vec<Vec<Tensor>> = inputs.iter().map(|t| vec![t.clone()]).collect();
+        let joined = plan.run_rows(&requests).unwrap();
+        assert_eq!(joined.len(), requests.len());
+        for (request, answer) in requests.iter().zip(&joined) {
+            let alone = plan.run(request).unwrap();
+            assert_eq!(answer.len(), alone.len());
+            for (a, b) in answer.iter().zip(&alone) {
+                assert_eq!(a.name, b.name);
+                assert_eq!(a.tensor.shape(), b.tensor.shape());
+                if b.name == "label" {
+                    assert_eq!(a.tensor.to_i64().unwrap(), b.tensor.to_i64().unwrap());
+                } else {
+                    let (x, y) = (a.tensor.to_f32().unwrap(), b.tensor.to_f32().unwrap());
+                    assert!(x.iter().zip(&y).all(|(p, q)| (p - q).abs() <= 1e-5));
+                }
+            }
+        }
+        // And through a batching pool under concurrent callers: every answer is the lone one.
+        let pool = Arc::new(bare::Pool::start(Arc::clone(&plan), 1, Some(8)).unwrap());
+        let threads: Vec<_> = (0..6)
+            .map(|k| {
+                let (pool, plan, input) = (
+                    Arc::clone(&pool),
+                    Arc::clone(&plan),
+                    inputs[k % inputs.len()].clone(),
+                );
+                std::thread::spawn(move || {
+                    for _ in 0..20 {
+                        let got = pool.infer(vec![input.clone()]).unwrap();
+                        let want = plan.run(std::slice::from_ref(&input)).unwrap();
+                        let label = |o: &[NamedTensor]| {
+                            o.iter()
+                                .find(|t| t.name == "label")
+                                .unwrap()
+                                .tensor
+                                .to_i64()
+                                .unwrap()
+                        };
+                        assert_eq!(label(&got), label(&want));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 
     #[test]
@@ -1526,7 +1591,7 @@ mod tests {
         assert_eq!(j["models"][0]["dynamic_batch_rows"], 8);
         assert!(j["models"][1]["dynamic_batch_rows"].is_null());
         let v = &j["models"][0]["cases"][0]["variants"];
-        assert_eq!(v["bare"]["label"], "bare (unbatched)");
+        assert_eq!(v["bare"]["label"], "bare+batch8");
         assert_eq!(v["sealed"]["label"], "sealed+batch8");
         assert_eq!(v["plain"]["label"], "plain+batch8");
         assert_eq!(
@@ -1542,10 +1607,7 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("| large | 64 B | plain+batch8 |"), "{table}");
-        assert!(
-            table.contains("| large | 64 B | bare (unbatched) |"),
-            "{table}"
-        );
+        assert!(table.contains("| large | 64 B | bare+batch8 |"), "{table}");
         assert!(
             table.contains("| echo | 64 B | sealed | 1.000 |"),
             "{table}"

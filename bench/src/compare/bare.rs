@@ -50,6 +50,59 @@ impl Plan {
             })
             .collect()
     }
+
+    /// Several requests as one run, the way the enclave's `--dynamic-batch` runs them: each
+    /// input joined along axis 0 in request order, outputs split back by each request's rows.
+    pub fn run_rows(&self, requests: &[Vec<Tensor>]) -> Result<Vec<Vec<NamedTensor>>> {
+        let rows: Vec<usize> = requests.iter().map(|r| rows(r)).collect();
+        let total: usize = rows.iter().sum();
+        let inputs = requests.first().map_or(0, Vec::len);
+        let mut values = TVec::new();
+        for ix in 0..inputs {
+            let parts = requests
+                .iter()
+                .map(|r| r.get(ix).context("a request lacks an input"))
+                .collect::<Result<Vec<&Tensor>>>()?;
+            let first = parts.first().context("no request")?;
+            let mut shape = first.shape().to_vec();
+            if let Some(axis0) = shape.first_mut() {
+                *axis0 = total as u64;
+            }
+            let data: Vec<u8> = parts
+                .iter()
+                .flat_map(|t| t.data().iter().copied())
+                .collect();
+            values.push(to_tract(&Tensor::new(first.dtype(), shape, data)?)?);
+        }
+        let outputs = self.plan.run(values)?;
+        let mut answers = Vec::with_capacity(rows.len());
+        let mut start = 0;
+        for n in rows {
+            let answer = self
+                .output_names
+                .iter()
+                .zip(outputs.iter())
+                .map(|(name, value)| {
+                    let part: TValue = value.slice(0, start, start + n)?.into();
+                    Ok(NamedTensor {
+                        name: name.clone(),
+                        tensor: from_tract(&part)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            answers.push(answer);
+            start += n;
+        }
+        Ok(answers)
+    }
+}
+
+/// Rows along axis 0 of a request's first input.
+fn rows(inputs: &[Tensor]) -> usize {
+    inputs
+        .first()
+        .and_then(|t| t.shape().first())
+        .map_or(0, |&n| n as usize)
 }
 
 /// Fills a zeroed tract tensor from little-endian chunks (the engine's conversion).
@@ -133,14 +186,17 @@ struct Job {
     reply: SyncSender<Answer>,
 }
 
-/// W worker threads sharing one bounded queue (the engine's `sync_channel` + shared receiver).
+/// W worker threads sharing one bounded queue (the engine's bounded queue + shared receiver),
+/// optionally joining queued jobs like the enclave's `--dynamic-batch`.
 pub struct Pool {
     queue: Option<SyncSender<Job>>,
     workers: Vec<JoinHandle<()>>,
 }
 
 impl Pool {
-    pub fn start(plan: Arc<Plan>, workers: usize) -> Result<Pool> {
+    /// `batch_rows`: join up to that many rows of jobs already queued (zero wait), as the
+    /// enclave does for a model named by `--dynamic-batch`; `None` runs one job at a time.
+    pub fn start(plan: Arc<Plan>, workers: usize, batch_rows: Option<usize>) -> Result<Pool> {
         let (queue, rx) = sync_channel::<Job>(64);
         let rx = Arc::new(Mutex::new(rx));
         let mut pool = Pool {
@@ -154,7 +210,7 @@ impl Pool {
             let plan = Arc::clone(&plan);
             let handle = std::thread::Builder::new()
                 .name(format!("bare-worker-{i}"))
-                .spawn(move || worker(&plan, &rx))
+                .spawn(move || worker(&plan, &rx, batch_rows.unwrap_or(1)))
                 .with_context(|| format!("spawning bare worker {i}"))?;
             pool.workers.push(handle);
         }
@@ -182,15 +238,66 @@ impl Drop for Pool {
     }
 }
 
-fn worker(plan: &Plan, rx: &Mutex<Receiver<Job>>) {
+fn worker(plan: &Plan, rx: &Mutex<Receiver<Job>>, max_rows: usize) {
+    // A job taken while gathering that could not join (another shape, or over the rows) starts
+    // the next batch; the bench sends one shape per cell, so this is rare.
+    let mut carried: Option<Job> = None;
     loop {
-        let job = match rx.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
+        let first = match carried.take() {
+            Some(job) => job,
+            None => {
+                let job = match rx.lock() {
+                    Ok(rx) => rx.recv(),
+                    Err(_) => return,
+                };
+                let Ok(job) = job else { return };
+                job
+            }
         };
-        let Ok(job) = job else { return };
-        let answer = plan.run(&job.inputs).map_err(|e| format!("{e:#}"));
-        drop(job.inputs);
-        let _ = job.reply.send(answer);
+        let mut batch = vec![first];
+        if max_rows > 1 {
+            let mut total = rows(&batch[0].inputs);
+            while let Ok(next) = match rx.lock() {
+                Ok(rx) => rx.try_recv().map_err(|_| ()),
+                Err(_) => Err(()),
+            } {
+                let fits = total + rows(&next.inputs) <= max_rows
+                    && next.inputs.len() == batch[0].inputs.len()
+                    && next
+                        .inputs
+                        .iter()
+                        .zip(&batch[0].inputs)
+                        .all(|(a, b)| a.shape().get(1..) == b.shape().get(1..));
+                if !fits {
+                    carried = Some(next);
+                    break;
+                }
+                total += rows(&next.inputs);
+                batch.push(next);
+            }
+        }
+        if batch.len() == 1 {
+            for job in batch {
+                let answer = plan.run(&job.inputs).map_err(|e| format!("{e:#}"));
+                drop(job.inputs);
+                let _ = job.reply.send(answer);
+            }
+            continue;
+        }
+        let (inputs, replies): (Vec<Vec<Tensor>>, Vec<SyncSender<Answer>>) =
+            batch.into_iter().map(|j| (j.inputs, j.reply)).unzip();
+        match plan.run_rows(&inputs) {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            Err(e) => {
+                let why = format!("{e:#}");
+                for reply in replies {
+                    let _ = reply.send(Err(why.clone()));
+                }
+            }
+        }
     }
 }

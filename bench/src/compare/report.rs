@@ -38,13 +38,12 @@ fn cell_json(cell: &Option<Cell>, concurrency: usize) -> Value {
     })
 }
 
-/// A variant's name in the report: `sealed+batchN` / `plain+batchN` when its enclave batched
-/// the model (`--dynamic-batch MODEL=N`), and `bare (unbatched)` beside them (bare never
-/// batches); the plain variant name otherwise.
+/// A variant's name in the report: `sealed+batchN` / `plain+batchN` / `bare+batchN` when the
+/// model ran with dynamic batching of N rows (the enclaves' `--dynamic-batch MODEL=N`, bare's
+/// pool the same in-process); the plain variant name otherwise.
 pub fn variant_label(variant: &str, batch_rows: Option<u64>) -> String {
     match (variant, batch_rows) {
         (_, None) => variant.to_string(),
-        ("bare", Some(_)) => "bare (unbatched)".to_string(),
         (_, Some(n)) => format!("{variant}+batch{n}"),
     }
 }
@@ -316,9 +315,9 @@ pub fn table(j: &Value) -> String {
     match s["dynamic_batch"].as_u64() {
         Some(n) => out.push_str(&format!(
             "Dynamic batching ON: the sealed and plain enclaves ran with `--dynamic-batch \
-             MODEL=ROWS` for {} (variants `sealed+batch{n}`, `plain+batch{n}`); bare tract is \
-             unbatched (`bare (unbatched)`); every answer is still checked, request by request, \
-             against bare's.\n",
+             MODEL=ROWS` for {} (variants `sealed+batch{n}`, `plain+batch{n}`), and bare tract's \
+             pool joined its queued jobs the same way (`bare+batch{n}`: zero wait, up to {n} \
+             rows); every answer is still checked, request by request, against bare's lone run.\n",
             if models_batched.is_empty() {
                 "no model".to_string()
             } else {
