@@ -1246,8 +1246,10 @@ mod tests {
                 }
             }
         }
-        // And through a batching pool under concurrent callers: every answer is the lone one.
-        let pool = Arc::new(bare::Pool::start(Arc::clone(&plan), 1, Some(8)).unwrap());
+        // And through a batching pool of 2 workers under concurrent callers (one worker gathering
+        // while the other waits for work must not hold each other up): every answer is the lone
+        // one.
+        let pool = Arc::new(bare::Pool::start(Arc::clone(&plan), 2, Some(8)).unwrap());
         let threads: Vec<_> = (0..6)
             .map(|k| {
                 let (pool, plan, input) = (

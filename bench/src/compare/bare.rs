@@ -257,10 +257,15 @@ fn worker(plan: &Plan, rx: &Mutex<Receiver<Job>>, max_rows: usize) {
         let mut batch = vec![first];
         if max_rows > 1 {
             let mut total = rows(&batch[0].inputs);
-            while let Ok(next) = match rx.lock() {
-                Ok(rx) => rx.try_recv().map_err(|_| ()),
-                Err(_) => Err(()),
-            } {
+            loop {
+                // `try_lock`: another worker may hold the receiver while it waits in `recv`
+                // for new work, which may never come while this worker holds the callers'
+                // jobs; then this batch is complete.
+                let next = match rx.try_lock() {
+                    Ok(rx) => rx.try_recv().ok(),
+                    Err(_) => None,
+                };
+                let Some(next) = next else { break };
                 let fits = total + rows(&next.inputs) <= max_rows
                     && next.inputs.len() == batch[0].inputs.len()
                     && next
