@@ -226,16 +226,7 @@ fn cases() -> Vec<Case> {
             "http",
             "POST /v1/infer with MAX_SEALED_MESSAGE_LEN + 1 bytes (Content-Length)",
             "413 request_too_large",
-            |c| http_expect(
-                c,
-                "POST",
-                "/v1/infer",
-                Some(vec![0x5a; MAX_SEALED_MESSAGE_LEN + 1]),
-                None,
-                413,
-                Some("request_too_large")
-            )
-            .await
+            |c| oversized_content_length(c).await
         ),
         case!(
             "http_oversized_chunked_body",
@@ -1779,6 +1770,23 @@ async fn raw_http_expect(c: &Ctx, request: Vec<u8>, want: u16) -> CaseResult {
     let buf = raw_exchange(&c.host_addr(), request, false).await?;
     let (status, body) = parse_raw_response(&buf)?;
     expect_status(status, &body, want, None)
+}
+
+/// The host refuses on the Content-Length alone and closes without reading the body, so the
+/// answer is read while the body is still being written (a client that writes everything before
+/// reading, as reqwest does, may instead see the connection reset by the unread bytes: a race
+/// this test must not depend on).
+async fn oversized_content_length(c: &Ctx) -> CaseResult {
+    let addr = c.host_addr();
+    let len = MAX_SEALED_MESSAGE_LEN + 1;
+    let mut req = format!(
+        "POST /v1/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    req.resize(req.len() + len, 0x5a);
+    let buf = raw_exchange(&addr, req, true).await?;
+    let (status, body) = parse_raw_response(&buf)?;
+    expect_status(status, &body, 413, Some("request_too_large"))
 }
 
 async fn oversized_chunked(c: &Ctx) -> CaseResult {
