@@ -45,14 +45,17 @@ pub struct Args {
     #[arg(long)]
     quick: bool,
     /// Only the attestation part.
-    #[arg(long, conflicts_with_all = ["unseal_only", "relay_only"])]
+    #[arg(long, conflicts_with_all = ["unseal_only", "relay_only", "floor_only"])]
     attest_only: bool,
     /// Only the unseal part.
-    #[arg(long, conflicts_with = "relay_only")]
+    #[arg(long, conflicts_with_all = ["relay_only", "floor_only"])]
     unseal_only: bool,
     /// Only the host relay part (needs `sealed-host`, see --bin-dir).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "floor_only")]
     relay_only: bool,
+    /// Only the floor of the sealed path's added time (HPKE steps, socket and HTTP round trips).
+    #[arg(long)]
+    floor_only: bool,
     /// Where `sealed-host` is for the relay part (default: next to this binary).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -108,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut report = serde_json::Map::new();
     // First in the file; the load average after the run is added at the end.
     report.insert("machine".into(), machine_start.clone());
-    let only = args.attest_only || args.unseal_only || args.relay_only;
+    let only = args.attest_only || args.unseal_only || args.relay_only || args.floor_only;
     // Located first: a missing binary fails the run before minutes of other cases.
     let host = if !only || args.relay_only {
         Some(relay::host_binary(args.bin_dir.as_deref())?)
@@ -130,13 +133,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         report.insert("unseal".into(), unseal::json(&result));
     }
 
-    if !only {
+    if !only || args.floor_only {
         let floor = crate::floor::measure(args.quick)?;
         let us = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64).unwrap_or(0.0);
         println!("## Floor of the sealed path's added time (digits-sized request)");
         println!();
         println!("| step | median µs |");
         println!("| --- | ---: |");
+        for (step, label) in [
+            ("seal_request", "HPKE: seal request (client)"),
+            ("open_request", "HPKE: open request (enclave)"),
+            ("seal_response", "HPKE: seal response (enclave)"),
+            ("open_response", "HPKE: open response (client)"),
+        ] {
+            println!("| {label} | {:.1} |", us(&floor["hpke"][step], "median_us"));
+        }
         println!(
             "| HPKE: seal + open request, seal + open response | {:.1} |",
             us(&floor["hpke"], "total_median_us")
