@@ -18,12 +18,10 @@ use std::path::Path;
 use std::pin::Pin;
 use std::time::Duration;
 
-use common::bin_dir;
 use sealed_client::seal::DataKey;
-use sealed_client::{Client, ClientError, Policy, Session, npy};
+use sealed_client::{Client, ClientError, Session, npy};
 use sealed_crypto::KeyConfig;
-use sealed_sim::assets::Digits;
-use sealed_sim::stack::{ModelFile, Paths, SimAws, Stack, StackOptions};
+use sealed_sim::stack::{ModelFile, Stack, StackOptions};
 use sealed_wire::frame::{FrameDecoder, HEADER_LEN, decode_header, encode_frame};
 use sealed_wire::limits::{MAX_FRAME_LEN, MAX_SEALED_MESSAGE_LEN};
 use sealed_wire::{EnclaveRequest, EnclaveResponse, ErrorCode, InferResponse, NamedTensor, Tensor};
@@ -1484,50 +1482,20 @@ struct Keys {
 }
 
 struct Ctx {
-    paths: Paths,
-    aws: SimAws,
-    stack: Stack,
-    digits: Digits,
+    sim: common::Sim,
     model_bytes: Vec<u8>,
     session: Session,
     http: reqwest::Client,
     keys: Keys,
-    _tmp: tempfile::TempDir,
 }
 
 impl Ctx {
     async fn start() -> Ctx {
-        let tmp = tempfile::tempdir().unwrap();
-        let paths = Paths {
-            bin_dir: bin_dir(),
-            assets: sealed_sim::assets::default_dir(),
-            workdir: tmp.path().to_path_buf(),
-            child_log: "warn".to_string(),
-        };
-        let digits = Digits::load(&paths.assets).unwrap();
-        sealed_sim::stack::write_mock_ca(&paths).unwrap();
-        let aws = SimAws::start(&paths).await.unwrap();
-        let stack = Stack::start_with(
-            &paths,
-            StackOptions {
-                name: "",
-                enclave_binary: paths.enclave(),
-                plaintext_models: vec![ModelFile {
-                    id: "digits".into(),
-                    path: digits.model.clone(),
-                }],
-                aws: Some(&aws),
-                enclave_args: Vec::new(),
-                host_args: Vec::new(),
-                host_enclave_socket: None,
-            },
-        )
-        .await
-        .unwrap();
-        let kms = aws.owner_kms_client().await.unwrap();
+        let sim = common::Sim::start_with_aws(&[], &[]).await;
+        let kms = sim.aws().owner_kms_client().await.unwrap();
         let key_arn = kms
             .create_key()
-            .policy(sealed_sim::stack::key_policy(&stack.pcr0))
+            .policy(sealed_sim::stack::key_policy(&sim.stack.pcr0))
             .send()
             .await
             .unwrap()
@@ -1547,22 +1515,10 @@ impl Ctx {
         let [bad_onnx, truncated, bad_digest, control] = <[DataKey; 4]>::try_from(data_keys)
             .map_err(|_| "four keys")
             .unwrap();
-        let pem = std::fs::read_to_string(&stack.root_pem).unwrap();
-        let policy = Policy::new()
-            .trust_root_pem(&pem)
-            .unwrap()
-            .expect_pcr(0, stack.pcr0.to_vec());
-        let session = Client::new(&stack.host_url, policy)
-            .unwrap()
-            .attest()
-            .await
-            .unwrap();
-        let model_bytes = std::fs::read(&digits.model).unwrap();
+        let session = sim.session().await;
+        let model_bytes = std::fs::read(&sim.digits.model).unwrap();
         Ctx {
-            paths,
-            aws,
-            stack,
-            digits,
+            sim,
             model_bytes,
             session,
             http: reqwest::Client::builder()
@@ -1575,25 +1531,15 @@ impl Ctx {
                 bad_digest,
                 control,
             },
-            _tmp: tmp,
         }
     }
 
     async fn stop(self) {
-        self.stack.stop().await;
-        self.aws.stop().await;
-    }
-
-    fn policy(&self) -> Policy {
-        let pem = std::fs::read_to_string(&self.stack.root_pem).unwrap();
-        Policy::new()
-            .trust_root_pem(&pem)
-            .unwrap()
-            .expect_pcr(0, self.stack.pcr0.to_vec())
+        self.sim.stop().await;
     }
 
     fn host_addr(&self) -> String {
-        addr_of(&self.stack.host_url)
+        addr_of(&self.sim.stack.host_url)
     }
 
     fn key_config(&self) -> KeyConfig {
@@ -1602,7 +1548,7 @@ impl Ctx {
 
     /// A valid sealed request through the SDK gets the digits model's expected label.
     async fn check_serving(&self) -> CaseResult {
-        let example = &self.digits.examples[0];
+        let example = &self.sim.digits.examples[0];
         let tensor = npy::read_file(&example.file).map_err(|e| e.to_string())?;
         let outputs = self
             .session
@@ -1711,7 +1657,8 @@ async fn http_expect(
     want: u16,
     want_name: Option<&str>,
 ) -> CaseResult {
-    let (status, body) = http_send(c, &c.stack.host_url, method, path, body, content_type).await?;
+    let (status, body) =
+        http_send(c, &c.sim.stack.host_url, method, path, body, content_type).await?;
     expect_status(status, &body, want, want_name)
 }
 
@@ -1831,7 +1778,7 @@ async fn oversized_headers(c: &Ctx) -> CaseResult {
 }
 
 async fn valid_request_with_content_type(c: &Ctx, content_type: &str) -> CaseResult {
-    let example = &c.digits.examples[0];
+    let example = &c.sim.digits.examples[0];
     let tensor = npy::read_file(&example.file).map_err(|e| e.to_string())?;
     let plaintext = sealed_wire::InferRequest {
         request_id: random_bytes(16).try_into().unwrap(),
@@ -1853,13 +1800,13 @@ async fn valid_request_with_content_type(c: &Ctx, content_type: &str) -> CaseRes
 /// H2: a client that never finishes its headers is cut off at `--http-header-timeout-secs`.
 async fn slowloris(c: &Ctx) -> CaseResult {
     let stack = Stack::start_with(
-        &c.paths,
+        &c.sim.paths,
         StackOptions {
             name: "slow-",
-            enclave_binary: c.paths.enclave(),
+            enclave_binary: c.sim.paths.enclave(),
             plaintext_models: vec![ModelFile {
                 id: "digits".into(),
-                path: c.digits.model.clone(),
+                path: c.sim.digits.model.clone(),
             }],
             aws: None,
             enclave_args: Vec::new(),
@@ -1872,12 +1819,12 @@ async fn slowloris(c: &Ctx) -> CaseResult {
     let result = slowloris_against(&stack).await;
     // A normal client of the same host is unaffected.
     let serving = async {
-        let session = Client::new(&stack.host_url, c.policy())
+        let session = Client::new(&stack.host_url, c.sim.policy())
             .map_err(|e| e.to_string())?
             .attest()
             .await
             .map_err(|e| format!("attesting the slowloris stack: {e}"))?;
-        let example = &c.digits.examples[0];
+        let example = &c.sim.digits.examples[0];
         let tensor = npy::read_file(&example.file).map_err(|e| e.to_string())?;
         let outputs = session
             .infer(
@@ -1947,7 +1894,7 @@ async fn post_sealed(
 ) -> Result<(u16, Vec<u8>), String> {
     http_send(
         c,
-        &c.stack.host_url,
+        &c.sim.stack.host_url,
         "POST",
         "/v1/infer",
         Some(body),
@@ -2012,7 +1959,7 @@ async fn sealed_to_another_key(c: &Ctx) -> CaseResult {
 }
 
 async fn hand_built_control(c: &Ctx) -> CaseResult {
-    let example = &c.digits.examples[0];
+    let example = &c.sim.digits.examples[0];
     let tensor = npy::read_file(&example.file).map_err(|e| e.to_string())?;
     let id: [u8; 16] = random_bytes(16).try_into().unwrap();
     let sent = now_ms();
@@ -2128,7 +2075,7 @@ async fn replay_identical(c: &Ctx) -> CaseResult {
     let (status, body) = post_sealed(c, first, None).await?;
     match open_response(status, &body, opener1)? {
         InferResponse::Ok { outputs } => {
-            check_label(&outputs, &c.digits.examples[0].predicted_labels)
+            check_label(&outputs, &c.sim.digits.examples[0].predicted_labels)
                 .map_err(|e| format!("first send: {e}"))?
         }
         InferResponse::Error { code, message } => {
@@ -2284,7 +2231,7 @@ fn named(name: &str, tensor: C) -> C {
 }
 
 fn digit_input(c: &Ctx) -> C {
-    let t = npy::read_file(&c.digits.examples[0].file).unwrap();
+    let t = npy::read_file(&c.sim.digits.examples[0].file).unwrap();
     named("input", tensor_of(&t))
 }
 
@@ -2340,7 +2287,7 @@ fn header(len: u32, request_id: u64) -> [u8; HEADER_LEN] {
 }
 
 fn enclave_socket(c: &Ctx) -> &Path {
-    c.stack.enclave_socket()
+    c.sim.stack.enclave_socket()
 }
 
 /// Sends `bytes` (then closes the write side if `half_close`); the enclave must close the
@@ -2503,7 +2450,7 @@ async fn upload_expect_ct(
     want: u16,
     name: &str,
 ) -> CaseResult {
-    let admin = c.stack.admin_url.clone().ok_or("no admin API")?;
+    let admin = c.sim.stack.admin_url.clone().ok_or("no admin API")?;
     let (status, body) = http_send(
         c,
         &admin,
@@ -2522,7 +2469,7 @@ async fn upload_expect(c: &Ctx, body: Vec<u8>, want: u16, name: &str) -> CaseRes
 
 async fn valid_sealed_upload(c: &Ctx) -> CaseResult {
     let file = sealed_file(&c.keys.control, "digits-sealed", &c.model_bytes, None);
-    let admin = c.stack.admin_url.clone().ok_or("no admin API")?;
+    let admin = c.sim.stack.admin_url.clone().ok_or("no admin API")?;
     let (status, body) = http_send(
         c,
         &admin,
@@ -2535,12 +2482,12 @@ async fn valid_sealed_upload(c: &Ctx) -> CaseResult {
     if status != 200 {
         return Err(format!("upload: HTTP {status} {}", error_name(&body)));
     }
-    let session = Client::new(&c.stack.host_url, c.policy())
+    let session = Client::new(&c.sim.stack.host_url, c.sim.policy())
         .map_err(|e| e.to_string())?
         .attest()
         .await
         .map_err(|e| e.to_string())?;
-    let example = &c.digits.examples[0];
+    let example = &c.sim.digits.examples[0];
     let tensor = npy::read_file(&example.file).map_err(|e| e.to_string())?;
     let outputs = session
         .infer(
@@ -2579,8 +2526,8 @@ async fn attest_refused(c: &Ctx, tamper: Tamper, want_step: &str) -> CaseResult 
         "http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
     );
-    let upstream = c.stack.host_url.clone();
-    let pcr0 = c.stack.pcr0;
+    let upstream = c.sim.stack.host_url.clone();
+    let pcr0 = c.sim.stack.pcr0;
     let http = c.http.clone();
     let proxy = tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
@@ -2588,7 +2535,7 @@ async fn attest_refused(c: &Ctx, tamper: Tamper, want_step: &str) -> CaseResult 
             tokio::spawn(proxy_one(conn, upstream, http, tamper, pcr0));
         }
     });
-    let result = Client::new(&proxy_url, c.policy())
+    let result = Client::new(&proxy_url, c.sim.policy())
         .map_err(|e| e.to_string())?
         .attest()
         .await;

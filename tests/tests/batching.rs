@@ -7,73 +7,23 @@ mod common;
 
 use std::sync::Arc;
 
-use sealed_client::{Client, Policy, Session, npy};
-use sealed_sim::assets::Digits;
-use sealed_sim::stack::{ModelFile, Paths, Stack, StackOptions, write_mock_ca};
-use sealed_wire::{NamedTensor, Tensor};
-
-async fn start(
-    enclave_args: &[&str],
-    host_args: &[String],
-    tmp: &tempfile::TempDir,
-) -> (Stack, Digits) {
-    let paths = Paths {
-        bin_dir: common::bin_dir(),
-        assets: sealed_sim::assets::default_dir(),
-        workdir: tmp.path().to_path_buf(),
-        child_log: "warn".to_string(),
-    };
-    let digits = Digits::load(&paths.assets).unwrap();
-    write_mock_ca(&paths).unwrap();
-    let stack = Stack::start_with(
-        &paths,
-        StackOptions {
-            name: "",
-            enclave_binary: paths.enclave(),
-            plaintext_models: vec![ModelFile {
-                id: "digits".to_string(),
-                path: digits.model.clone(),
-            }],
-            aws: None,
-            enclave_args: enclave_args.iter().map(|a| a.to_string()).collect(),
-            host_args: host_args.to_vec(),
-            host_enclave_socket: None,
-        },
-    )
-    .await
-    .unwrap();
-    (stack, digits)
-}
-
-async fn session(stack: &Stack) -> Session {
-    let pem = std::fs::read_to_string(&stack.root_pem).unwrap();
-    let policy = Policy::new()
-        .trust_root_pem(&pem)
-        .unwrap()
-        .expect_pcr(0, stack.pcr0.to_vec());
-    Client::new(&stack.host_url, policy)
-        .unwrap()
-        .attest()
-        .await
-        .unwrap()
-}
+use sealed_client::npy;
+use sealed_wire::Tensor;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_to_a_batching_model_each_get_their_own_answer() {
-    let tmp = tempfile::tempdir().unwrap();
     let metrics = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap();
-    let (stack, digits) = start(
+    let sim = common::Sim::start(
         &["--workers", "1", "--dynamic-batch", "digits=8"],
-        &["--metrics-listen".to_string(), metrics.to_string()],
-        &tmp,
+        &["--metrics-listen", &metrics.to_string()],
     )
     .await;
-    let session = Arc::new(session(&stack).await);
+    let session = Arc::new(sim.session().await);
     let examples: Arc<Vec<(Tensor, Vec<i64>)>> = Arc::new(
-        digits
+        sim.digits
             .examples
             .iter()
             .map(|e| (npy::read_file(&e.file).unwrap(), e.predicted_labels.clone()))
@@ -90,13 +40,7 @@ async fn concurrent_requests_to_a_batching_model_each_get_their_own_answer() {
             for round in 0..6 {
                 let (input, want) = &examples[(client + round) % examples.len()];
                 let outputs = session
-                    .infer(
-                        "digits",
-                        vec![NamedTensor {
-                            name: "input".to_string(),
-                            tensor: input.clone(),
-                        }],
-                    )
+                    .infer("digits", common::input(input.clone()))
                     .await
                     .unwrap();
                 let label = outputs.iter().find(|o| o.name == "label").unwrap();
@@ -132,14 +76,7 @@ async fn concurrent_requests_to_a_batching_model_each_get_their_own_answer() {
 
 #[tokio::test]
 async fn a_bad_dynamic_batch_flag_stops_the_enclave_with_a_usage_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        bin_dir: common::bin_dir(),
-        assets: sealed_sim::assets::default_dir(),
-        workdir: tmp.path().to_path_buf(),
-        child_log: "warn".to_string(),
-    };
-    let out = std::process::Command::new(paths.enclave())
+    let out = std::process::Command::new(common::bin_dir().join("sealed-enclave"))
         .args([
             "--listen",
             "unix:/nonexistent/sock",

@@ -901,16 +901,11 @@ fn render_refuses_bad_accounts_arns_and_measurements() {
 /// a model sealed under it loads; under a policy for another PCR0 it is refused.
 #[tokio::test]
 async fn rendered_key_policy_releases_the_model_key_only_to_the_measured_enclave() {
-    use sealed_sim::stack::{Paths, SimAws, Stack, StackOptions};
+    use sealed_sim::stack::{SimAws, Stack, StackOptions};
 
-    let bins = common::bin_dir();
     let tmp = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        bin_dir: bins.clone(),
-        assets: sealed_sim::assets::default_dir(),
-        workdir: tmp.path().to_path_buf(),
-        child_log: "warn".to_string(),
-    };
+    let paths = common::paths(tmp.path());
+    let bins = paths.bin_dir.clone();
     sealed_sim::stack::write_mock_ca(&paths).unwrap();
 
     // The release's measurements, as an operator would get them for a simulation build.

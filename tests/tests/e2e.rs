@@ -2,59 +2,12 @@
 
 mod common;
 
-use common::bin_dir;
+use common::{Sim, bin_dir, input};
 use std::process::Command;
 use std::time::Duration;
 
 use sealed_client::{Client, ClientError, Policy, npy};
-use sealed_sim::assets::Digits;
-use sealed_sim::stack::{ModelFile, Paths, Stack};
-use sealed_wire::{ErrorCode, NamedTensor, Tensor};
-
-struct Running {
-    stack: Option<Stack>,
-    digits: Digits,
-    _tmp: tempfile::TempDir,
-}
-
-impl Running {
-    fn stack(&self) -> &Stack {
-        self.stack.as_ref().unwrap()
-    }
-    fn policy(&self) -> Policy {
-        let pem = std::fs::read_to_string(&self.stack().root_pem).unwrap();
-        Policy::new()
-            .trust_root_pem(&pem)
-            .unwrap()
-            .expect_pcr(0, self.stack().pcr0.to_vec())
-    }
-    async fn stop(mut self) {
-        if let Some(s) = self.stack.take() {
-            s.stop().await;
-        }
-    }
-}
-
-async fn start() -> Running {
-    let tmp = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        bin_dir: bin_dir(),
-        assets: sealed_sim::assets::default_dir(),
-        workdir: tmp.path().to_path_buf(),
-        child_log: "warn".to_string(),
-    };
-    let digits = Digits::load(&paths.assets).unwrap();
-    let models = [ModelFile {
-        id: "digits".to_string(),
-        path: digits.model.clone(),
-    }];
-    let stack = Stack::start(&paths, &models).await.unwrap();
-    Running {
-        stack: Some(stack),
-        digits,
-        _tmp: tmp,
-    }
-}
+use sealed_wire::{ErrorCode, Tensor};
 
 fn rand_id() -> [u8; 16] {
     let mut id = [0u8; 16];
@@ -67,13 +20,6 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-fn input(tensor: Tensor) -> Vec<NamedTensor> {
-    vec![NamedTensor {
-        name: "input".to_string(),
-        tensor,
-    }]
 }
 
 fn expected_probabilities(name: &str) -> Vec<f32> {
@@ -96,10 +42,10 @@ fn expected_probabilities(name: &str) -> Vec<f32> {
 
 #[tokio::test]
 async fn verified_sealed_inference_matches_the_models_expected_outputs() {
-    let run = start().await;
-    let client = Client::new(&run.stack().host_url, run.policy()).unwrap();
+    let run = Sim::start(&[], &[]).await;
+    let client = Client::new(&run.stack.host_url, run.policy()).unwrap();
     let session = client.attest().await.unwrap();
-    assert_eq!(session.document().pcrs[&0], run.stack().pcr0.to_vec());
+    assert_eq!(session.document().pcrs[&0], run.stack.pcr0.to_vec());
     assert_eq!(session.models().collect::<Vec<_>>(), vec!["digits"]);
     assert_eq!(
         hex::encode(&session.manifest().models[0].sha384),
@@ -126,12 +72,12 @@ async fn verified_sealed_inference_matches_the_models_expected_outputs() {
 
 #[tokio::test]
 async fn a_client_expecting_another_pcr0_refuses_to_send() {
-    let run = start().await;
-    let pem = std::fs::read_to_string(&run.stack().root_pem).unwrap();
-    let mut other = run.stack().pcr0;
+    let run = Sim::start(&[], &[]).await;
+    let pem = std::fs::read_to_string(&run.stack.root_pem).unwrap();
+    let mut other = run.stack.pcr0;
     other[47] ^= 1;
     let client = Client::new(
-        &run.stack().host_url,
+        &run.stack.host_url,
         Policy::new()
             .trust_root_pem(&pem)
             .unwrap()
@@ -145,7 +91,7 @@ async fn a_client_expecting_another_pcr0_refuses_to_send() {
 
     // Right measurements, but a model digest other than the one served: refused too.
     let client = Client::new(
-        &run.stack().host_url,
+        &run.stack.host_url,
         run.policy().expect_model("digits", vec![0u8; 48]),
     )
     .unwrap();
@@ -155,7 +101,7 @@ async fn a_client_expecting_another_pcr0_refuses_to_send() {
     // And the digest that is served passes.
     let served = hex::decode(&run.digits.model_sha384).unwrap();
     let client = Client::new(
-        &run.stack().host_url,
+        &run.stack.host_url,
         run.policy().expect_model("digits", served),
     )
     .unwrap();
@@ -163,8 +109,8 @@ async fn a_client_expecting_another_pcr0_refuses_to_send() {
 
     // The default trust anchor (AWS Nitro root) never accepts the mock CA.
     let client = Client::new(
-        &run.stack().host_url,
-        Policy::new().expect_pcr(0, run.stack().pcr0.to_vec()),
+        &run.stack.host_url,
+        Policy::new().expect_pcr(0, run.stack.pcr0.to_vec()),
     )
     .unwrap();
     let err = client.attest().await.err().unwrap();
@@ -174,8 +120,8 @@ async fn a_client_expecting_another_pcr0_refuses_to_send() {
 
 #[tokio::test]
 async fn bad_inputs_get_stable_codes_and_the_enclave_keeps_serving() {
-    let run = start().await;
-    let url = run.stack().host_url.clone();
+    let run = Sim::start(&[], &[]).await;
+    let url = run.stack.host_url.clone();
     let session = Client::new(&url, run.policy())
         .unwrap()
         .attest()
@@ -240,7 +186,7 @@ async fn bad_inputs_get_stable_codes_and_the_enclave_keeps_serving() {
     assert_eq!(r.status(), 400);
 
     // A broken frame straight to the enclave's socket: that connection closes, nothing else.
-    let socket = run._tmp.path().join("enclave.sock");
+    let socket = run.paths.workdir.join("enclave.sock");
     let mut raw = tokio::net::UnixStream::connect(&socket).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     raw.write_all(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 1])
@@ -262,8 +208,8 @@ async fn bad_inputs_get_stable_codes_and_the_enclave_keeps_serving() {
 
 #[tokio::test]
 async fn a_response_cannot_be_opened_by_anyone_but_the_requester() {
-    let run = start().await;
-    let url = run.stack().host_url.clone();
+    let run = Sim::start(&[], &[]).await;
+    let url = run.stack.host_url.clone();
     let session = Client::new(&url, run.policy())
         .unwrap()
         .attest()
@@ -302,17 +248,17 @@ async fn a_response_cannot_be_opened_by_anyone_but_the_requester() {
 
 #[tokio::test]
 async fn the_cli_attests_and_infers_against_the_running_stack() {
-    let run = start().await;
+    let run = Sim::start(&[], &[]).await;
     let out = tempfile::tempdir().unwrap();
     let sealed = bin_dir().join("sealed");
-    let pcr = format!("0={}", hex::encode(run.stack().pcr0));
-    let root = run.stack().root_pem.display().to_string();
+    let pcr = format!("0={}", hex::encode(run.stack.pcr0));
+    let root = run.stack.root_pem.display().to_string();
     let example = &run.digits.examples[0];
     let output = Command::new(&sealed)
         .args([
             "infer",
             "--host",
-            &run.stack().host_url,
+            &run.stack.host_url,
             "--trust-root",
             &root,
         ])
@@ -336,7 +282,7 @@ async fn the_cli_attests_and_infers_against_the_running_stack() {
         .args([
             "attest",
             "--host",
-            &run.stack().host_url,
+            &run.stack.host_url,
             "--trust-root",
             &root,
         ])
@@ -352,7 +298,7 @@ async fn the_cli_attests_and_infers_against_the_running_stack() {
 /// names the set it matched; a rolling upgrade adds a second set.
 #[tokio::test]
 async fn a_policy_file_made_from_the_measurements_pins_the_running_enclave() {
-    let run = start().await;
+    let run = Sim::start(&[], &[]).await;
     let dir = tempfile::tempdir().unwrap();
     let bin = bin_dir();
     let ok = |out: &std::process::Output| {
@@ -398,8 +344,8 @@ async fn a_policy_file_made_from_the_measurements_pins_the_running_enclave() {
     ok(&o);
     let attest = || {
         Command::new(bin.join("sealed"))
-            .args(["attest", "--host", &run.stack().host_url, "--trust-root"])
-            .arg(&run.stack().root_pem)
+            .args(["attest", "--host", &run.stack.host_url, "--trust-root"])
+            .arg(&run.stack.root_pem)
             .arg("--policy")
             .arg(&policy)
             .output()
@@ -434,7 +380,7 @@ async fn a_policy_file_made_from_the_measurements_pins_the_running_enclave() {
     assert_eq!(summary["accepted_as"], "v2", "{summary}");
     assert_eq!(
         summary["pcrs"]["0"].as_str().unwrap(),
-        hex::encode(run.stack().pcr0)
+        hex::encode(run.stack.pcr0)
     );
 
     // Retiring v2 leaves a policy that refuses again.

@@ -16,36 +16,20 @@ mod common;
 #[path = "support/processes.rs"]
 mod processes;
 
-use common::bin_dir;
+use common::{bin_dir, input, paths};
 use processes::{spawn_until, start_enclave};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sealed_client::{Client, Policy, Session, npy};
 use sealed_sim::assets::Digits;
-use sealed_sim::stack::{ModelFile, Paths, SimAws, Stack, StackOptions};
-use sealed_wire::{ErrorCode, NamedTensor};
+use sealed_sim::stack::Paths;
+use sealed_wire::ErrorCode;
 use tokio::process::{Child, Command};
 
 /// The model id the sealed copy of the digits model is loaded under (the plaintext copy is
 /// `digits`).
 const SEALED_ID: &str = "sealed-digits";
-
-fn paths(tmp: &Path) -> Paths {
-    Paths {
-        bin_dir: bin_dir(),
-        assets: sealed_sim::assets::default_dir(),
-        workdir: tmp.to_path_buf(),
-        child_log: "warn".to_string(),
-    }
-}
-
-fn input(tensor: sealed_wire::Tensor) -> Vec<NamedTensor> {
-    vec![NamedTensor {
-        name: "input".to_string(),
-        tensor,
-    }]
-}
 
 fn policy(root_pem: &Path, pcr0: &[u8; 48]) -> Policy {
     Policy::new()
@@ -71,62 +55,19 @@ fn error_name(body: &serde_json::Value) -> &str {
 
 /// A simulated stack with AWS: the plaintext digits model loaded at start, sealed uploads
 /// through the admin API.
-struct Sim {
-    paths: Paths,
-    aws: SimAws,
-    stack: Option<Stack>,
-    digits: Digits,
-    _tmp: tempfile::TempDir,
+struct Sim(common::Sim);
+
+impl std::ops::Deref for Sim {
+    type Target = common::Sim;
+    fn deref(&self) -> &common::Sim {
+        &self.0
+    }
 }
 
 impl Sim {
     async fn start() -> Sim {
-        let tmp = tempfile::tempdir().unwrap();
-        let paths = paths(tmp.path());
-        let digits = Digits::load(&paths.assets).unwrap();
-        sealed_sim::stack::write_mock_ca(&paths).unwrap();
-        let aws = SimAws::start(&paths).await.unwrap();
-        let stack = Stack::start_with(
-            &paths,
-            StackOptions {
-                name: "",
-                enclave_binary: paths.enclave(),
-                plaintext_models: vec![ModelFile {
-                    id: "digits".to_string(),
-                    path: digits.model.clone(),
-                }],
-                aws: Some(&aws),
-                // A short KMS deadline so that persistent faults give up in seconds, not 20 s.
-                enclave_args: vec!["--kms-deadline-secs".into(), "8".into()],
-                host_args: Vec::new(),
-                host_enclave_socket: None,
-            },
-        )
-        .await
-        .unwrap();
-        Sim {
-            paths,
-            aws,
-            stack: Some(stack),
-            digits,
-            _tmp: tmp,
-        }
-    }
-
-    fn stack(&self) -> &Stack {
-        self.stack.as_ref().unwrap()
-    }
-
-    fn policy(&self) -> Policy {
-        policy(&self.stack().root_pem, &self.stack().pcr0)
-    }
-
-    async fn session(&self) -> Session {
-        Client::new(&self.stack().host_url, self.policy())
-            .unwrap()
-            .attest()
-            .await
-            .unwrap()
+        // A short KMS deadline so that persistent faults give up in seconds, not 20 s.
+        Sim(common::Sim::start_with_aws(&["--kms-deadline-secs", "8"], &[]).await)
     }
 
     /// The model ids the enclave attests to, sorted.
@@ -144,7 +85,7 @@ impl Sim {
 
     /// A key whose policy releases data keys to an enclave measuring `pcr0`.
     async fn create_key(&self, pcr0: &[u8; 48]) -> String {
-        let kms = self.aws.owner_kms_client().await.unwrap();
+        let kms = self.aws().owner_kms_client().await.unwrap();
         let out = kms
             .create_key()
             .policy(sealed_sim::stack::key_policy(pcr0))
@@ -159,7 +100,7 @@ impl Sim {
         let out = self.paths.workdir.join(format!("{}.sealed", rand_hex()));
         let output = Command::new(bin_dir().join("sealed"))
             .env_clear()
-            .envs(self.aws.owner_env())
+            .envs(self.aws().owner_env())
             .env("AWS_CONFIG_FILE", "/nonexistent/config")
             .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
             .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -169,9 +110,9 @@ impl Sim {
             .arg("--out")
             .arg(&out)
             .arg("--kms-endpoint")
-            .arg(self.aws.kms.endpoint_url())
+            .arg(self.aws().kms.endpoint_url())
             .arg("--ca-bundle")
-            .arg(&self.aws.kms.ca_file)
+            .arg(&self.aws().kms.ca_file)
             .output()
             .await
             .unwrap();
@@ -185,13 +126,13 @@ impl Sim {
 
     /// A sealed file the enclave may open.
     async fn sealed_model(&self) -> Vec<u8> {
-        let key = self.create_key(&self.stack().pcr0).await;
+        let key = self.create_key(&self.stack.pcr0).await;
         self.seal(&key).await
     }
 
     /// POSTs a sealed file to the admin API: (HTTP status, JSON body).
     async fn upload(&self, body: Vec<u8>) -> (u16, serde_json::Value) {
-        let admin = self.stack().admin_url.clone().unwrap();
+        let admin = self.stack.admin_url.clone().unwrap();
         let response = reqwest::Client::builder()
             .no_proxy()
             .build()
@@ -206,11 +147,8 @@ impl Sim {
         (status, response.json().await.unwrap())
     }
 
-    async fn stop(mut self) {
-        if let Some(s) = self.stack.take() {
-            s.stop().await;
-        }
-        self.aws.stop().await;
+    async fn stop(self) {
+        self.0.stop().await;
     }
 }
 
@@ -224,7 +162,7 @@ fn rand_hex() -> String {
 async fn sealed_loads_ride_through_transient_kms_faults() {
     let sim = Sim::start().await;
     let file = sim.sealed_model().await;
-    let faults = sim.aws.kms.faults();
+    let faults = sim.aws().kms.faults();
     let before = faults.stats();
     // One of each transient failure, then a slow but good answer: the enclave retries through
     // all of them within its deadline.
@@ -254,7 +192,7 @@ async fn sealed_loads_ride_through_transient_kms_faults() {
 async fn a_kms_that_keeps_failing_fails_the_load_clearly_and_the_loaded_model_keeps_serving() {
     let sim = Sim::start().await;
     let file = sim.sealed_model().await;
-    let faults = sim.aws.kms.faults();
+    let faults = sim.aws().kms.faults();
     faults.set_spec("unavailable@Decrypt").unwrap();
     let before = faults.stats();
     let (status, body) = sim.upload(file.clone()).await;
@@ -294,11 +232,11 @@ async fn kms_down_denied_or_corrupt_loads_leave_the_other_model_serving() {
     sim.assert_only_plaintext_model_serves().await;
 
     // A key whose policy names another enclave: KMS denies, and no retry changes that.
-    let mut other = sim.stack().pcr0;
+    let mut other = sim.stack.pcr0;
     other[0] ^= 0x01;
     let denied_key = sim.create_key(&other).await;
     let denied = sim.seal(&denied_key).await;
-    let before = sim.aws.kms.faults().stats();
+    let before = sim.aws().kms.faults().stats();
     let (status, body) = sim.upload(denied).await;
     assert_eq!(
         (status, error_name(&body)),
@@ -306,14 +244,14 @@ async fn kms_down_denied_or_corrupt_loads_leave_the_other_model_serving() {
         "{body}"
     );
     assert_eq!(
-        sim.aws.kms.faults().stats().requests - before.requests,
+        sim.aws().kms.faults().stats().requests - before.requests,
         1,
         "access denied is not retried"
     );
     sim.assert_only_plaintext_model_serves().await;
 
     // KMS down: every connection to it closes without an answer.
-    sim.aws.kms.faults().set_spec("drop@Decrypt").unwrap();
+    sim.aws().kms.faults().set_spec("drop@Decrypt").unwrap();
     let (status, body) = sim.upload(file).await;
     assert_eq!(
         (status, error_name(&body)),

@@ -8,75 +8,18 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use rand_core::{TryCryptoRng, TryRng};
-use sealed_client::{Client, Policy, Session, npy};
+use sealed_client::{Client, Session, npy};
 use sealed_crypto::{KeyConfig, ResponseOpener, seal_request};
-use sealed_sim::assets::Digits;
-use sealed_sim::stack::{ModelFile, Paths, Stack, StackOptions, write_mock_ca};
-use sealed_wire::{ErrorCode, InferRequest, InferResponse, NamedTensor, Tensor};
+use sealed_wire::{ErrorCode, InferRequest, InferResponse, Tensor};
 use sha2::{Digest, Sha256};
 
-struct Running {
-    stack: Stack,
-    digits: Digits,
-    _tmp: tempfile::TempDir,
-}
-
-impl Running {
-    fn url(&self) -> &str {
-        &self.stack.host_url
-    }
-
-    fn policy(&self) -> Policy {
-        let pem = std::fs::read_to_string(&self.stack.root_pem).unwrap();
-        Policy::new()
-            .trust_root_pem(&pem)
-            .unwrap()
-            .expect_pcr(0, self.stack.pcr0.to_vec())
-    }
-
-    /// The first example digit and the label the model gives it.
-    fn example(&self) -> (Tensor, Vec<i64>) {
-        let example = &self.digits.examples[0];
-        (
-            npy::read_file(&example.file).unwrap(),
-            example.predicted_labels.clone(),
-        )
-    }
-}
-
-/// The simulation stack with the digits model; `enclave_args` go to `sealed-enclave`.
-async fn start(enclave_args: &[&str]) -> Running {
-    let tmp = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        bin_dir: common::bin_dir(),
-        assets: sealed_sim::assets::default_dir(),
-        workdir: tmp.path().to_path_buf(),
-        child_log: "warn".to_string(),
-    };
-    let digits = Digits::load(&paths.assets).unwrap();
-    write_mock_ca(&paths).unwrap();
-    let stack = Stack::start_with(
-        &paths,
-        StackOptions {
-            name: "",
-            enclave_binary: paths.enclave(),
-            plaintext_models: vec![ModelFile {
-                id: "digits".to_string(),
-                path: digits.model.clone(),
-            }],
-            aws: None,
-            enclave_args: enclave_args.iter().map(|a| a.to_string()).collect(),
-            host_args: Vec::new(),
-            host_enclave_socket: None,
-        },
+/// The first example digit and the label the model gives it.
+fn example(run: &common::Sim) -> (Tensor, Vec<i64>) {
+    let example = &run.digits.examples[0];
+    (
+        npy::read_file(&example.file).unwrap(),
+        example.predicted_labels.clone(),
     )
-    .await
-    .unwrap();
-    Running {
-        stack,
-        digits,
-        _tmp: tmp,
-    }
 }
 
 fn now_ms() -> u64 {
@@ -132,10 +75,7 @@ fn digits_request(tensor: Tensor, request_id: [u8; 16], sent_at_ms: u64) -> Vec<
         request_id,
         sent_at_ms,
         model_id: "digits".to_string(),
-        inputs: vec![NamedTensor {
-            name: "input".to_string(),
-            tensor,
-        }],
+        inputs: common::input(tensor),
     }
     .encode()
     .unwrap()
@@ -187,21 +127,15 @@ fn sealed_error(response: InferResponse) -> ErrorCode {
 /// `Session::infer` on a digit; the model's label.
 async fn infer_label(session: &Session, digit: &Tensor) -> Vec<i64> {
     let outputs = session
-        .infer(
-            "digits",
-            vec![NamedTensor {
-                name: "input".to_string(),
-                tensor: digit.clone(),
-            }],
-        )
+        .infer("digits", common::input(digit.clone()))
         .await
         .unwrap();
     let label = outputs.iter().find(|o| o.name == "label").unwrap();
     label.tensor.to_i64().unwrap()
 }
 
-async fn attested_key(run: &Running) -> KeyConfig {
-    let session = Client::new(run.url(), run.policy())
+async fn attested_key(run: &common::Sim) -> KeyConfig {
+    let session = Client::new(&run.stack.host_url, run.policy())
         .unwrap()
         .attest()
         .await
@@ -211,9 +145,9 @@ async fn attested_key(run: &Running) -> KeyConfig {
 
 #[tokio::test]
 async fn a_replayed_sealed_body_is_answered_replayed_request_sealed_to_the_sender() {
-    let run = start(&[]).await;
+    let run = common::Sim::start(&[], &[]).await;
     let key = attested_key(&run).await;
-    let (digit, want) = run.example();
+    let (digit, want) = example(&run);
     let plaintext = digits_request(digit, random_id(), now_ms());
     let seed = [7u8; 32];
     let (sealed, first_opener) =
@@ -226,16 +160,16 @@ async fn a_replayed_sealed_body_is_answered_replayed_request_sealed_to_the_sende
     );
 
     assert_eq!(
-        label(post_and_open(run.url(), sealed, first_opener).await),
+        label(post_and_open(&run.stack.host_url, sealed, first_opener).await),
         want
     );
     // The host sends the captured body again: the enclave opens it, recognises the id, and
     // answers `replayed_request` inside a response only the original sender can open.
-    let replayed = post_and_open(run.url(), again, second_opener).await;
+    let replayed = post_and_open(&run.stack.host_url, again, second_opener).await;
     assert_eq!(sealed_error(replayed), ErrorCode::ReplayedRequest);
 
     // A new request (new id) is served as usual.
-    let (digit, want) = run.example();
+    let (digit, want) = example(&run);
     let plaintext = digits_request(digit, random_id(), now_ms());
     let (sealed, opener) = seal_request(
         &key,
@@ -243,34 +177,37 @@ async fn a_replayed_sealed_body_is_answered_replayed_request_sealed_to_the_sende
         &mut rand_core::UnwrapErr(getrandom::SysRng),
     )
     .unwrap();
-    assert_eq!(label(post_and_open(run.url(), sealed, opener).await), want);
+    assert_eq!(
+        label(post_and_open(&run.stack.host_url, sealed, opener).await),
+        want
+    );
     run.stack.stop().await;
 }
 
 #[tokio::test]
 async fn a_request_sealed_an_hour_ago_or_an_hour_ahead_is_answered_stale_request() {
-    let run = start(&[]).await;
+    let run = common::Sim::start(&[], &[]).await;
     let key = attested_key(&run).await;
     let mut rng = rand_core::UnwrapErr(getrandom::SysRng);
     let hour_ms = 3_600_000;
     for sent_at in [now_ms() - hour_ms, now_ms() + hour_ms] {
-        let (digit, _) = run.example();
+        let (digit, _) = example(&run);
         let (sealed, opener) =
             seal_request(&key, &digits_request(digit, random_id(), sent_at), &mut rng).unwrap();
-        let response = post_and_open(run.url(), sealed, opener).await;
+        let response = post_and_open(&run.stack.host_url, sealed, opener).await;
         assert_eq!(sealed_error(response), ErrorCode::StaleRequest);
     }
     // A window of 5 s: a request 10 s old is stale, one 1 s old is not.
-    let run5 = start(&["--freshness-window-secs", "5"]).await;
+    let run5 = common::Sim::start(&["--freshness-window-secs", "5"], &[]).await;
     let key = attested_key(&run5).await;
-    let (digit, want) = run5.example();
+    let (digit, want) = example(&run5);
     let (sealed, opener) = seal_request(
         &key,
         &digits_request(digit.clone(), random_id(), now_ms() - 10_000),
         &mut rng,
     )
     .unwrap();
-    let response = post_and_open(run5.url(), sealed, opener).await;
+    let response = post_and_open(&run5.stack.host_url, sealed, opener).await;
     assert_eq!(sealed_error(response), ErrorCode::StaleRequest);
     let (sealed, opener) = seal_request(
         &key,
@@ -278,7 +215,10 @@ async fn a_request_sealed_an_hour_ago_or_an_hour_ahead_is_answered_stale_request
         &mut rng,
     )
     .unwrap();
-    assert_eq!(label(post_and_open(run5.url(), sealed, opener).await), want);
+    assert_eq!(
+        label(post_and_open(&run5.stack.host_url, sealed, opener).await),
+        want
+    );
     run5.stack.stop().await;
     run.stack.stop().await;
 }
@@ -286,28 +226,32 @@ async fn a_request_sealed_an_hour_ago_or_an_hour_ahead_is_answered_stale_request
 #[tokio::test]
 async fn a_session_keeps_working_across_key_rotations_by_attesting_again() {
     // Rotation every 2 s, a retired key still opens requests for 1 s.
-    let run = start(&["--key-rotation-secs", "2", "--key-overlap-secs", "1"]).await;
-    let session = Client::new(run.url(), run.policy())
+    let run = common::Sim::start(
+        &["--key-rotation-secs", "2", "--key-overlap-secs", "1"],
+        &[],
+    )
+    .await;
+    let session = Client::new(&run.stack.host_url, run.policy())
         .unwrap()
         .attest()
         .await
         .unwrap();
     let first_key = session.current().key_config().clone();
-    let (digit, want) = run.example();
+    let (digit, want) = example(&run);
     let infer = || infer_label(&session, &digit);
     assert_eq!(infer().await, want);
 
     // Past rotation + overlap the first key is gone from the enclave: a request sealed to it is
     // refused in the clear, and the session's next request goes through after re-attesting.
     tokio::time::sleep(Duration::from_millis(3_500)).await;
-    let (d, _) = run.example();
+    let (d, _) = example(&run);
     let (sealed, _) = seal_request(
         &first_key,
         &digits_request(d, random_id(), now_ms()),
         &mut rand_core::UnwrapErr(getrandom::SysRng),
     )
     .unwrap();
-    let r = post(run.url(), sealed).await;
+    let r = post(&run.stack.host_url, sealed).await;
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["name"], "unsupported_key_config");

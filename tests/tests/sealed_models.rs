@@ -24,12 +24,7 @@ struct Sim {
 impl Sim {
     async fn start() -> Sim {
         let tmp = tempfile::tempdir().unwrap();
-        let paths = Paths {
-            bin_dir: bin_dir(),
-            assets: sealed_sim::assets::default_dir(),
-            workdir: tmp.path().to_path_buf(),
-            child_log: "warn".to_string(),
-        };
+        let paths = common::paths(tmp.path());
         let digits = Digits::load(&paths.assets).unwrap();
         sealed_sim::stack::write_mock_ca(&paths).unwrap();
         let mut sim = Sim {

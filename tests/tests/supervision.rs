@@ -8,14 +8,12 @@ mod common;
 #[path = "support/processes.rs"]
 mod processes;
 
-use common::bin_dir;
+use common::input;
 use processes::{spawn_until, start_enclave};
 use std::time::{Duration, Instant};
 
 use sealed_client::{Client, Policy, npy};
 use sealed_sim::assets::Digits;
-use sealed_sim::stack::Paths;
-use sealed_wire::NamedTensor;
 use tokio::process::Command;
 
 struct Probe {
@@ -56,22 +54,10 @@ impl Probe {
     }
 }
 
-fn input(tensor: sealed_wire::Tensor) -> Vec<NamedTensor> {
-    vec![NamedTensor {
-        name: "input".to_string(),
-        tensor,
-    }]
-}
-
 #[tokio::test]
 async fn the_host_reports_a_killed_enclave_fails_fast_and_recovers_when_it_returns() {
     let tmp = tempfile::tempdir().unwrap();
-    let paths = Paths {
-        bin_dir: bin_dir(),
-        assets: sealed_sim::assets::default_dir(),
-        workdir: tmp.path().to_path_buf(),
-        child_log: "warn".to_string(),
-    };
+    let paths = common::paths(tmp.path());
     sealed_sim::stack::write_mock_ca(&paths).unwrap();
     let digits = Digits::load(&paths.assets).unwrap();
     let socket = paths.socket();
