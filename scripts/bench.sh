@@ -63,12 +63,24 @@ if [ "$ort_only" = true ]; then
     exit 0
 fi
 
-# 4. Release binaries: host, simulation enclave and sealed-bench in one build (one feature set), then
-#    the plain-HTTP enclave, a separate binary that exists only with `bench-plaintext`.
-#    Both builds select the same packages, so dependencies resolve to the same features and build once.
+# 4. Release binaries: host, simulation enclave and sealed-bench in one build, then the plain-HTTP
+#    enclave, a separate binary that exists only with `bench-plaintext`.
+#    Not one cargo invocation: features are per package in an invocation, and the `sealed-enclave`
+#    binary refuses to compile with `bench-plaintext` (enclave_main.rs), so the plain bench needs
+#    its own. It selects the SAME packages plus one feature that enables no dependency feature
+#    (enclave/Cargo.toml: `bench-plaintext = []`), so every dependency resolves to the same
+#    features and only sealed-enclave's own lib and that binary compile (~1 min; `cargo build -v`
+#    shows tract `Fresh`). Built with `-p sealed-enclave` alone instead, the host's and the
+#    bench's dependencies no longer unify in: serde_json loses `raw_value`, indexmap
+#    `default`/`std`, serde_core and rustix `default`, hashbrown `default-hasher`, syn 3
+#    `extra-traits`/`fold`/`visit`; tract depends on them (`cargo tree -e features -i`), so cargo
+#    rebuilds all of tract (~9 min) beside the first build's copy.
+#    `--bin sealed-enclave-plain-bench` keeps the guard: the `sealed-enclave` binary is not built
+#    here, and target/release/sealed-enclave stays the first build's (without `bench-plaintext`).
 packages=(-p sealed-host -p sealed-enclave -p sealed-bench)
-cargo build --release "${packages[@]}" --features sealed-enclave/simulation
-cargo build --release "${packages[@]}" --features sealed-enclave/simulation,sealed-enclave/bench-plaintext \
+features=sealed-enclave/simulation
+cargo build --release "${packages[@]}" --features "$features"
+cargo build --release "${packages[@]}" --features "$features,sealed-enclave/bench-plaintext" \
     --bin sealed-enclave-plain-bench
 
 # 5. The comparison (bare / sealed / plain, with onnxruntime beside) and the micro-benchmarks.

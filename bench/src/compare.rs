@@ -17,6 +17,8 @@
 //! points; and the enclave's VmHWM after the whole run), `/proc/PID/io` bytes and CPU per request
 //! for host and enclave, the inference worker threads' CPU per request (enclave and bare pool),
 //! and worker scaling. Nothing is asserted about speed: figures are printed and written as JSON.
+//! Every cell records the machine's load average (`/proc/loadavg`) as its measured window opens
+//! and as it ends, so that a figure taken while something else used the cores shows it.
 //!
 //! With `--dynamic-batch N`, the sealed and plain enclaves are started with
 //! `--dynamic-batch MODEL=N` for every model whose input and outputs share a symbolic axis 0
@@ -148,6 +150,8 @@ pub struct Cell {
     pub enclave: Option<Counters>,
     /// This process's counters over the window (bare: its worker threads are the pool's).
     pub bench: Option<Counters>,
+    /// The machine's load average when the measured window opened and when the cell ended.
+    pub load: LoadSpan,
 }
 
 impl Cell {
@@ -240,12 +244,20 @@ pub struct ModelResult {
     pub batch_rows: Option<u32>,
 }
 
+/// One worker count of a scaling run.
+pub struct ScalingRow {
+    pub workers: usize,
+    pub bare_rps: Option<f64>,
+    pub sealed_rps: Option<f64>,
+    pub bare_load: LoadSpan,
+    pub sealed_load: LoadSpan,
+}
+
 /// Worker scaling: throughput at C = 2 × cores for each worker count.
 pub struct Scaling {
     pub model: String,
     pub concurrency: usize,
-    /// (workers, bare rps, sealed rps)
-    pub rows: Vec<(usize, Option<f64>, Option<f64>)>,
+    pub rows: Vec<ScalingRow>,
     /// `--dynamic-batch` rows of the sealed enclaves (None: unbatched).
     pub batch_rows: Option<u32>,
 }
@@ -266,6 +278,44 @@ pub struct Settings {
 /// Cells whose requests would hold more than this many input bytes in flight are skipped (and
 /// listed as skipped): 64 × 16 MB requests would hold gigabytes in client, host and enclave.
 const MAX_IN_FLIGHT_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The system load averages over 1, 5 and 15 minutes (proc(5) `/proc/loadavg`, its first three
+/// fields): runnable plus uninterruptible tasks, so a cell that shared the cores with a build or
+/// another benchmark shows it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LoadAvg {
+    pub one: f64,
+    pub five: f64,
+    pub fifteen: f64,
+}
+
+impl LoadAvg {
+    /// The first three fields of the text of `/proc/loadavg` (`0.68 1.42 1.58 2/87 16227`).
+    pub fn parse(text: &str) -> Option<LoadAvg> {
+        let mut f = text.split_whitespace().map(|v| v.parse::<f64>().ok());
+        let (one, five, fifteen) = (f.next()??, f.next()??, f.next()??);
+        Some(LoadAvg { one, five, fifteen })
+    }
+
+    pub fn read() -> Option<LoadAvg> {
+        LoadAvg::parse(&std::fs::read_to_string("/proc/loadavg").ok()?)
+    }
+}
+
+/// The load average at the start and the end of one measured cell (None: unreadable).
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
+pub struct LoadSpan {
+    pub start: Option<LoadAvg>,
+    pub end: Option<LoadAvg>,
+}
+
+impl LoadSpan {
+    /// `1.23→2.34` (the 1-minute figures), for the lines printed while the cells run.
+    pub fn one_minute(&self) -> String {
+        let one = |l: Option<LoadAvg>| l.map_or("?".to_string(), |l| format!("{:.2}", l.one));
+        format!("{}→{}", one(self.start), one(self.end))
+    }
+}
 
 /// Per-process counters read at the start and the end of a measured window.
 #[derive(Default, Clone, Copy)]
@@ -574,6 +624,7 @@ fn bare_cell(pool: &bare::Pool, case: &Case, concurrency: usize, warmup: f64, se
             .collect();
         std::thread::sleep(w.warm_end.saturating_duration_since(Instant::now()));
         before = Counters::read(me);
+        out.load.start = LoadAvg::read();
         for t in threads {
             if let Ok((lat, errors, s)) = t.join() {
                 out.lat_us.extend(lat);
@@ -587,6 +638,7 @@ fn bare_cell(pool: &bare::Pool, case: &Case, concurrency: usize, warmup: f64, se
         }
     });
     out.bench = before.zip(Counters::read(me)).map(|(a, b)| a.delta(b));
+    out.load.end = LoadAvg::read();
     out.wall_s = span.map_or(0.0, |(a, b)| b.duration_since(a).as_secs_f64());
     out.finish();
     out
@@ -657,6 +709,8 @@ fn machine() -> Value {
         "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
         "kernel": kernel,
         "bench_profile": if cfg!(debug_assertions) { "dev" } else { "release" },
+        // 1, 5 and 15 minutes; `loadavg_end` is added when the run ends. Each cell has its own.
+        "loadavg_start": report::loadavg_json(LoadAvg::read()),
     })
 }
 
@@ -724,11 +778,12 @@ fn run_stack_variant(
                 match cell {
                     Ok(cell) => {
                         eprintln!(
-                            "  {label:<6} {:>9} B  C={c:<3} {:>8.1} req/s  p50 {:.3} ms  errors {}",
+                            "  {label:<6} {:>9} B  C={c:<3} {:>8.1} req/s  p50 {:.3} ms  errors {}  load {}",
                             case.input_bytes,
                             cell.throughput(),
                             cell.p_ms(50.0),
-                            cell.error_count()
+                            cell.error_count(),
+                            cell.load.one_minute()
                         );
                         row.push(Some(cell));
                     }
@@ -787,9 +842,17 @@ pub fn run(args: Args) -> Result<()> {
     } else if plain_bin.is_file() {
         true
     } else {
+        // The same packages as the build of the other binaries, plus the feature: built with
+        // `-p sealed-enclave` alone, the dependencies unify to other features (serde_json,
+        // indexmap, syn, ...) and cargo rebuilds tract (scripts/bench.sh).
         bail!(
-            "{} not found: build it with `cargo build -p sealed-enclave --features simulation,bench-plaintext --bin sealed-enclave-plain-bench` (add --release for figures), or pass --no-plain",
-            plain_bin.display()
+            "{} not found: build it with `cargo build{} -p sealed-host -p sealed-enclave -p sealed-bench --features sealed-enclave/simulation,sealed-enclave/bench-plaintext --bin sealed-enclave-plain-bench` (the package list of the other binaries' build, so that tract is not rebuilt; scripts/bench.sh does this), or pass --no-plain",
+            plain_bin.display(),
+            if cfg!(debug_assertions) {
+                ""
+            } else {
+                " --release"
+            }
         );
     };
     let specs = load_specs(&args.models_dir, &args.models, &mut notes)?;
@@ -831,12 +894,18 @@ pub fn run(args: Args) -> Result<()> {
         dynamic_batch: args.dynamic_batch,
         notes,
     };
-    let machine = machine();
+    let mut machine = machine();
     eprintln!(
-        "sealed-bench compare: {} model(s), workers {workers}, concurrency {concurrency:?}, {seconds} s cells, dynamic batching {}",
+        "sealed-bench compare: {} model(s), variants {}, workers {workers}, concurrency {concurrency:?}, {seconds} s cells, dynamic batching {}, load average {}",
         specs.len(),
+        if plain {
+            "bare, sealed, plain"
+        } else {
+            "bare, sealed (no plain)"
+        },
         args.dynamic_batch
-            .map_or("off".to_string(), |n| format!("up to {n} rows"))
+            .map_or("off".to_string(), |n| format!("up to {n} rows")),
+        report::loadavg_text(&machine["loadavg_start"]),
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -853,7 +922,8 @@ pub fn run(args: Args) -> Result<()> {
                 spec.id,
                 spec.file.display(),
                 batch_rows.map_or(String::new(), |n| format!(
-                    ", enclaves with --dynamic-batch {}={n}",
+                    ", {} with --dynamic-batch {}={n}",
+                    if plain { "enclaves" } else { "enclave" },
                     spec.id
                 ))
             );
@@ -904,11 +974,13 @@ pub fn run(args: Args) -> Result<()> {
                     }
                     let cell = bare_cell(&pool, case, c, warmup, seconds);
                     eprintln!(
-                        "  bare   {:>9} B  C={c:<3} {:>8.1} req/s  p50 {:.3} ms  errors {}",
+                        "  {:<6} {:>9} B  C={c:<3} {:>8.1} req/s  p50 {:.3} ms  errors {}  load {}",
+                        report::variant_label("bare", batch_rows.map(u64::from)),
                         case.input_bytes,
                         cell.throughput(),
                         cell.p_ms(50.0),
-                        cell.error_count()
+                        cell.error_count(),
+                        cell.load.one_minute()
                     );
                     row.push(Some(cell));
                 }
@@ -977,13 +1049,25 @@ pub fn run(args: Args) -> Result<()> {
                         warmup,
                         seconds,
                     )?;
-                    let s_rps = s
+                    let s_cell = s
                         .cells
                         .first()
                         .and_then(|r| r.first())
-                        .and_then(|c| c.as_ref())
-                        .map(Cell::throughput);
-                    rows.push((w, Some(b.throughput()), s_rps));
+                        .and_then(|c| c.as_ref());
+                    eprintln!(
+                        "  scaling: workers {w}: bare {:.1} req/s (load {}), sealed {} req/s (load {})",
+                        b.throughput(),
+                        b.load.one_minute(),
+                        s_cell.map_or("-".to_string(), |c| format!("{:.1}", c.throughput())),
+                        s_cell.map_or("?→?".to_string(), |c| c.load.one_minute()),
+                    );
+                    rows.push(ScalingRow {
+                        workers: w,
+                        bare_rps: Some(b.throughput()),
+                        sealed_rps: s_cell.map(Cell::throughput),
+                        bare_load: b.load,
+                        sealed_load: s_cell.map(|c| c.load).unwrap_or_default(),
+                    });
                 }
                 scaling.push(Scaling {
                     model: spec.id.clone(),
@@ -1007,6 +1091,7 @@ pub fn run(args: Args) -> Result<()> {
     })();
     rt.block_on(sim.stop());
     outcome?;
+    machine["loadavg_end"] = report::loadavg_json(LoadAvg::read());
 
     let json = report::json(&machine, &settings, &results, &scaling, ort.as_ref());
     print!("{}", report::table(&json));
@@ -1585,7 +1670,13 @@ mod tests {
         let scaling = [Scaling {
             model: "large".into(),
             concurrency: 4,
-            rows: vec![(1, Some(10.0), Some(12.0))],
+            rows: vec![ScalingRow {
+                workers: 1,
+                bare_rps: Some(10.0),
+                sealed_rps: Some(12.0),
+                bare_load: LoadSpan::default(),
+                sealed_load: LoadSpan::default(),
+            }],
             batch_rows: Some(8),
         }];
         let j = report::json(&machine(), &settings, &results, &scaling, None);
@@ -1615,8 +1706,163 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains("| large (sealed+batch8) | 4 | 1 |"),
+            table.contains("| large (sealed+batch8) | 4 | 1 | 10.0 | 12.0 | 1.20 | - | - |"),
             "{table}"
         );
+        // Plain ran: the header names it and the batching sentence covers both enclaves.
+        assert!(table.contains("plain (the same stack"), "{table}");
+        assert!(
+            table.contains("the sealed and plain enclaves ran with"),
+            "{table}"
+        );
+        assert!(table.contains("## Sealed beside bare and plain"), "{table}");
+    }
+
+    #[test]
+    fn loadavg_is_parsed_from_proc_and_read_on_this_machine() {
+        let l = LoadAvg::parse("0.68 1.42 1.58 2/87 16227\n").unwrap();
+        assert_eq!(
+            l,
+            LoadAvg {
+                one: 0.68,
+                five: 1.42,
+                fifteen: 1.58
+            }
+        );
+        assert_eq!(LoadAvg::parse("0.68 1.42"), None);
+        assert_eq!(LoadAvg::parse("0.68 x 1.58 2/87 1"), None);
+        assert_eq!(LoadAvg::parse(""), None);
+        let now = LoadAvg::read().expect("/proc/loadavg on Linux");
+        assert!(now.one >= 0.0 && now.five >= 0.0 && now.fifteen >= 0.0);
+        let span = LoadSpan {
+            start: Some(l),
+            end: None,
+        };
+        assert_eq!(span.one_minute(), "0.68→?");
+    }
+
+    #[test]
+    fn each_cell_and_scaling_row_carries_its_load_average_and_the_tables_show_it() {
+        let at = |one: f64| {
+            Some(LoadAvg {
+                one,
+                five: 1.0,
+                fifteen: 0.5,
+            })
+        };
+        let cell = |c: usize, start: f64, end: f64| Cell {
+            concurrency: c,
+            lat_us: vec![1000; 10],
+            wall_s: 1.0,
+            load: LoadSpan {
+                start: at(start),
+                end: at(end),
+            },
+            ..Cell::default()
+        };
+        let run = |cells: Vec<Option<Cell>>| VariantRun {
+            skipped: None,
+            cells: vec![cells],
+            load_ms: None,
+            hwm_kb: None,
+            mem: MemSteps::default(),
+            chunk_size: None,
+        };
+        let results = [ModelResult {
+            id: "digits".into(),
+            bytes: 1,
+            cases: vec![256],
+            // Bare: steady. Sealed: a busy machine in the middle cell (2.9), above both ends.
+            bare: run(vec![Some(cell(1, 0.2, 0.3)), Some(cell(4, 0.3, 0.4))]),
+            sealed: run(vec![Some(cell(1, 0.4, 2.9)), Some(cell(4, 2.9, 1.1))]),
+            plain: VariantRun::skipped("not run (--no-plain)".into()),
+            batch_rows: None,
+        }];
+        let settings = Settings {
+            workers: 2,
+            cores: 2,
+            concurrency: vec![1, 4],
+            seconds: 1.0,
+            warmup: 0.1,
+            quick: true,
+            plain: false,
+            dynamic_batch: Some(8),
+            notes: Vec::new(),
+        };
+        let scaling = [Scaling {
+            model: "digits".into(),
+            concurrency: 4,
+            rows: vec![ScalingRow {
+                workers: 2,
+                bare_rps: Some(10.0),
+                sealed_rps: None,
+                bare_load: LoadSpan {
+                    start: at(0.5),
+                    end: at(0.75),
+                },
+                sealed_load: LoadSpan::default(),
+            }],
+            batch_rows: None,
+        }];
+        let mut machine = machine();
+        machine["loadavg_start"] = report::loadavg_json(at(0.25));
+        machine["loadavg_end"] = report::loadavg_json(at(1.5));
+        let j = report::json(&machine, &settings, &results, &scaling, None);
+        let sealed = &j["models"][0]["cases"][0]["variants"]["sealed"]["cells"];
+        assert_eq!(
+            sealed[0]["loadavg_start"],
+            serde_json::json!([0.4, 1.0, 0.5])
+        );
+        assert_eq!(sealed[0]["loadavg_end"], serde_json::json!([2.9, 1.0, 0.5]));
+        assert_eq!(sealed[1]["loadavg_end"][0], 1.1);
+        // The fields the report had before stay as they were.
+        assert_eq!(sealed[0]["p50_ms"], 1.0);
+        assert_eq!(sealed[0]["throughput_rps"], 10.0);
+        let row = &j["scaling"][0]["rows"][0];
+        assert_eq!(row["bare_loadavg_start"][0], 0.5);
+        assert_eq!(row["bare_loadavg_end"][0], 0.75);
+        assert!(row["sealed_loadavg_start"].is_null());
+        assert_eq!(row["bare_rps"], 10.0);
+
+        let table = report::table(&j);
+        assert!(table.contains("| C=1 | C=4 | errors | load |"), "{table}");
+        assert!(
+            table.contains(
+                "| digits | 256 B | bare | 1.000 | 1.000 | 1.000 | 10.0 | 10.0 | 0 | 0.20→0.40 |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("| digits | 256 B | sealed | 1.000 | 1.000 | 1.000 | 10.0 | 10.0 | 0 | 0.40→1.10 (max 2.90) |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| digits | 256 B | plain | - | - | - | - | - | not run (--no-plain) | - |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("Load average (1, 5, 15 min): 0.25 1.00 0.50 at the start, 1.50 1.00 0.50 at the end"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| digits | 4 | 2 | 10.0 | - | - | 0.50→0.75 | - |"),
+            "{table}"
+        );
+        // --no-plain: the header says what ran, and no table has plain columns.
+        assert!(
+            table.contains("The plain-HTTP variant did not run"),
+            "{table}"
+        );
+        assert!(
+            table.contains("Dynamic batching ON: the sealed enclave ran with"),
+            "{table}"
+        );
+        assert!(table.contains("(variant `sealed+batch8`)"), "{table}");
+        assert!(!table.contains("sealed and plain"), "{table}");
+        assert!(!table.contains("sealed/plain"), "{table}");
+        assert!(!table.contains("plain upload"), "{table}");
+        assert!(table.contains("## Sealed beside bare\n"), "{table}");
     }
 }

@@ -13,7 +13,7 @@ use sealed_client::{Client, Policy, Session};
 use sealed_sim::stack::{Paths, SimAws, Stack, StackOptions, key_policy, measure};
 use sealed_wire::{InferRequest, InferResponse, NamedTensor};
 
-use super::{Case, Cell, Counters, Window, check_answer};
+use super::{Case, Cell, Counters, LoadAvg, Window, check_answer};
 use crate::load::{Mem, read_mem};
 
 /// Which path requests take through the stack.
@@ -429,6 +429,7 @@ pub async fn cell(
         concurrency,
         ..Cell::default()
     };
+    out.load.start = LoadAvg::read();
     let mut span = None;
     for t in tasks {
         let s = t.await?;
@@ -444,6 +445,7 @@ pub async fn cell(
     });
     out.host = before.0.zip(after.0).map(|(a, b)| a.delta(b));
     out.enclave = before.1.zip(after.1).map(|(a, b)| a.delta(b));
+    out.load.end = LoadAvg::read();
     out.finish();
     Ok(out)
 }

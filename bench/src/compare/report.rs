@@ -2,12 +2,27 @@
 
 use serde_json::{Value, json};
 
-use super::{Cell, MAX_IN_FLIGHT_BYTES, MemSteps, ModelResult, Scaling, Settings, VariantRun};
+use super::{
+    Cell, LoadAvg, MAX_IN_FLIGHT_BYTES, MemSteps, ModelResult, Scaling, Settings, VariantRun,
+};
 use crate::load::Mem;
 
 fn round(x: f64, digits: i32) -> f64 {
     let k = 10f64.powi(digits);
     (x * k).round() / k
+}
+
+/// `[1 min, 5 min, 15 min]` (null when `/proc/loadavg` could not be read).
+pub fn loadavg_json(l: Option<LoadAvg>) -> Value {
+    l.map_or(Value::Null, |l| json!([l.one, l.five, l.fifteen]))
+}
+
+/// `0.68 1.42 1.58` from [`loadavg_json`]'s array, `?` without one.
+pub fn loadavg_text(v: &Value) -> String {
+    match v.as_array() {
+        Some(a) if !a.is_empty() => a.iter().map(|x| num(x, 2)).collect::<Vec<_>>().join(" "),
+        _ => "?".into(),
+    }
 }
 
 fn cell_json(cell: &Option<Cell>, concurrency: usize) -> Value {
@@ -35,6 +50,10 @@ fn cell_json(cell: &Option<Cell>, concurrency: usize) -> Value {
         "worker_cpu_us_per_request": c.worker_cpu_us_per_request().map(|v| v.round()),
         "host_ctx_switches_per_request": c.per_request(c.host.map(|h| h.ctx_switches)).map(|v| round(v, 1)),
         "enclave_ctx_switches_per_request": c.per_request(c.enclave.map(|e| e.ctx_switches)).map(|v| round(v, 1)),
+        // The machine's load average (1, 5, 15 min) as the measured window opened and as the
+        // cell ended: a cell that shared the cores with something else shows it.
+        "loadavg_start": loadavg_json(c.load.start),
+        "loadavg_end": loadavg_json(c.load.end),
     })
 }
 
@@ -228,11 +247,15 @@ pub fn json(
             "model": sc.model,
             "concurrency": sc.concurrency,
             "sealed_dynamic_batch_rows": sc.batch_rows,
-            "rows": sc.rows.iter().map(|(w, b, s)| json!({
-                "workers": w,
-                "bare_rps": b.map(|v| round(v, 2)),
-                "sealed_rps": s.map(|v| round(v, 2)),
-                "sealed_over_bare": ratio(*s, *b),
+            "rows": sc.rows.iter().map(|r| json!({
+                "workers": r.workers,
+                "bare_rps": r.bare_rps.map(|v| round(v, 2)),
+                "sealed_rps": r.sealed_rps.map(|v| round(v, 2)),
+                "sealed_over_bare": ratio(r.sealed_rps, r.bare_rps),
+                "bare_loadavg_start": loadavg_json(r.bare_load.start),
+                "bare_loadavg_end": loadavg_json(r.bare_load.end),
+                "sealed_loadavg_start": loadavg_json(r.sealed_load.start),
+                "sealed_loadavg_end": loadavg_json(r.sealed_load.end),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })
@@ -275,6 +298,33 @@ fn header(out: &mut String, cells: &[&str]) {
     );
 }
 
+/// The 1-minute load average over some cells, run one after the other: at the start of the
+/// first and at the end of the last (`0.52→1.87`), and the highest reading in between when it
+/// is above both (`0.52→0.61 (max 2.40)`); `-` without any reading.
+fn load_range<'a>(cells: impl IntoIterator<Item = &'a Value>) -> String {
+    let one = |c: &Value, key: &str| c[key].get(0).and_then(Value::as_f64);
+    let (mut first, mut last, mut max) = (None, None, None::<f64>);
+    for c in cells {
+        for v in [one(c, "loadavg_start"), one(c, "loadavg_end")]
+            .into_iter()
+            .flatten()
+        {
+            max = Some(max.map_or(v, |m| m.max(v)));
+        }
+        first = first.or(one(c, "loadavg_start"));
+        last = one(c, "loadavg_end").or(last);
+    }
+    let Some(max) = max else {
+        return "-".into();
+    };
+    let show = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v:.2}"));
+    let mut out = format!("{}→{}", show(first), show(last));
+    if max > first.unwrap_or(0.0).max(last.unwrap_or(0.0)) + 0.005 {
+        out.push_str(&format!(" (max {max:.2})"));
+    }
+    out
+}
+
 /// A variant's label in the tables, from the model's batch rows.
 fn label(model: &Value, variant: &str) -> String {
     variant_label(variant, model["dynamic_batch_rows"].as_u64())
@@ -300,6 +350,20 @@ pub fn table(j: &Value) -> String {
         s["seconds_per_cell"],
         s["warmup_s"],
     ));
+    let plain = s["plain"].as_bool().unwrap_or(true);
+    out.push_str(if plain {
+        "Variants: bare tract in this process; sealed (attested SDK sessions → host → enclave, \
+         HPKE both ways); plain (the same stack with sealed-enclave-plain-bench, no HPKE).\n"
+    } else {
+        "Variants: bare tract in this process; sealed (attested SDK sessions → host → enclave, \
+         HPKE both ways). The plain-HTTP variant did not run (--no-plain).\n"
+    });
+    out.push_str(&format!(
+        "Load average (1, 5, 15 min): {} at the start, {} at the end; each cell's 1-minute \
+         figure at its start→end is in the `load` columns.\n",
+        loadavg_text(&m["loadavg_start"]),
+        loadavg_text(&m["loadavg_end"]),
+    ));
     if let Some(v) = j["onnxruntime"]["version"].as_str() {
         out.push_str(&format!("onnxruntime {v} figures from --ort-json.\n"));
     }
@@ -314,15 +378,25 @@ pub fn table(j: &Value) -> String {
         .collect();
     match s["dynamic_batch"].as_u64() {
         Some(n) => out.push_str(&format!(
-            "Dynamic batching ON: the sealed and plain enclaves ran with `--dynamic-batch \
-             MODEL=ROWS` for {} (variants `sealed+batch{n}`, `plain+batch{n}`), and bare tract's \
-             pool joined its queued jobs the same way (`bare+batch{n}`: zero wait, up to {n} \
-             rows); every answer is still checked, request by request, against bare's lone run.\n",
+            "Dynamic batching ON: the {} ran with `--dynamic-batch MODEL=ROWS` for {} ({}), and \
+             bare tract's pool joined its queued jobs the same way (`bare+batch{n}`: zero wait, \
+             up to {n} rows); every answer is still checked, request by request, against bare's \
+             lone run.\n",
+            if plain {
+                "sealed and plain enclaves"
+            } else {
+                "sealed enclave"
+            },
             if models_batched.is_empty() {
                 "no model".to_string()
             } else {
                 models_batched.join(", ")
-            }
+            },
+            if plain {
+                format!("variants `sealed+batch{n}`, `plain+batch{n}`")
+            } else {
+                format!("variant `sealed+batch{n}`")
+            },
         )),
         None => out.push_str("Dynamic batching off: one request per inference everywhere.\n"),
     }
@@ -333,12 +407,18 @@ pub fn table(j: &Value) -> String {
     let models = j["models"].as_array().unwrap_or(&empty);
 
     out.push_str("\n## Latency at C=1 (ms) and throughput (req/s) at each concurrency C\n\n");
+    out.push_str(
+        "load: the 1-minute load average at the start of the row's first cell → at the end of \
+         its last (max: the highest reading of the row's cells when above both); the kernel \
+         updates it every 5 s, so short cells often show one figure.\n\n",
+    );
     let mut cols: Vec<String> = ["model", "input", "variant", "p50", "p90", "p99"]
         .iter()
         .map(|s| s.to_string())
         .collect();
     cols.extend(conc.iter().map(|c| format!("C={c}")));
     cols.push("errors".into());
+    cols.push("load".into());
     header(
         &mut out,
         &cols.iter().map(String::as_str).collect::<Vec<_>>(),
@@ -354,6 +434,7 @@ pub fn table(j: &Value) -> String {
                     r.extend(["-".into(), "-".into(), "-".into()]);
                     r.extend(conc.iter().map(|_| "-".to_string()));
                     r.push(reason.to_string());
+                    r.push("-".into());
                     row(&mut out, &r);
                     continue;
                 }
@@ -372,6 +453,7 @@ pub fn table(j: &Value) -> String {
                     });
                 }
                 r.push(errors.to_string());
+                r.push(load_range(cells));
                 row(&mut out, &r);
             }
             for mode in ["single", "default"] {
@@ -396,28 +478,47 @@ pub fn table(j: &Value) -> String {
                     }
                 }));
                 r.push("-".into());
+                r.push("-".into());
                 row(&mut out, &r);
             }
         }
     }
 
-    out.push_str("\n## Sealed beside bare and plain\n\n");
-    out.push_str(
-        "p50 ratios and the added time are at C=1; throughput ratios are per C (sealed / bare, \
-         sealed / plain).\n\n",
-    );
-    header(
-        &mut out,
-        &[
-            "model",
-            "input",
-            "p50 sealed/bare",
-            "p50 sealed/plain",
-            "sealed − bare µs",
-            "rps sealed/bare",
-            "rps sealed/plain",
-        ],
-    );
+    if plain {
+        out.push_str("\n## Sealed beside bare and plain\n\n");
+        out.push_str(
+            "p50 ratios and the added time are at C=1; throughput ratios are per C (sealed / \
+             bare, sealed / plain).\n\n",
+        );
+        header(
+            &mut out,
+            &[
+                "model",
+                "input",
+                "p50 sealed/bare",
+                "p50 sealed/plain",
+                "sealed − bare µs",
+                "rps sealed/bare",
+                "rps sealed/plain",
+            ],
+        );
+    } else {
+        out.push_str("\n## Sealed beside bare\n\n");
+        out.push_str(
+            "p50 ratio and the added time are at C=1; throughput ratios (sealed / bare) are per \
+             C.\n\n",
+        );
+        header(
+            &mut out,
+            &[
+                "model",
+                "input",
+                "p50 sealed/bare",
+                "sealed − bare µs",
+                "rps sealed/bare",
+            ],
+        );
+    }
     for model in models {
         for case in model["cases"].as_array().unwrap_or(&empty) {
             let r = &case["ratios"];
@@ -430,28 +531,35 @@ pub fn table(j: &Value) -> String {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            row(
-                &mut out,
-                &[
-                    model["id"].as_str().unwrap_or("?").to_string(),
-                    size(case["input_bytes"].as_u64().unwrap_or(0)),
-                    num(&r["p50_c1_sealed_over_bare"], 2),
-                    num(&r["p50_c1_sealed_over_plain"], 2),
-                    num(&r["p50_c1_sealed_minus_bare_us"], 0),
-                    per_c("sealed_over_bare"),
-                    per_c("sealed_over_plain"),
-                ],
-            );
+            let mut cells = vec![
+                model["id"].as_str().unwrap_or("?").to_string(),
+                size(case["input_bytes"].as_u64().unwrap_or(0)),
+                num(&r["p50_c1_sealed_over_bare"], 2),
+            ];
+            if plain {
+                cells.push(num(&r["p50_c1_sealed_over_plain"], 2));
+            }
+            cells.extend([
+                num(&r["p50_c1_sealed_minus_bare_us"], 0),
+                per_c("sealed_over_bare"),
+            ]);
+            if plain {
+                cells.push(per_c("sealed_over_plain"));
+            }
+            row(&mut out, &cells);
         }
     }
 
     out.push_str("\n## Model load and peak memory\n\n");
-    out.push_str(
-        "Bare: tract parse → optimised → runnable in this process; sealed/plain: admin upload → \
-         ready (unseal + load in the enclave). Peak RSS: `sealed-bench bare-rss` (a process \
-         holding the model in bare tract after one inference) vs the enclave's VmHWM after its \
-         whole run (requests in flight included; the load alone is in the next table).\n\n",
-    );
+    out.push_str(&format!(
+        "Bare: tract parse → optimised → runnable in this process; {}: admin upload → ready \
+         (unseal + load in the enclave). Peak RSS: `sealed-bench bare-rss` (a process holding \
+         the model in bare tract after one inference) vs the enclave's VmHWM after its whole run \
+         (requests in flight included; the load alone is in the next table).\n\n",
+        if plain { "sealed/plain" } else { "sealed" },
+    ));
+    // The plain columns only when the plain variant ran.
+    let keep = |col: &str| plain || !col.starts_with("plain");
     header(
         &mut out,
         &[
@@ -463,23 +571,31 @@ pub fn table(j: &Value) -> String {
             "bare peak MiB",
             "sealed enclave peak MiB",
             "plain enclave peak MiB",
-        ],
+        ]
+        .into_iter()
+        .filter(|c| keep(c))
+        .collect::<Vec<_>>(),
     );
     for model in models {
         let l = &model["load_ms"];
         let p = &model["peak_rss_kb"];
+        let cells = [
+            ("model", model["id"].as_str().unwrap_or("?").to_string()),
+            ("size", size(model["bytes"].as_u64().unwrap_or(0))),
+            ("bare", num(&l["bare_tract"], 1)),
+            ("sealed", num(&l["sealed_upload_to_ready"], 1)),
+            ("plain", num(&l["plain_upload_to_ready"], 1)),
+            ("bare", mib(&p["bare_process"])),
+            ("sealed", mib(&p["sealed_enclave"])),
+            ("plain", mib(&p["plain_enclave"])),
+        ];
         row(
             &mut out,
-            &[
-                model["id"].as_str().unwrap_or("?").to_string(),
-                size(model["bytes"].as_u64().unwrap_or(0)),
-                num(&l["bare_tract"], 1),
-                num(&l["sealed_upload_to_ready"], 1),
-                num(&l["plain_upload_to_ready"], 1),
-                mib(&p["bare_process"]),
-                mib(&p["sealed_enclave"]),
-                mib(&p["plain_enclave"]),
-            ],
+            &cells
+                .into_iter()
+                .filter(|(col, _)| keep(col))
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>(),
         );
     }
 
@@ -646,9 +762,22 @@ pub fn table(j: &Value) -> String {
 
     if let Some(scaling) = j["scaling"].as_array().filter(|a| !a.is_empty()) {
         out.push_str("\n## Worker scaling (throughput, req/s, at C = 2 × cores)\n\n");
+        out.push_str(
+            "load: the 1-minute load average at the start → the end of the bare cell and of the \
+             sealed cell.\n\n",
+        );
         header(
             &mut out,
-            &["model", "C", "workers", "bare", "sealed", "sealed/bare"],
+            &[
+                "model",
+                "C",
+                "workers",
+                "bare",
+                "sealed",
+                "sealed/bare",
+                "load bare",
+                "load sealed",
+            ],
         );
         for sc in scaling {
             for r in sc["rows"].as_array().unwrap_or(&empty) {
@@ -666,6 +795,14 @@ pub fn table(j: &Value) -> String {
                         num(&r["bare_rps"], 1),
                         num(&r["sealed_rps"], 1),
                         num(&r["sealed_over_bare"], 2),
+                        load_range([&json!({
+                            "loadavg_start": r["bare_loadavg_start"],
+                            "loadavg_end": r["bare_loadavg_end"],
+                        })]),
+                        load_range([&json!({
+                            "loadavg_start": r["sealed_loadavg_start"],
+                            "loadavg_end": r["sealed_loadavg_end"],
+                        })]),
                     ],
                 );
             }
