@@ -36,8 +36,9 @@ use sealed_transport::Endpoint;
 const _: () = assert!(
     same_str(env!("CARGO_BIN_NAME"), "sealed-enclave-plain-bench"),
     "the bench-plaintext feature builds only `sealed-enclave-plain-bench`, never `sealed-enclave`: \
-     build it with `cargo build -p sealed-enclave --features simulation,bench-plaintext --bin \
-     sealed-enclave-plain-bench`"
+     build it with `cargo build -p sealed-host -p sealed-enclave -p sealed-bench --features \
+     sealed-enclave/simulation,sealed-enclave/bench-plaintext --bin sealed-enclave-plain-bench` \
+     (the same package list as the other binaries, so that tract is not built twice)"
 );
 
 /// `a == b` in a const context (str equality is not const yet).

@@ -185,7 +185,11 @@ const ENCODE_BLOCK: usize = 4096;
 
 /// Room kept in a sealed response for everything but tensor data: CBOR framing, up to
 /// `MAX_TENSORS` names of `MAX_NAME_LEN` bytes with their shapes, and the 48-byte seal overhead.
-const RESPONSE_FRAMING_MARGIN: u64 = 64 * 1024;
+const RESPONSE_FRAMING_MARGIN: usize = 64 * 1024;
+
+/// The most tensor data, all outputs together, that one response may carry: one sealed message
+/// less the framing margin.
+pub(super) const MAX_RESPONSE_DATA_LEN: usize = MAX_SEALED_MESSAGE_LEN - RESPONSE_FRAMING_MARGIN;
 
 /// Running total of output bytes, so that a response stays within one sealed message.
 #[derive(Debug, Default)]
@@ -208,7 +212,7 @@ pub(super) fn from_tract(value: &TValue, budget: &mut OutputBudget) -> Result<Te
     budget.used = budget
         .used
         .checked_add(len)
-        .filter(|&n| n <= MAX_SEALED_MESSAGE_LEN as u64 - RESPONSE_FRAMING_MARGIN)
+        .filter(|&n| n <= MAX_RESPONSE_DATA_LEN as u64)
         .ok_or(EngineError::OutputTooLarge)?;
     let capacity = usize::try_from(len).map_err(|_| EngineError::OutputTooLarge)?;
     let mut data = Vec::with_capacity(capacity);

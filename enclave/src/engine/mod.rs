@@ -25,7 +25,7 @@ mod convert;
 mod model;
 
 use batch::{JobQueue, Work};
-pub use batch::{MAX_BATCH_INPUT_BYTES, MAX_BATCH_ROWS};
+pub use batch::{MAX_BATCH_INPUT_BYTES, MAX_BATCH_OUTPUT_BYTES, MAX_BATCH_ROWS};
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -129,8 +129,10 @@ pub struct EngineConfig {
     pub intra_op_threads: usize,
     /// Models served with dynamic batching, by id, with the most rows one batch may hold
     /// (2..=[`MAX_BATCH_ROWS`]; 1 or less turns it off for that model). Such a model must declare
-    /// axis 0 of every input and output as one shared symbol, or its load is refused. See the
-    /// `batch` module for what batching assumes of the model.
+    /// axis 0 of every input and output as one shared symbol, and every other output dimension as
+    /// a fixed size (so that a batch's outputs, at most [`MAX_BATCH_OUTPUT_BYTES`], are known
+    /// before it runs), or its load is refused. See the `batch` module for what batching assumes
+    /// of the model.
     pub dynamic_batch: BTreeMap<String, usize>,
     /// tract knobs, `NAME=VALUE`, in force while each model's plan is built (tract's scoped
     /// knobs only: kernel choices such as `TRACT_DISABLE_DIRECT_SPATIAL=true`). Check them with

@@ -16,7 +16,7 @@ use sealed_wire::{DType, ModelInfo, NamedTensor, Tensor, TensorSpec};
 use tract_onnx::prelude::multithread::Executor;
 use tract_onnx::prelude::{
     Framework, InferenceFact, InferenceModel, InferenceModelExt, RunOptions, TDim, TValue, TVec,
-    TypedRunnableModel,
+    TypedModel, TypedRunnableModel,
 };
 use tract_onnx::tract_core::knobs::KnobScope;
 use tract_onnx::tract_hir::infer::Factoid;
@@ -62,6 +62,9 @@ pub(super) struct LoadedModel {
     plan: Arc<TypedRunnableModel>,
     /// The row limit of one batch, for a model served with dynamic batching.
     batch_rows: Option<usize>,
+    /// Output bytes of one row, all outputs together, for a model served with dynamic batching
+    /// (0 otherwise): known at load, so that a batch's outputs are bounded before it runs.
+    output_row_bytes: usize,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -235,6 +238,28 @@ impl LoadedModel {
         let typed = model
             .into_typed()
             .map_err(|_| rejected("types and shapes could not be inferred"))?;
+        Self::from_typed(
+            model_id,
+            sha384,
+            inputs,
+            output_names,
+            typed,
+            executor,
+            batch_rows,
+        )
+    }
+
+    /// The second half of a load, from tract's typed model on: optimise, plan, read the outputs,
+    /// check what batching needs.
+    fn from_typed(
+        model_id: &str,
+        sha384: Vec<u8>,
+        inputs: Vec<InputSpec>,
+        output_names: Vec<String>,
+        typed: TypedModel,
+        executor: Option<&Executor>,
+        batch_rows: Option<usize>,
+    ) -> Result<Self, EngineError> {
         let optimized = typed
             .into_optimized()
             .map_err(|_| rejected("the model could not be optimised"))?;
@@ -280,12 +305,15 @@ impl LoadedModel {
             });
         }
 
-        let batch_rows = match batch_rows {
+        let (batch_rows, output_row_bytes) = match batch_rows {
             Some(rows) => {
                 check_batch_axis(&inputs, plan_model)?;
-                Some(rows.clamp(1, super::MAX_BATCH_ROWS))
+                (
+                    Some(rows.clamp(1, super::MAX_BATCH_ROWS)),
+                    output_row_bytes(plan_model)?,
+                )
             }
-            None => None,
+            None => (None, 0),
         };
 
         let info = ModelInfo {
@@ -307,11 +335,17 @@ impl LoadedModel {
             output_names,
             plan,
             batch_rows,
+            output_row_bytes,
         })
     }
 
     pub(super) fn batch_rows(&self) -> Option<usize> {
         self.batch_rows
+    }
+
+    /// Output bytes of one row of a batching model, all outputs together (0 for other models).
+    pub(super) fn output_row_bytes(&self) -> usize {
+        self.output_row_bytes
     }
 
     pub(super) fn info(&self) -> &ModelInfo {
@@ -498,15 +532,8 @@ impl LoadedModel {
 /// symbol, shared by all and found on no other axis, and every output's axis 0 is that symbol
 /// and no other output axis mentions it. Necessary, not sufficient: a model may still mix rows
 /// (a mean over axis 0 keeps every shape), which is why batching is opted into per model.
-fn check_batch_axis(
-    inputs: &[InputSpec],
-    plan_model: &tract_onnx::prelude::TypedModel,
-) -> Result<(), EngineError> {
-    let refuse = |why: &str| {
-        rejected(format!(
-            "dynamic batching is configured for this model, but {why}"
-        ))
-    };
+fn check_batch_axis(inputs: &[InputSpec], plan_model: &TypedModel) -> Result<(), EngineError> {
+    let refuse = batch_refused;
     let symbol = match inputs.first().and_then(|i| i.dims.first()) {
         Some(Dim::Symbol(s)) => s.clone(),
         _ => {
@@ -551,6 +578,107 @@ fn check_batch_axis(
         }
     }
     Ok(())
+}
+
+fn batch_refused(why: &str) -> EngineError {
+    rejected(format!(
+        "dynamic batching is configured for this model, but {why}"
+    ))
+}
+
+/// Output bytes of one row along axis 0, all outputs together, for a model that passed
+/// [`check_batch_axis`]: every output dimension past axis 0 must be a known size, so that the
+/// output tract allocates for a joined run (rows × this) is known, and bounded, before it runs.
+/// An output with another symbolic dimension (a sequence length, say) could grow with each
+/// request's inputs, times the rows of the batch, and is refused.
+fn output_row_bytes(plan_model: &TypedModel) -> Result<usize, EngineError> {
+    let outputs = plan_model
+        .output_outlets()
+        .map_err(|_| EngineError::Internal("model has no output list"))?;
+    let mut total = 0usize;
+    for ix in 0..outputs.len() {
+        let fact = plan_model
+            .output_fact(ix)
+            .map_err(|_| EngineError::Internal("output fact out of range"))?;
+        let mut bytes = Some(fact.datum_type.size_of());
+        for dim in fact.shape.dims().iter().skip(1) {
+            let Some(size) = dim.as_i64() else {
+                return Err(batch_refused(&format!(
+                    "output #{ix} has a symbolic dimension besides axis 0: the size of a joined \
+                     run's outputs must be known before it runs"
+                )));
+            };
+            bytes = usize::try_from(size)
+                .ok()
+                .and_then(|n| bytes.and_then(|b| b.checked_mul(n)));
+        }
+        total = bytes
+            .and_then(|b| total.checked_add(b))
+            .ok_or_else(|| batch_refused(&format!("output #{ix} is too large per row")))?;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+impl LoadedModel {
+    /// A model built in a test from tract's typed model, loaded as an ONNX one would be from
+    /// there on; inputs are named after their source nodes and typed from their facts, outputs
+    /// named `y0`, `y1`, ….
+    pub(super) fn from_typed_for_test(
+        typed: TypedModel,
+        batch_rows: Option<usize>,
+    ) -> Result<LoadedModel, EngineError> {
+        let mut inputs = Vec::new();
+        for (ix, outlet) in typed.input_outlets().unwrap().iter().enumerate() {
+            let fact = typed.input_fact(ix).unwrap();
+            let dims = fact
+                .shape
+                .dims()
+                .iter()
+                .map(|d| match d {
+                    TDim::Val(v) => Dim::Fixed(u64::try_from(*v).unwrap()),
+                    TDim::Sym(s) => Dim::Symbol(s.to_string()),
+                    _ => Dim::Expr,
+                })
+                .collect();
+            inputs.push(InputSpec {
+                name: typed.node(outlet.node).name.clone(),
+                dtype: convert::wire_dtype(fact.datum_type).unwrap(),
+                dims,
+            });
+        }
+        let outputs = typed.output_outlets().unwrap().len();
+        let output_names = (0..outputs).map(|ix| format!("y{ix}")).collect();
+        Self::from_typed(
+            "test",
+            vec![0; 48],
+            inputs,
+            output_names,
+            typed,
+            None,
+            batch_rows,
+        )
+    }
+
+    /// `y0 = x + 1`, `x` of shape `[batch, 1]` and `y0` of `[batch, row_elements]` (f32): large
+    /// outputs per row from a one-element row of input.
+    pub(super) fn wide_for_test(
+        row_elements: usize,
+        batch_rows: Option<usize>,
+    ) -> Result<LoadedModel, EngineError> {
+        use tract_onnx::prelude::{DatumExt, SpecialOps, Tensor as TractTensor};
+        use tract_onnx::tract_core::ops::{change_axes::wire_with_rank_broadcast, math};
+        let mut m = TypedModel::default();
+        let batch = TDim::Sym(m.symbols.sym("batch"));
+        let x = m
+            .add_source("x", f32::fact(vec![batch, TDim::Val(1)]))
+            .unwrap();
+        let ones = TractTensor::from_shape(&[1, row_elements], &vec![1f32; row_elements]).unwrap();
+        let c = m.add_const("ones", ones).unwrap();
+        let y = wire_with_rank_broadcast("y0", &mut m, math::add(), &[x, c]).unwrap();
+        m.select_output_outlets(&y).unwrap();
+        Self::from_typed_for_test(m, batch_rows)
+    }
 }
 
 #[cfg(test)]
@@ -603,5 +731,46 @@ mod tests {
         let dims = vec![Dim::Symbol("batch".into()), Dim::Fixed(3)];
         let err = check_batch_axis(&spec(dims), &moved).unwrap_err();
         assert!(err.to_string().contains("output #0"), "{err}");
+    }
+
+    #[test]
+    fn a_batching_model_with_another_symbolic_output_dim_is_refused_with_the_reason() {
+        let seq = |m: &TypedModel| vec![batch(m), TDim::Sym(m.symbols.sym("seq"))];
+        // The batch axis alone is fine: only the output size per row is unknown.
+        let dims = vec![Dim::Symbol("batch".into()), Dim::Symbol("seq".into())];
+        check_batch_axis(&spec(dims), &identity(seq)).unwrap();
+
+        let err = LoadedModel::from_typed_for_test(identity(seq), Some(8)).unwrap_err();
+        assert!(matches!(err, EngineError::ModelRejected(_)), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("dynamic batching is configured"), "{msg}");
+        assert!(msg.contains("output #0 has a symbolic dimension"), "{msg}");
+        assert!(msg.contains("must be known before it runs"), "{msg}");
+        assert_eq!(err.code(), sealed_wire::ErrorCode::ModelRejected);
+
+        // Without batching the same model loads: its outputs are checked after each run.
+        let plain = LoadedModel::from_typed_for_test(identity(seq), None).unwrap();
+        assert_eq!(plain.batch_rows(), None);
+    }
+
+    #[test]
+    fn output_bytes_per_row_sum_every_output_past_axis_0() {
+        // Two outputs, [batch, 3, 5] f32 and [batch, 2] i64: 60 + 16 bytes a row.
+        let mut m = TypedModel::default();
+        let b = batch(&m);
+        let x = m
+            .add_source("x", f32::fact(vec![b.clone(), 3.into(), 5.into()]))
+            .unwrap();
+        let n = m.add_source("n", i64::fact(vec![b, 2.into()])).unwrap();
+        m.select_output_outlets(&[x, n]).unwrap();
+        let loaded = LoadedModel::from_typed_for_test(m, Some(8)).unwrap();
+        assert_eq!(loaded.batch_rows(), Some(8));
+        assert_eq!(loaded.output_row_bytes(), 76);
+
+        let wide = LoadedModel::wide_for_test(1000, Some(8)).unwrap();
+        assert_eq!(wide.output_row_bytes(), 4000);
+        // Not batching: not computed, and not needed.
+        let plain = LoadedModel::wide_for_test(1000, None).unwrap();
+        assert_eq!(plain.output_row_bytes(), 0);
     }
 }

@@ -819,3 +819,55 @@ fn dropping_the_engine_stops_its_workers() {
             .is_none()
     );
 }
+
+#[test]
+fn a_batching_model_knows_its_output_bytes_per_row_at_load() {
+    let e = batching_engine("digits", 8);
+    e.load_model("digits", &digits_onnx()).unwrap();
+    // probabilities [batch, 10] f32 and label [batch] i64.
+    let row_bytes = e.read_models().get("digits").unwrap().output_row_bytes();
+    assert_eq!(row_bytes, 10 * 4 + 8);
+}
+
+#[tokio::test]
+async fn a_batch_is_cut_where_its_joined_outputs_would_exceed_the_budget() {
+    // 6 MiB of output a row from 4 bytes of input: two rows fit in the joined-output budget,
+    // three do not (while 3 rows and 12 input bytes are far within the other two limits).
+    let row_elements = 6 * 1024 * 1024 / 4;
+    let e = batching_engine("wide", 8);
+    let model = model::LoadedModel::wide_for_test(row_elements, Some(8)).unwrap();
+    assert!(2 * model.output_row_bytes() <= MAX_BATCH_OUTPUT_BYTES);
+    assert!(3 * model.output_row_bytes() > MAX_BATCH_OUTPUT_BYTES);
+    e.models
+        .write()
+        .unwrap()
+        .insert("wide".into(), Arc::new(model));
+
+    let release = hold_worker(&e);
+    let waiting: Vec<_> = [1.0f32, 2.0, 3.0]
+        .into_iter()
+        .map(|v| {
+            let x = NamedTensor {
+                name: "x".into(),
+                tensor: Tensor::from_f32(vec![1, 1], &[v]).unwrap(),
+            };
+            (v, e.submit("wide", vec![x]).unwrap())
+        })
+        .collect();
+    release.send(()).unwrap();
+    for (v, reply) in waiting {
+        let out = reply.await.unwrap().unwrap();
+        assert_eq!(out[0].tensor.shape(), [1, row_elements as u64]);
+        assert!(
+            out[0]
+                .tensor
+                .to_f32()
+                .unwrap()
+                .iter()
+                .all(|&y| y == v + 1.0)
+        );
+    }
+    // The first two were joined; the third ran alone.
+    assert_eq!(e.batched_requests(), 2);
+    assert_eq!(e.in_flight(), 0);
+}
