@@ -28,6 +28,7 @@
 //! answer is still checked per request against bare's lone reference run.
 
 mod bare;
+mod pin;
 mod remote;
 mod report;
 
@@ -51,7 +52,8 @@ pub struct Args {
     /// Only these model ids (comma-separated).
     #[arg(long, value_delimiter = ',')]
     models: Vec<String>,
-    /// Inference workers for bare tract and the enclave (default: available cores).
+    /// Inference workers for bare tract and the enclave (default: available cores; with --pin,
+    /// half of them).
     #[arg(long)]
     workers: Option<usize>,
     /// Concurrent clients per cell (default 1,2,4,16,64; --quick 1,4).
@@ -85,6 +87,12 @@ pub struct Args {
     /// same models the same way in-process.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=64))]
     dynamic_batch: Option<u32>,
+    /// Nitro's CPU split: the enclave (and bare tract's workers) on the last `--workers` CPUs,
+    /// one per worker; this process (client harness, simulated AWS) and the host on the others.
+    /// Sealed beside bare then compares what the enclave's own CPUs do per request. Needs
+    /// `taskset` (util-linux) and at least 2 CPUs; the worker-scaling runs are skipped.
+    #[arg(long)]
+    pin: bool,
 }
 
 /// A model to run, as models.json describes it.
@@ -272,6 +280,8 @@ pub struct Settings {
     pub plain: bool,
     /// `--dynamic-batch N` as given (which models it applied to: [`ModelResult::batch_rows`]).
     pub dynamic_batch: Option<u32>,
+    /// `--pin`: the CPU split the cells ran under.
+    pub pin: Option<pin::Pin>,
     pub notes: Vec<String>,
 }
 
@@ -725,6 +735,7 @@ fn run_stack_variant(
     concurrency: &[usize],
     workers: usize,
     batch_rows: Option<u32>,
+    pinning: Option<&pin::Pin>,
     warmup: f64,
     secs: f64,
 ) -> Result<VariantRun> {
@@ -742,6 +753,9 @@ fn run_stack_variant(
             .start_stack(enclave, workers, max_c, &spec.id, &spec.file, batch_rows)
             .await?;
         let running = started.running;
+        if let (Some(p), Some(pid)) = (pinning, running.enclave_pid()) {
+            pin::pin_process(pid, &p.server)?;
+        }
         let mut mem = MemSteps {
             baseline: started.baseline,
             loaded: started.loaded,
@@ -814,7 +828,17 @@ fn run_stack_variant(
 
 pub fn run(args: Args) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = args.workers.unwrap_or(cores).max(1);
+    let pinning = if args.pin {
+        let allowed = pin::allowed_cpus()?;
+        let server = args.workers.unwrap_or(allowed.len() / 2).max(1);
+        Some(pin::Pin::split(&allowed, server)?)
+    } else {
+        None
+    };
+    let workers = match &pinning {
+        Some(p) => p.server.len(),
+        None => args.workers.unwrap_or(cores).max(1),
+    };
     let concurrency = if !args.concurrency.is_empty() {
         args.concurrency.clone()
     } else if args.quick {
@@ -856,6 +880,15 @@ pub fn run(args: Args) -> Result<()> {
         );
     };
     let specs = load_specs(&args.models_dir, &args.models, &mut notes)?;
+    if let Some(p) = &pinning {
+        // Before the runtime starts: its threads, and every child (the host), inherit this.
+        pin::pin_process(std::process::id(), &p.harness)?;
+        if !args.no_scaling {
+            notes.push(
+                "worker scaling not run (--pin: the enclave's CPUs are fixed by --workers)".into(),
+            );
+        }
+    }
     let batch: Vec<Option<u32>> = specs
         .iter()
         .map(|spec| {
@@ -892,6 +925,7 @@ pub fn run(args: Args) -> Result<()> {
         quick: args.quick,
         plain,
         dynamic_batch: args.dynamic_batch,
+        pin: pinning.clone(),
         notes,
     };
     let mut machine = machine();
@@ -964,6 +998,9 @@ pub fn run(args: Args) -> Result<()> {
 
             let pool =
                 bare::Pool::start(Arc::clone(&plan), workers, batch_rows.map(|n| n as usize))?;
+            if let Some(p) = &pinning {
+                pin::pin_own_threads(bare::WORKER_THREAD_PREFIX, &p.server)?;
+            }
             let mut bare_cells = Vec::new();
             for case in &cases {
                 let mut row = Vec::new();
@@ -1005,6 +1042,7 @@ pub fn run(args: Args) -> Result<()> {
                 &concurrency,
                 workers,
                 batch_rows,
+                pinning.as_ref(),
                 warmup,
                 seconds,
             )?;
@@ -1019,6 +1057,7 @@ pub fn run(args: Args) -> Result<()> {
                     &concurrency,
                     workers,
                     batch_rows,
+                    pinning.as_ref(),
                     warmup,
                     seconds,
                 )?
@@ -1026,7 +1065,7 @@ pub fn run(args: Args) -> Result<()> {
                 VariantRun::skipped("not run (--no-plain)".into())
             };
 
-            if !args.no_scaling && (spec.id == "digits" || spec.id == "conv") {
+            if !args.no_scaling && pinning.is_none() && (spec.id == "digits" || spec.id == "conv") {
                 let c = 2 * cores;
                 let case = &cases[0];
                 let mut rows = Vec::new();
@@ -1046,6 +1085,7 @@ pub fn run(args: Args) -> Result<()> {
                         &[c],
                         w,
                         batch_rows,
+                        None,
                         warmup,
                         seconds,
                     )?;
@@ -1501,6 +1541,7 @@ mod tests {
             quick: true,
             plain: false,
             dynamic_batch: None,
+            pin: None,
             notes: vec!["a note".into()],
         };
         let ort = serde_json::json!({"onnxruntime": "1.0.0", "results": [
@@ -1664,6 +1705,7 @@ mod tests {
             quick: true,
             plain: true,
             dynamic_batch: Some(8),
+            pin: None,
             notes: Vec::new(),
         };
         let results = [result("large", Some(8)), result("echo", None)];
@@ -1787,6 +1829,7 @@ mod tests {
             quick: true,
             plain: false,
             dynamic_batch: Some(8),
+            pin: None,
             notes: Vec::new(),
         };
         let scaling = [Scaling {

@@ -193,6 +193,9 @@ pub struct Pool {
     workers: Vec<JoinHandle<()>>,
 }
 
+/// The name every worker thread's name starts with (`--pin` finds them by it).
+pub const WORKER_THREAD_PREFIX: &str = "bare-worker-";
+
 impl Pool {
     /// `batch_rows`: join up to that many rows of jobs already queued (zero wait), as the
     /// enclave does for a model named by `--dynamic-batch`; `None` runs one job at a time.
@@ -209,7 +212,7 @@ impl Pool {
             let rx = Arc::clone(&rx);
             let plan = Arc::clone(&plan);
             let handle = std::thread::Builder::new()
-                .name(format!("bare-worker-{i}"))
+                .name(format!("{WORKER_THREAD_PREFIX}{i}"))
                 .spawn(move || worker(&plan, &rx, batch_rows.unwrap_or(1)))
                 .with_context(|| format!("spawning bare worker {i}"))?;
             pool.workers.push(handle);

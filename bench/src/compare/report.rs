@@ -236,6 +236,7 @@ pub fn json(
             "quick": s.quick,
             "plain": s.plain,
             "dynamic_batch": s.dynamic_batch,
+            "pin": s.pin.as_ref().map(|p| p.json()),
             "max_in_flight_input_bytes": MAX_IN_FLIGHT_BYTES,
             "notes": s.notes,
         },
@@ -350,6 +351,24 @@ pub fn table(j: &Value) -> String {
         s["seconds_per_cell"],
         s["warmup_s"],
     ));
+    if let (Some(server), Some(harness)) = (
+        s["pin"]["server_cpus"].as_array(),
+        s["pin"]["harness_cpus"].as_array(),
+    ) {
+        let list = |a: &Vec<Value>| {
+            a.iter()
+                .filter_map(Value::as_u64)
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        out.push_str(&format!(
+            "Pinned (--pin, Nitro's CPU split): the enclave and bare tract's workers on CPU {}; \
+             this process (clients, simulated AWS) and the host on CPU {}.\n",
+            list(server),
+            list(harness),
+        ));
+    }
     let plain = s["plain"].as_bool().unwrap_or(true);
     out.push_str(if plain {
         "Variants: bare tract in this process; sealed (attested SDK sessions → host → enclave, \
