@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The benchmark (docs/performance.md): sealed inference beside bare tract, the plain-HTTP stack and
 # onnxruntime, plus the micro-benchmarks and tract alone. Writes
-# target/bench-results/{onnxruntime,compare,compare-batch,micro,tract}.json.
+# target/bench-results/{onnxruntime,compare,compare-batch,compare-pinned,micro,tract}.json.
 #
 # Steps: a Python venv in target/bench-venv (scripts/requirements-bench.txt, from PyPI); the
 # benchmark models into target/bench-models (scripts/make_bench_models.py); onnxruntime on them
 # (scripts/bench_onnxruntime.py), run BEFORE the release build so that it does not compete with
-# rustc for the CPU; release binaries; then `sealed-bench compare` (unbatched, then with the
-# enclaves' dynamic batching), `sealed-bench micro` and `sealed-bench tract`.
+# rustc for the CPU; release binaries; then `sealed-bench compare` (unbatched, with the enclaves'
+# dynamic batching, and pinned to Nitro's CPU split), `sealed-bench micro` and `sealed-bench tract`.
 # Figures mean something only on an otherwise idle machine.
 set -euo pipefail
 
@@ -19,8 +19,8 @@ Usage: scripts/bench.sh [--quick] [--ort-only]
   --ort-only   stop after the models and the onnxruntime JSON (no cargo build)
   -h, --help   this text
 
-Results: target/bench-results/onnxruntime.json, compare.json, compare-batch.json, micro.json,
-tract.json (and tables on stdout).
+Results: target/bench-results/onnxruntime.json, compare.json, compare-batch.json,
+compare-pinned.json, micro.json, tract.json (and tables on stdout).
 EOF
 }
 
@@ -89,10 +89,19 @@ target/release/sealed-bench compare --models-dir "$models" --ort-json "$results/
 # 5b. The same with dynamic batching: the sealed and plain enclaves stack up to 8 queued requests of
 #     one model into one run (`--dynamic-batch MODEL=8`), on the models whose symbolic batch axis
 #     makes it pay (large is memory-bound: ~0.3 of the per-sample cost at B = 4 in tract alone;
-#     digits is tiny; conv costs more per sample batched). Bare stays unbatched; compare.json above
-#     is the unbatched run to set it beside (same cells, same concurrencies).
+#     digits is tiny; conv costs more per sample batched). Bare tract's pool joins its queued jobs
+#     the same way (`bare+batch8`); compare.json above is the unbatched run to set it beside.
 target/release/sealed-bench compare --models-dir "$models" --models large,digits --dynamic-batch 8 \
     --no-scaling --json "$results/compare-batch.json" ${quick[@]+"${quick[@]}"}
+# 5c. Nitro's CPU split (`--pin`): the enclave and bare tract's workers on their own CPU(s), the
+#     clients, the simulated AWS and the host on the others, as an enclave's dedicated vCPUs and
+#     the parent instance's would be. Needs taskset (util-linux) and 2 CPUs or more.
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    target/release/sealed-bench compare --models-dir "$models" --models large,conv --pin \
+        --json "$results/compare-pinned.json" ${quick[@]+"${quick[@]}"}
+else
+    echo "bench.sh: skipping the pinned comparison (needs taskset and at least 2 CPUs)" >&2
+fi
 target/release/sealed-bench micro --models-dir "$models" --json "$results/micro.json" ${quick[@]+"${quick[@]}"}
 # 6. tract alone: the optimised plan, intra-op threads, batching potential, onnxruntime beside.
 target/release/sealed-bench tract --models-dir "$models" --ort-json "$results/onnxruntime.json" --plan \
