@@ -16,7 +16,8 @@
 //!   answer (its byte check and envelope), p50;
 //! - relay throughput: payload bytes each way / p50 of (round trip − stand-in time), in MB/s
 //!   (10⁶ B/s); what is left in that time is the host, the client's HTTP and both sockets;
-//! - host CPU µs per request: `/proc/PID/stat` utime + stime over the timed run / requests;
+//! - host CPU µs per request: `/proc/PID/stat` utime + stime over the timed run / requests (the
+//!   host idles during the ceiling's requests, which alternate with its own);
 //! - host context switches per request: voluntary + involuntary, summed over the host's threads
 //!   (`/proc/PID/task/*/status`);
 //! - host VmRSS / VmHWM after the size's warm-up and after its timed run: equal figures mean the
@@ -25,6 +26,13 @@
 //! The host runs with `RUST_LOG=warn` unless RUST_LOG is set (as the simulation stack runs it),
 //! so that its per-request access log line is not part of the relay's cost. The bench side (client
 //! and stand-in) shares one thread, leaving the other core(s) to the host.
+//!
+//! Beside each size, the same measurement through a minimal forwarder instead of the host
+//! ([`ceiling`]): a child process that relays length-prefixed messages from a TCP client to the
+//! same stand-in, with no HTTP and no user-space copy. Its MB/s is what this machine's socket
+//! copies allow in this topology; host / ceiling says how much of that the host reaches. The two
+//! alternate request by request (after both warm up), so that both see the same machine load;
+//! each size runs for twice the time budget.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -43,6 +51,8 @@ use tokio::sync::mpsc;
 
 use super::{Stats, round3};
 
+mod ceiling;
+
 /// Payload sizes: 1 KiB to the largest sealed message the host accepts.
 const SIZES: [usize; 4] = [1 << 10, 1 << 20, 4 << 20, MAX_SEALED_MESSAGE_LEN];
 
@@ -55,7 +65,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long each payload size runs.
 #[derive(Clone, Copy)]
 pub(super) struct Budget {
-    /// Wall time per payload size (after warm-up).
+    /// Wall time per payload size and path (after warm-up): host and ceiling requests alternate
+    /// for twice this.
     time: Duration,
     /// Fewest timed requests per payload size, whatever the time.
     min_runs: usize,
@@ -95,6 +106,21 @@ pub(super) struct Case {
     host_ctx_switches_per_request: f64,
     mem_warm: Mem,
     mem_end: Mem,
+    /// The same payloads through the minimal forwarder.
+    ceiling: CeilingCase,
+}
+
+/// One payload size through the minimal forwarder ([`ceiling`]).
+struct CeilingCase {
+    runs: usize,
+    /// Round trip, µs.
+    round_trip: Stats,
+    /// The stand-in's own time per request, µs.
+    stand_in: Stats,
+    /// Round trip − stand-in time, µs.
+    relay: Stats,
+    forwarder_cpu_us_per_request: f64,
+    forwarder_ctx_switches_per_request: f64,
 }
 
 pub(super) struct Report {
@@ -126,6 +152,11 @@ pub(super) fn host_binary(bin_dir: Option<&Path>) -> Result<PathBuf> {
 }
 
 pub(super) fn run(host: &Path, budget: Budget) -> Result<Report> {
+    // The re-executed binary of the ceiling measurement: be the forwarder, nothing else.
+    if let Some(stand_in) = std::env::var_os(ceiling::FORWARDER_ENV) {
+        let never = ceiling::forwarder_main(PathBuf::from(stand_in))?;
+        match never {}
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -166,7 +197,23 @@ async fn run_async(host_bin: &Path, budget: Budget) -> Result<Report> {
         .spawn()
         .with_context(|| format!("starting {}", host_bin.display()))?;
     let pid = host.id().context("sealed-host exited at once")?;
-    let url = host_url(&mut host).await?;
+    let url = child_line(&mut host, "sealed-host listening on ", "sealed-host").await?;
+
+    // The ceiling's forwarder: this binary again, as a child like the host, on the same stand-in.
+    let mut fwd = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["micro", "--relay-only", "--bin-dir"])
+        .arg(host_bin.parent().context("sealed-host has no directory")?)
+        .env(ceiling::FORWARDER_ENV, &socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        // Its end of this pipe closing (this process ending) stops it.
+        .stdin(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the relay forwarder")?;
+    let fwd_pid = fwd.id().context("the relay forwarder exited at once")?;
+    let fwd_addr = child_line(&mut fwd, ceiling::LISTENING, "the relay forwarder").await?;
+    let mut fwd_client = ceiling::Client::connect(&fwd_addr).await?;
 
     let client = reqwest::Client::builder()
         // One connection, kept alive: every request reuses it.
@@ -190,34 +237,52 @@ async fn run_async(host_bin: &Path, budget: Budget) -> Result<Report> {
                     .build()
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut one = async |i: usize| -> Result<(Duration, Duration)> {
+        // The ceiling's messages: the same payloads behind a length.
+        let messages = payloads.each_ref().map(|p| ceiling::message(p));
+        // One request through the host (`via_ceiling` false) or the forwarder: round trip and the
+        // stand-in's own time.
+        let mut one = async |i: usize, via_ceiling: bool| -> Result<(Duration, Duration)> {
             let k = i % 2;
             *expect
                 .payload
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = payloads[k].clone();
-            // A body built from bytes is cloned by reference, not copied.
-            let request = requests[k]
-                .try_clone()
-                .context("request body not clonable")?;
-            let t = Instant::now();
-            let response = client.execute(request).await?;
-            let status = response.status();
-            let body = response.bytes().await?;
-            let round_trip = t.elapsed();
-            if !status.is_success() {
-                // The stand-in's own finding, if it has one, says more than the status.
-                if let Ok(Err(e)) = report_rx.try_recv() {
-                    bail!("{bytes} B: {e}");
+            let round_trip = if via_ceiling {
+                let (round_trip, answer) = fwd_client.round_trip(&messages[k]).await?;
+                match answer {
+                    Some(answer) if answer == payloads[k].as_slice() => {}
+                    Some(_) => bail!("{bytes} B: the forwarder's answer is not the bytes sent"),
+                    None => match report_rx.try_recv() {
+                        Ok(Err(e)) => bail!("{bytes} B (ceiling): {e}"),
+                        _ => bail!("{bytes} B (ceiling): the stand-in answered no sealed bytes"),
+                    },
                 }
-                bail!(
-                    "{bytes} B: host answered {status}: {}",
-                    String::from_utf8_lossy(&body[..body.len().min(300)])
-                );
-            }
-            if body[..] != payloads[k][..] {
-                bail!("{bytes} B: the answer is not the bytes sent");
-            }
+                round_trip
+            } else {
+                // A body built from bytes is cloned by reference, not copied.
+                let request = requests[k]
+                    .try_clone()
+                    .context("request body not clonable")?;
+                let t = Instant::now();
+                let response = client.execute(request).await?;
+                let status = response.status();
+                let body = response.bytes().await?;
+                let round_trip = t.elapsed();
+                if !status.is_success() {
+                    // The stand-in's own finding, if it has one, says more than the status.
+                    if let Ok(Err(e)) = report_rx.try_recv() {
+                        bail!("{bytes} B: {e}");
+                    }
+                    bail!(
+                        "{bytes} B: host answered {status}: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(300)])
+                    );
+                }
+                if body[..] != payloads[k][..] {
+                    bail!("{bytes} B: the answer is not the bytes sent");
+                }
+                round_trip
+            };
             let own = match report_rx.recv().await {
                 Some(Ok(own)) => own,
                 Some(Err(e)) => bail!("{bytes} B: {e}"),
@@ -226,48 +291,82 @@ async fn run_async(host_bin: &Path, budget: Budget) -> Result<Report> {
             Ok((round_trip, own))
         };
         for i in 0..budget.warmup_runs {
-            one(i).await?;
+            one(i, false).await?;
+            one(i, true).await?;
         }
         let mem_warm = mem(pid)?;
         let cpu_start = cpu_ticks(pid)?;
         let ctx_start = ctx_switches(pid)?;
-        let mut round_trips = Vec::new();
-        let mut own = Vec::new();
-        let mut relay = Vec::new();
+        let fwd_cpu_start = cpu_ticks(fwd_pid)?;
+        let fwd_ctx_start = ctx_switches(fwd_pid)?;
+        let mut host_samples = Samples::default();
+        let mut ceiling_samples = Samples::default();
+        // Host and ceiling alternate request by request, so that both see the same machine (other
+        // processes' load comes and goes within seconds here); each pair gets the time two
+        // separate runs would.
         let start = Instant::now();
         let mut i = 0;
-        while round_trips.len() < budget.min_runs || start.elapsed() < budget.time {
-            let (rt, o) = one(i).await?;
+        while host_samples.round_trip.len() < budget.min_runs || start.elapsed() < 2 * budget.time {
+            host_samples.push(one(i, false).await?);
+            ceiling_samples.push(one(i, true).await?);
             i += 1;
-            round_trips.push(rt.as_secs_f64() * 1e6);
-            own.push(o.as_secs_f64() * 1e6);
-            relay.push(rt.saturating_sub(o).as_secs_f64() * 1e6);
         }
         let cpu = cpu_ticks(pid)?.saturating_sub(cpu_start);
         let ctx = ctx_switches(pid)?.saturating_sub(ctx_start);
+        let fwd_cpu = cpu_ticks(fwd_pid)?.saturating_sub(fwd_cpu_start);
+        let fwd_ctx = ctx_switches(fwd_pid)?.saturating_sub(fwd_ctx_start);
         let mem_end = mem(pid)?;
-        let runs = round_trips.len();
+        let runs = host_samples.round_trip.len();
         let stats = |s: &[f64]| Stats::of(s).context("no samples");
+        let ceiling = CeilingCase {
+            runs,
+            round_trip: stats(&ceiling_samples.round_trip)?,
+            stand_in: stats(&ceiling_samples.stand_in)?,
+            relay: stats(&ceiling_samples.relay)?,
+            forwarder_cpu_us_per_request: fwd_cpu as f64 / CLOCK_TICKS_PER_SEC * 1e6 / runs as f64,
+            forwarder_ctx_switches_per_request: fwd_ctx as f64 / runs as f64,
+        };
         cases.push(Case {
             bytes,
             runs,
-            round_trip: stats(&round_trips)?,
-            stand_in: stats(&own)?,
-            relay: stats(&relay)?,
+            round_trip: stats(&host_samples.round_trip)?,
+            stand_in: stats(&host_samples.stand_in)?,
+            relay: stats(&host_samples.relay)?,
             host_cpu_us_per_request: cpu as f64 / CLOCK_TICKS_PER_SEC * 1e6 / runs as f64,
             host_ctx_switches_per_request: ctx as f64 / runs as f64,
             mem_warm,
             mem_end,
+            ceiling,
         });
     }
     drop(client);
+    drop(fwd_client);
     stand_in.abort();
-    // kill_on_drop would do it too; waiting reaps the child before the tempdir goes.
+    // kill_on_drop would do it too; waiting reaps the children before the tempdir goes.
     host.kill().await.ok();
+    fwd.kill().await.ok();
     Ok(Report {
         host_binary: host_bin.to_path_buf(),
         cases,
     })
+}
+
+/// Per-request timings, µs.
+#[derive(Default)]
+struct Samples {
+    round_trip: Vec<f64>,
+    stand_in: Vec<f64>,
+    /// Round trip − stand-in time.
+    relay: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, (round_trip, stand_in): (Duration, Duration)) {
+        self.round_trip.push(round_trip.as_secs_f64() * 1e6);
+        self.stand_in.push(stand_in.as_secs_f64() * 1e6);
+        self.relay
+            .push(round_trip.saturating_sub(stand_in).as_secs_f64() * 1e6);
+    }
 }
 
 /// `bytes` bytes of a simple pattern, marked with `tag` at both ends.
@@ -282,20 +381,21 @@ fn payload(bytes: usize, tag: u8) -> Arc<Vec<u8>> {
     Arc::new(p)
 }
 
-/// Reads the host's stdout up to `sealed-host listening on URL`, then keeps draining it.
-async fn host_url(host: &mut tokio::process::Child) -> Result<String> {
-    let stdout = host.stdout.take().context("no stdout pipe")?;
+/// Reads a child's stdout up to `PREFIX ADDRESS` (`sealed-host listening on URL`), then keeps
+/// draining it; returns the address.
+async fn child_line(child: &mut tokio::process::Child, prefix: &str, name: &str) -> Result<String> {
+    let stdout = child.stdout.take().context("no stdout pipe")?;
     let mut lines = BufReader::new(stdout).lines();
     let url = tokio::time::timeout(START_TIMEOUT, async {
         while let Some(line) = lines.next_line().await? {
-            if let Some(url) = line.strip_prefix("sealed-host listening on ") {
+            if let Some(url) = line.strip_prefix(prefix) {
                 return Ok(url.trim().to_string());
             }
         }
-        bail!("sealed-host exited before listening")
+        bail!("{name} exited before listening")
     })
     .await
-    .context("sealed-host did not start")??;
+    .with_context(|| format!("{name} did not start"))??;
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(url)
 }
@@ -452,6 +552,15 @@ fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
 
+/// Host relay MB/s ÷ ceiling MB/s (the ratio of their p50 relay times, inverted).
+fn host_to_ceiling(c: &Case) -> f64 {
+    if c.relay.median > 0.0 {
+        c.ceiling.relay.median / c.relay.median
+    } else {
+        0.0
+    }
+}
+
 pub(super) fn table(r: &Report) -> String {
     let mut out = Vec::new();
     let _ = writeln!(
@@ -492,6 +601,55 @@ pub(super) fn table(r: &Report) -> String {
         "\nrelay MB/s = payload bytes each way / p50(round trip − stand-in time); target ≥ 1000 \
          MB/s at 16 MiB (issue 6)."
     );
+
+    let _ = writeln!(
+        out,
+        "\n## Relay ceiling (minimal forwarder instead of sealed-host, no HTTP, same sockets)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| payload | runs | round trip p50 ms | p99 ms | stand-in p50 ms | ceiling MB/s | host MB/s \
+         | host / ceiling | forwarder CPU µs/req | host CPU µs/req | forwarder ctx sw/req |"
+    );
+    let _ = writeln!(
+        out,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for c in &r.cases {
+        let k = &c.ceiling;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} |",
+            size_label(c.bytes),
+            k.runs,
+            k.round_trip.median / 1e3,
+            k.round_trip.p99 / 1e3,
+            k.stand_in.median / 1e3,
+            mb_per_s(c.bytes, k.relay.median),
+            mb_per_s(c.bytes, c.relay.median),
+            host_to_ceiling(c),
+            k.forwarder_cpu_us_per_request,
+            c.host_cpu_us_per_request,
+            k.forwarder_ctx_switches_per_request,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nceiling: the same client → relay → stand-in topology and the same relay MB/s, with a \
+         minimal forwarder (a child process, one thread) in place of sealed-host: the client sends \
+         an 8-byte length and the payload over TCP 127.0.0.1 (kernel-default buffers, no Nagle), \
+         the forwarder reads it into one reused buffer and sends it as one Infer frame over the \
+         Unix socket (4 MiB buffers, as the host asks), then returns the stand-in's answer the \
+         same way. It includes every kernel copy of the host's path (TCP in, Unix out, Unix back, \
+         TCP out), the same process boundaries and the same stand-in; it leaves out HTTP on both \
+         sides (reqwest's client work, hyper's parsing), the host's user-space copy of the body \
+         and its per-request allocations, and the host's tasks, limits and metrics. Host and \
+         ceiling requests alternate, one each in turn; host / ceiling = host MB/s ÷ ceiling MB/s. \
+         The ceiling is a baseline, not a proven bound: a ratio near or above 1 means the host \
+         already relays as fast as a forwarder without HTTP or user-space copies, and the rest \
+         of the time is the kernel's socket copies and scheduling and this process's own client \
+         and stand-in (one thread)."
+    );
     String::from_utf8_lossy(&out).into_owned()
 }
 
@@ -511,6 +669,17 @@ pub(super) fn json(r: &Report) -> Value {
                 "host_ctx_switches_per_request": round3(c.host_ctx_switches_per_request),
                 "host_mem_after_warmup_kb": { "vm_rss": c.mem_warm.rss_kb, "vm_hwm": c.mem_warm.hwm_kb },
                 "host_mem_after_run_kb": { "vm_rss": c.mem_end.rss_kb, "vm_hwm": c.mem_end.hwm_kb },
+                "ceiling": {
+                    "runs": c.ceiling.runs,
+                    "round_trip_us": c.ceiling.round_trip.json(),
+                    "stand_in_us": c.ceiling.stand_in.json(),
+                    "relay_us": c.ceiling.relay.json(),
+                    "relay_mb_per_s": round3(mb_per_s(c.bytes, c.ceiling.relay.median)),
+                    "forwarder_cpu_us_per_request": round3(c.ceiling.forwarder_cpu_us_per_request),
+                    "forwarder_ctx_switches_per_request":
+                        round3(c.ceiling.forwarder_ctx_switches_per_request),
+                },
+                "host_to_ceiling": round3(host_to_ceiling(c)),
             })
         })
         .collect();
@@ -518,6 +687,13 @@ pub(super) fn json(r: &Report) -> Value {
         "host_binary": r.host_binary.display().to_string(),
         "transport": "unix socket",
         "http": "HTTP/1.1, one keep-alive connection, one request at a time",
+        "ceiling": {
+            "forwarder": "child process (sealed-bench re-executed), one thread, in place of sealed-host",
+            "client_protocol": "8-byte big-endian length + payload over TCP 127.0.0.1, no HTTP",
+            "enclave_side": "one Infer frame per message over the same Unix socket and stand-in",
+            "user_space_copies_in_forwarder": 0,
+            "relay_mb_per_s": "payload bytes each way / p50(round trip - stand-in time), as the host's",
+        },
         "cases": cases,
     })
 }
