@@ -9,7 +9,10 @@
 //!    opener on a ~100 MB model, beside tract's plain load of the same bytes and unseal + load.
 //! 3. The host's relay alone ([`relay`]): the real `sealed-host` between an HTTP client and a
 //!    stand-in enclave in this process, 1 KiB to 16 MiB bodies: round trip, relay MB/s, the
-//!    host's CPU time, context switches and memory per request.
+//!    host's CPU time, context switches and memory per request, beside a minimal forwarder on the
+//!    same sockets (the ceiling baseline).
+//! 4. The floor of the sealed path's added time (`crate::floor`, `--floor-only`): each HPKE step,
+//!    the host↔enclave frame round trip and the HTTP round trip.
 //!
 //! Every figure except the relay's is single-threaded (one core). Nothing here prints key material
 //! or model bytes. Figures for documents come from a release build; the report names the build profile and the
