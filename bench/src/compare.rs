@@ -1191,6 +1191,27 @@ pub fn bare_rss(args: BareRssArgs) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// The settings of a report test: 2 workers on 2 cores, 1 s quick cells, unpinned.
+    fn test_settings(
+        concurrency: Vec<usize>,
+        plain: bool,
+        dynamic_batch: Option<u32>,
+        notes: Vec<String>,
+    ) -> Settings {
+        Settings {
+            workers: 2,
+            cores: 2,
+            concurrency,
+            seconds: 1.0,
+            warmup: 0.1,
+            quick: true,
+            plain,
+            dynamic_batch,
+            pin: None,
+            notes,
+        }
+    }
+
     #[test]
     fn a_symbolic_dimension_takes_the_remaining_elements() {
         assert_eq!(resolve_shape(&[None], 1024).unwrap(), vec![256]);
@@ -1532,18 +1553,7 @@ mod tests {
             plain: VariantRun::skipped("not run (--no-plain)".into()),
             batch_rows: None,
         }];
-        let settings = Settings {
-            workers: 2,
-            cores: 2,
-            concurrency: vec![1, 64],
-            seconds: 1.0,
-            warmup: 0.1,
-            quick: true,
-            plain: false,
-            dynamic_batch: None,
-            pin: None,
-            notes: vec!["a note".into()],
-        };
+        let settings = test_settings(vec![1, 64], false, None, vec!["a note".into()]);
         let ort = serde_json::json!({"onnxruntime": "1.0.0", "results": [
             {"model": "echo", "input_bytes": 1024, "mode": "single", "p50_ms": 0.01,
              "throughput_rps": 9000.0, "load_ms": 3.0}]});
@@ -1696,18 +1706,7 @@ mod tests {
             plain: run(),
             batch_rows,
         };
-        let settings = Settings {
-            workers: 2,
-            cores: 2,
-            concurrency: vec![1],
-            seconds: 1.0,
-            warmup: 0.1,
-            quick: true,
-            plain: true,
-            dynamic_batch: Some(8),
-            pin: None,
-            notes: Vec::new(),
-        };
+        let settings = test_settings(vec![1], true, Some(8), Vec::new());
         let results = [result("large", Some(8)), result("echo", None)];
         let scaling = [Scaling {
             model: "large".into(),
@@ -1820,18 +1819,7 @@ mod tests {
             plain: VariantRun::skipped("not run (--no-plain)".into()),
             batch_rows: None,
         }];
-        let settings = Settings {
-            workers: 2,
-            cores: 2,
-            concurrency: vec![1, 4],
-            seconds: 1.0,
-            warmup: 0.1,
-            quick: true,
-            plain: false,
-            dynamic_batch: Some(8),
-            pin: None,
-            notes: Vec::new(),
-        };
+        let settings = test_settings(vec![1, 4], false, Some(8), Vec::new());
         let scaling = [Scaling {
             model: "digits".into(),
             concurrency: 4,

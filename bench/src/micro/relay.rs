@@ -317,22 +317,24 @@ async fn run_async(host_bin: &Path, budget: Budget) -> Result<Report> {
         let fwd_ctx = ctx_switches(fwd_pid)?.saturating_sub(fwd_ctx_start);
         let mem_end = mem(pid)?;
         let runs = host_samples.round_trip.len();
-        let stats = |s: &[f64]| Stats::of(s).context("no samples");
+        let per_request = |ticks: u64| ticks as f64 / CLOCK_TICKS_PER_SEC * 1e6 / runs as f64;
+        let (round_trip, stand_in, relay) = ceiling_samples.stats()?;
         let ceiling = CeilingCase {
             runs,
-            round_trip: stats(&ceiling_samples.round_trip)?,
-            stand_in: stats(&ceiling_samples.stand_in)?,
-            relay: stats(&ceiling_samples.relay)?,
-            forwarder_cpu_us_per_request: fwd_cpu as f64 / CLOCK_TICKS_PER_SEC * 1e6 / runs as f64,
+            round_trip,
+            stand_in,
+            relay,
+            forwarder_cpu_us_per_request: per_request(fwd_cpu),
             forwarder_ctx_switches_per_request: fwd_ctx as f64 / runs as f64,
         };
+        let (round_trip, stand_in, relay) = host_samples.stats()?;
         cases.push(Case {
             bytes,
             runs,
-            round_trip: stats(&host_samples.round_trip)?,
-            stand_in: stats(&host_samples.stand_in)?,
-            relay: stats(&host_samples.relay)?,
-            host_cpu_us_per_request: cpu as f64 / CLOCK_TICKS_PER_SEC * 1e6 / runs as f64,
+            round_trip,
+            stand_in,
+            relay,
+            host_cpu_us_per_request: per_request(cpu),
             host_ctx_switches_per_request: ctx as f64 / runs as f64,
             mem_warm,
             mem_end,
@@ -366,6 +368,16 @@ impl Samples {
         self.stand_in.push(stand_in.as_secs_f64() * 1e6);
         self.relay
             .push(round_trip.saturating_sub(stand_in).as_secs_f64() * 1e6);
+    }
+
+    /// Round trip, stand-in and relay statistics, in that order.
+    fn stats(&self) -> Result<(Stats, Stats, Stats)> {
+        let stats = |s: &[f64]| Stats::of(s).context("no samples");
+        Ok((
+            stats(&self.round_trip)?,
+            stats(&self.stand_in)?,
+            stats(&self.relay)?,
+        ))
     }
 }
 
