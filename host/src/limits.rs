@@ -399,6 +399,53 @@ async fn watchdog(conn: &Conn, limits: HttpLimits, http_timeout: Duration) -> Ex
     }
 }
 
+/// How a finished connection is closed: in stages (RFC 9112 §9.6, "Tear-down"). Closing a
+/// socket that still has unread bytes makes the kernel send a reset, which can erase our last
+/// response from the client's receive buffer before it reads it — a client that writes a whole
+/// refused body before reading (most HTTP clients do) would see "connection reset" instead of
+/// the 413 that names the problem. So the host half-closes after the response and reads and
+/// discards what the client still sends until it closes too, within these bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Linger {
+    /// Longest the whole drain may take.
+    pub total: Duration,
+    /// Longest wait for the next bytes: a client that stops sending without closing is cut.
+    pub idle: Duration,
+    /// Most bytes read and discarded (the refused body is never stored; this bounds the CPU).
+    pub max_bytes: u64,
+}
+
+/// 5 s, 1 s idle, 64 MiB: a refused 16 MiB body crosses even a slow link within them, and a
+/// client that keeps sending costs at most 5 s of one connection slot.
+pub const LINGER: Linger = Linger {
+    total: Duration::from_secs(5),
+    idle: Duration::from_secs(1),
+    max_bytes: 64 * 1024 * 1024,
+};
+
+/// Half-closes `stream` (our side is done) and discards what the peer still sends until it
+/// closes, goes quiet for `linger.idle`, or a bound of `linger` is reached. Returns the bytes
+/// discarded.
+async fn linger_close(mut stream: TcpStream, linger: Linger) -> u64 {
+    if stream.shutdown().await.is_err() {
+        return 0;
+    }
+    let deadline = Instant::now() + linger.total;
+    let mut buf = [0u8; 8 * 1024];
+    let mut discarded: u64 = 0;
+    while discarded < linger.max_bytes {
+        let wait = linger
+            .idle
+            .min(deadline.saturating_duration_since(Instant::now()));
+        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => discarded = discarded.saturating_add(n as u64),
+            // Closed by the peer, reset, quiet for too long, or out of time.
+            _ => break,
+        }
+    }
+    discarded
+}
+
 /// The TCP stream with reads reported to the watchdog (the first byte of a request head starts
 /// its header timer).
 struct TrackedIo {
@@ -589,13 +636,14 @@ async fn serve_connection(
             let guard = conn.begin_request();
             request.extensions_mut().insert(ConnectInfo(peer));
             let call = hyper::service::Service::call(&tower, request);
-            async move {
+            // Boxed: `poll_without_shutdown` (below) needs an `Unpin` future.
+            Box::pin(async move {
                 let response: Response<_> = call.await?;
                 Ok::<_, std::convert::Infallible>(response.map(|inner| GuardedBody {
                     inner,
                     _guard: guard,
                 }))
-            }
+            })
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -610,20 +658,28 @@ async fn serve_connection(
         // The watchdog times headers (hyper's own timer would also cut idle keep-alive
         // connections at the header timeout).
         .header_read_timeout(None);
-    let connection = builder.serve_connection(io, service);
-    let mut connection = std::pin::pin!(connection);
+    let mut connection = builder.serve_connection(io, service);
     let watchdog = watchdog(&conn, limits, http_timeout);
     let mut watchdog = std::pin::pin!(watchdog);
     let mut draining = false;
+    let mut shutdown_asked = false;
+    // Whether hyper finished the connection itself (then it is closed in stages, see `Linger`).
+    let mut finished = false;
     loop {
+        if draining && !shutdown_asked {
+            shutdown_asked = true;
+            Pin::new(&mut connection).graceful_shutdown();
+        }
         tokio::select! {
-            served = connection.as_mut() => {
+            // Without hyper's own shutdown: the socket is closed below, in stages.
+            served = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => {
                 if let Err(e) = served {
                     if e.is_parse_too_large() {
                         metrics.observe_rejected(RejectReason::HeaderTooLarge);
                     }
                     debug!(error = %e, "connection ended with an error");
                 }
+                finished = true;
                 break;
             }
             expiry = &mut watchdog => {
@@ -641,10 +697,18 @@ async fn serve_connection(
                 // Dropping the connection closes the socket.
                 break;
             }
-            _ = stop.wait_for(|stop| *stop), if !draining => {
-                draining = true;
-                connection.as_mut().graceful_shutdown();
-            }
+            _ = stop.wait_for(|stop| *stop), if !draining => draining = true,
+        }
+    }
+    // A stopping host does not wait for clients; a timed-out one has waited enough.
+    if finished && !draining {
+        let stream = connection.into_parts().io.into_inner().inner;
+        let discarded = linger_close(stream, LINGER).await;
+        if discarded > 0 {
+            debug!(
+                discarded,
+                "read and discarded the client's remaining bytes before closing"
+            );
         }
     }
     metrics.http_connections.dec();
@@ -654,6 +718,72 @@ async fn serve_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn lingering_close_half_closes_then_drains_until_the_client_closes() {
+        let (mut client, server) = pair().await;
+        let drain = tokio::spawn(linger_close(server, LINGER));
+        // Our side is done first: the client reads the end of the stream while it can still send.
+        let mut buf = [0u8; 16];
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+        client.write_all(&[7u8; 100_000]).await.unwrap();
+        drop(client);
+        assert_eq!(drain.await.unwrap(), 100_000);
+    }
+
+    #[tokio::test]
+    async fn lingering_close_stops_at_its_byte_bound() {
+        let (mut client, server) = pair().await;
+        let linger = Linger {
+            max_bytes: 64 * 1024,
+            ..LINGER
+        };
+        let sender = tokio::spawn(async move {
+            let chunk = vec![1u8; 64 * 1024];
+            // Ends with an error once the server has stopped reading and closed.
+            while client.write_all(&chunk).await.is_ok() {}
+        });
+        let discarded = linger_close(server, linger).await;
+        assert!(
+            (64 * 1024..64 * 1024 + 8 * 1024).contains(&discarded),
+            "{discarded}"
+        );
+        sender.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn lingering_close_gives_up_on_a_client_that_goes_quiet_or_never_stops() {
+        // Quiet without closing: cut after `idle`.
+        let (mut quiet, server) = pair().await;
+        quiet.write_all(b"0123456789").await.unwrap();
+        let linger = Linger {
+            idle: Duration::from_millis(100),
+            ..LINGER
+        };
+        assert_eq!(linger_close(server, linger).await, 10);
+        drop(quiet);
+
+        // Sending a little forever: cut at `total` (bytes and idle never reached).
+        let (mut endless, server) = pair().await;
+        let sender = tokio::spawn(async move {
+            while endless.write_all(b"x").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        let linger = Linger {
+            total: Duration::from_millis(300),
+            ..LINGER
+        };
+        assert!(linger_close(server, linger).await > 0);
+        sender.await.unwrap();
+    }
 
     #[test]
     fn ipv6_clients_are_counted_by_64_prefix_and_mapped_v4_as_v4() {

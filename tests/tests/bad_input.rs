@@ -227,6 +227,14 @@ fn cases() -> Vec<Case> {
             |c| oversized_content_length(c).await
         ),
         case!(
+            "http_oversized_body_written_first",
+            "http",
+            "the same, written whole before the answer is read (as most HTTP clients do)",
+            "413 request_too_large: the host closes in stages and drains the refused body, so the \
+             answer is not lost to a connection reset",
+            |c| oversized_content_length_written_first(c).await
+        ),
+        case!(
             "http_oversized_chunked_body",
             "http",
             "POST /v1/infer, Transfer-Encoding chunked, 17 MiB",
@@ -1732,6 +1740,34 @@ async fn oversized_content_length(c: &Ctx) -> CaseResult {
     .into_bytes();
     req.resize(req.len() + len, 0x5a);
     let buf = raw_exchange(&addr, req, true).await?;
+    let (status, body) = parse_raw_response(&buf)?;
+    expect_status(status, &body, 413, Some("request_too_large"))
+}
+
+/// Writes the whole refused request before reading: the host answers on the Content-Length
+/// alone, then half-closes and discards the body (limits.rs `linger_close`), so the write
+/// completes and the 413 is still there to read. Before the lingering close, the unread bytes
+/// made the host's close a reset that could erase the answer.
+async fn oversized_content_length_written_first(c: &Ctx) -> CaseResult {
+    let addr = c.host_addr();
+    let len = MAX_SEALED_MESSAGE_LEN + 1;
+    let mut req = format!(
+        "POST /v1/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes();
+    req.resize(req.len() + len, 0x5a);
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    stream
+        .write_all(&req)
+        .await
+        .map_err(|e| format!("writing the whole request failed: {e}"))?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(EXCHANGE_TIMEOUT, stream.read_to_end(&mut buf))
+        .await
+        .map_err(|_| "the server neither answered nor closed".to_string())?
+        .map_err(|e| format!("reading the answer failed: {e}"))?;
     let (status, body) = parse_raw_response(&buf)?;
     expect_status(status, &body, 413, Some("request_too_large"))
 }
