@@ -1727,10 +1727,8 @@ async fn raw_http_expect(c: &Ctx, request: Vec<u8>, want: u16) -> CaseResult {
     expect_status(status, &body, want, None)
 }
 
-/// The host refuses on the Content-Length alone and closes without reading the body, so the
-/// answer is read while the body is still being written (a client that writes everything before
-/// reading, as reqwest does, may instead see the connection reset by the unread bytes: a race
-/// this test must not depend on).
+/// The host refuses on the Content-Length alone, without reading the body; here the answer is
+/// read while the body is still being written (the next case writes it whole first).
 async fn oversized_content_length(c: &Ctx) -> CaseResult {
     let addr = c.host_addr();
     let len = MAX_SEALED_MESSAGE_LEN + 1;
