@@ -1727,16 +1727,22 @@ async fn raw_http_expect(c: &Ctx, request: Vec<u8>, want: u16) -> CaseResult {
     expect_status(status, &body, want, None)
 }
 
-/// The host refuses on the Content-Length alone, without reading the body; here the answer is
-/// read while the body is still being written (the next case writes it whole first).
-async fn oversized_content_length(c: &Ctx) -> CaseResult {
-    let addr = c.host_addr();
+/// POST /v1/infer with a Content-Length and a body one byte over the limit.
+fn oversized_request(addr: &str) -> Vec<u8> {
     let len = MAX_SEALED_MESSAGE_LEN + 1;
     let mut req = format!(
         "POST /v1/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
     )
     .into_bytes();
     req.resize(req.len() + len, 0x5a);
+    req
+}
+
+/// The host refuses on the Content-Length alone, without reading the body; here the answer is
+/// read while the body is still being written (the next case writes it whole first).
+async fn oversized_content_length(c: &Ctx) -> CaseResult {
+    let addr = c.host_addr();
+    let req = oversized_request(&addr);
     let buf = raw_exchange(&addr, req, true).await?;
     let (status, body) = parse_raw_response(&buf)?;
     expect_status(status, &body, 413, Some("request_too_large"))
@@ -1748,12 +1754,7 @@ async fn oversized_content_length(c: &Ctx) -> CaseResult {
 /// made the host's close a reset that could erase the answer.
 async fn oversized_content_length_written_first(c: &Ctx) -> CaseResult {
     let addr = c.host_addr();
-    let len = MAX_SEALED_MESSAGE_LEN + 1;
-    let mut req = format!(
-        "POST /v1/infer HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
-    )
-    .into_bytes();
-    req.resize(req.len() + len, 0x5a);
+    let req = oversized_request(&addr);
     let mut stream = tokio::net::TcpStream::connect(&addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
