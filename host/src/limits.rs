@@ -431,7 +431,8 @@ async fn linger_close(mut stream: TcpStream, linger: Linger) -> u64 {
         return 0;
     }
     let deadline = Instant::now() + linger.total;
-    let mut buf = [0u8; 8 * 1024];
+    // On the heap: an array here would grow every connection task's future by its size.
+    let mut buf = vec![0u8; 8 * 1024];
     let mut discarded: u64 = 0;
     while discarded < linger.max_bytes {
         let wait = linger
