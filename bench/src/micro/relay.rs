@@ -548,6 +548,26 @@ fn status_value(status: &str, key: &str) -> Option<u64> {
 }
 
 /// Payload bytes per second (10⁶) when one direction takes `us` µs.
+/// The columns both tables start with: payload, runs, round trip p50 and p99 ms, stand-in p50
+/// ms, relay MB/s.
+fn timing_cells(
+    bytes: usize,
+    runs: usize,
+    round_trip: &Stats,
+    stand_in: &Stats,
+    relay: &Stats,
+) -> String {
+    format!(
+        "{} | {} | {:.3} | {:.3} | {:.3} | {:.0}",
+        size_label(bytes),
+        runs,
+        round_trip.median / 1e3,
+        round_trip.p99 / 1e3,
+        stand_in.median / 1e3,
+        mb_per_s(bytes, relay.median),
+    )
+}
+
 fn mb_per_s(bytes: usize, us: f64) -> f64 {
     if us > 0.0 { bytes as f64 / us } else { 0.0 }
 }
@@ -592,14 +612,8 @@ pub(super) fn table(r: &Report) -> String {
     for c in &r.cases {
         let _ = writeln!(
             out,
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.1} | {:.1} → {:.1} | {:.1} → \
-             {:.1} |",
-            size_label(c.bytes),
-            c.runs,
-            c.round_trip.median / 1e3,
-            c.round_trip.p99 / 1e3,
-            c.stand_in.median / 1e3,
-            mb_per_s(c.bytes, c.relay.median),
+            "| {} | {:.0} | {:.1} | {:.1} → {:.1} | {:.1} → {:.1} |",
+            timing_cells(c.bytes, c.runs, &c.round_trip, &c.stand_in, &c.relay),
             c.host_cpu_us_per_request,
             c.host_ctx_switches_per_request,
             mib(c.mem_warm.rss_kb),
@@ -631,13 +645,8 @@ pub(super) fn table(r: &Report) -> String {
         let k = &c.ceiling;
         let _ = writeln!(
             out,
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} |",
-            size_label(c.bytes),
-            k.runs,
-            k.round_trip.median / 1e3,
-            k.round_trip.p99 / 1e3,
-            k.stand_in.median / 1e3,
-            mb_per_s(c.bytes, k.relay.median),
+            "| {} | {:.0} | {:.2} | {:.0} | {:.0} | {:.1} |",
+            timing_cells(c.bytes, k.runs, &k.round_trip, &k.stand_in, &k.relay),
             mb_per_s(c.bytes, c.relay.median),
             host_to_ceiling(c),
             k.forwarder_cpu_us_per_request,
