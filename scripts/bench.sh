@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The benchmark (docs/performance.md): sealed inference beside bare tract, the plain-HTTP stack and
 # onnxruntime, plus the micro-benchmarks and tract alone. Writes
-# target/bench-results/{onnxruntime,compare,compare-batch,compare-pinned,micro,tract}.json.
+# target/bench-results/{onnxruntime,compare,compare-batch,compare-pinned,micro,tract,targets}.json.
 #
 # Steps: a Python venv in target/bench-venv (scripts/requirements-bench.txt, from PyPI); the
 # benchmark models into target/bench-models (scripts/make_bench_models.py); onnxruntime on them
 # (scripts/bench_onnxruntime.py), run BEFORE the release build so that it does not compete with
 # rustc for the CPU; release binaries; then `sealed-bench compare` (unbatched, with the enclaves'
-# dynamic batching, and pinned to Nitro's CPU split), `sealed-bench micro` and `sealed-bench tract`.
-# Figures mean something only on an otherwise idle machine.
+# dynamic batching, and pinned to Nitro's CPU split), `sealed-bench micro` and `sealed-bench tract`;
+# last, `sealed-bench targets` judges issue 6's targets from those reports (met / not met / not
+# judgeable on this machine, and why). Figures mean something only on an otherwise idle machine.
 set -euo pipefail
 
 usage() {
@@ -20,7 +21,8 @@ Usage: scripts/bench.sh [--quick] [--ort-only]
   -h, --help   this text
 
 Results: target/bench-results/onnxruntime.json, compare.json, compare-batch.json,
-compare-pinned.json, micro.json, tract.json (and tables on stdout).
+compare-pinned.json, micro.json, tract.json, targets.json (and tables on stdout, the
+targets' verdicts last).
 EOF
 }
 
@@ -62,6 +64,9 @@ if [ "$ort_only" = true ]; then
     echo "bench.sh: --ort-only: stopping before the Rust benchmarks"
     exit 0
 fi
+
+# Reports of an earlier run would be judged as this run's by step 7 if a step below is skipped.
+rm -f "$results"/{compare,compare-batch,compare-pinned,micro,tract,targets}.json
 
 # 4. Release binaries: host, simulation enclave and sealed-bench in one build, then the plain-HTTP
 #    enclave, a separate binary that exists only with `bench-plaintext`.
@@ -106,4 +111,6 @@ target/release/sealed-bench micro --models-dir "$models" --json "$results/micro.
 # 6. tract alone: the optimised plan, intra-op threads, batching potential, onnxruntime beside.
 target/release/sealed-bench tract --models-dir "$models" --ort-json "$results/onnxruntime.json" --plan \
     --json "$results/tract.json" ${quick[@]+"${quick[@]}"}
+# 7. The verdicts: each target against the figures above (reads the JSON only, measures nothing).
+target/release/sealed-bench targets --results-dir "$results" --json "$results/targets.json"
 echo "bench.sh: results in $results/"

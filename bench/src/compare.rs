@@ -156,7 +156,8 @@ pub struct Cell {
     /// Host and enclave counters over the window (stack variants).
     pub host: Option<Counters>,
     pub enclave: Option<Counters>,
-    /// This process's counters over the window (bare: its worker threads are the pool's).
+    /// This process's counters over the window (bare: its worker threads are the pool's; stack
+    /// variants: the client harness).
     pub bench: Option<Counters>,
     /// The machine's load average when the measured window opened and when the cell ended.
     pub load: LoadSpan,
@@ -1895,5 +1896,73 @@ mod tests {
         assert!(!table.contains("sealed/plain"), "{table}");
         assert!(!table.contains("plain upload"), "{table}");
         assert!(table.contains("## Sealed beside bare\n"), "{table}");
+    }
+
+    /// `sealed-bench targets` reads the keys `report::json` writes: a pinned report whose sealed
+    /// cell kept the enclave's CPU busy is judged, one whose harness was the bottleneck is not.
+    #[test]
+    fn the_targets_rules_read_the_report_this_module_writes() {
+        let counters = |cpu_ticks| Counters {
+            cpu_ticks,
+            ..Counters::default()
+        };
+        // 100 answers in 1 s: 100 req/s; 98 ticks = 0.98 s of CPU over the window.
+        let cell = |c, enclave_ticks, harness_ticks| Cell {
+            concurrency: c,
+            lat_us: vec![20_000; 100],
+            wall_s: 1.0,
+            enclave: Some(counters(enclave_ticks)),
+            host: Some(counters(harness_ticks)),
+            bench: Some(counters(harness_ticks)),
+            ..Cell::default()
+        };
+        let run = |cells| VariantRun {
+            skipped: None,
+            cells: vec![cells],
+            load_ms: None,
+            hwm_kb: None,
+            mem: MemSteps::default(),
+            chunk_size: None,
+        };
+        let mut settings = test_settings(vec![1, 16], false, None, Vec::new());
+        settings.workers = 1;
+        settings.pin = Some(pin::Pin {
+            server: vec![1],
+            harness: vec![0],
+        });
+        let report = |enclave_ticks, harness_ticks| {
+            let result = ModelResult {
+                id: "large".into(),
+                bytes: 1,
+                cases: vec![64],
+                bare: run(vec![Some(cell(1, 0, 0)), Some(cell(16, 0, 0))]),
+                sealed: run(vec![
+                    Some(cell(1, enclave_ticks, harness_ticks)),
+                    Some(cell(16, enclave_ticks, harness_ticks)),
+                ]),
+                plain: VariantRun::skipped("not run (--no-plain)".into()),
+                batch_rows: None,
+            };
+            report::json(&machine(), &settings, &[result], &[], None)
+        };
+        let judged = crate::targets::check_throughput("compare-pinned", &report(98, 1));
+        assert_eq!(
+            judged[0].verdict,
+            crate::targets::Verdict::Met,
+            "{judged:?}"
+        );
+        let excused = crate::targets::check_throughput("compare-pinned", &report(50, 48));
+        assert!(
+            matches!(&excused[0].verdict, crate::targets::Verdict::NotJudgeable(w) if w.contains("load generator")),
+            "{excused:?}"
+        );
+        // Latency: 20 ms on both sides at C = 1.
+        let latency = crate::targets::check_latency("compare-pinned", &report(98, 1), None);
+        assert_eq!(
+            latency[0].verdict,
+            crate::targets::Verdict::Met,
+            "{latency:?}"
+        );
+        assert!(latency[0].figure.contains("= 1.000"), "{latency:?}");
     }
 }

@@ -15,11 +15,13 @@
 //! - `main.rs`: the command line.
 //! - [`load`]: the client tasks, the RSS sampler and the report.
 //! - [`tract`]: tract alone on the benchmark models (threads, batching, onnxruntime's figures).
+//! - [`targets`]: issue 6's targets judged from the reports the others wrote.
 
 mod compare;
 mod floor;
 mod load;
 mod micro;
+mod targets;
 mod tract;
 
 use std::path::PathBuf;
@@ -44,6 +46,8 @@ enum Command {
     Micro(micro::Args),
     /// tract alone: engine plan, intra-op threads, batching potential, gap to onnxruntime.
     Tract(tract::Args),
+    /// Issue 6's targets judged from the JSON reports (met / not met / not judgeable here).
+    Targets(targets::Args),
     /// (Internal) hold one model in bare tract and print the process's peak RSS.
     #[command(hide = true)]
     BareRss(compare::BareRssArgs),
@@ -100,6 +104,7 @@ fn main() -> anyhow::Result<()> {
         Command::Compare(args) => return compare::run(args),
         Command::Micro(args) => return micro::run(args),
         Command::Tract(args) => return tract::run(args),
+        Command::Targets(args) => return targets::run(args),
         Command::BareRss(args) => return compare::bare_rss(args),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -424,7 +424,12 @@ pub async fn cell(
     window_tx.send_replace(Some(w));
     tokio::time::sleep_until(w.warm_end.into()).await;
     let (host, enclave) = (running.stack.host_pid(), running.enclave_pid());
-    let before = (Counters::read(host), Counters::read(enclave));
+    let me = Some(std::process::id());
+    let before = (
+        Counters::read(host),
+        Counters::read(enclave),
+        Counters::read(me),
+    );
     let mut out = Cell {
         concurrency,
         ..Cell::default()
@@ -439,12 +444,20 @@ pub async fn cell(
         }
         span = Window::merge(span, s.span);
     }
-    let after = (Counters::read(host), Counters::read(enclave));
+    let after = (
+        Counters::read(host),
+        Counters::read(enclave),
+        Counters::read(me),
+    );
     out.wall_s = span.map_or(0.0, |(a, b): (Instant, Instant)| {
         b.duration_since(a).as_secs_f64()
     });
     out.host = before.0.zip(after.0).map(|(a, b)| a.delta(b));
     out.enclave = before.1.zip(after.1).map(|(a, b)| a.delta(b));
+    // The client harness's own CPU (and the simulated AWS's, idle once every client has
+    // attested): with the host's, what the load generator spent (`sealed-bench targets` tells
+    // a harness-bound cell from a server-bound one by it).
+    out.bench = before.2.zip(after.2).map(|(a, b)| a.delta(b));
     out.load.end = LoadAvg::read();
     out.finish();
     Ok(out)

@@ -48,6 +48,9 @@ fn cell_json(cell: &Option<Cell>, concurrency: usize) -> Value {
         "host_cpu_us_per_request": c.cpu_us_per_request(c.host).map(|v| v.round()),
         "enclave_cpu_us_per_request": c.cpu_us_per_request(c.enclave).map(|v| v.round()),
         "worker_cpu_us_per_request": c.worker_cpu_us_per_request().map(|v| v.round()),
+        // This process: the client harness for the stack variants, the pool and its callers for
+        // bare.
+        "bench_cpu_us_per_request": c.cpu_us_per_request(c.bench).map(|v| v.round()),
         "host_ctx_switches_per_request": c.per_request(c.host.map(|h| h.ctx_switches)).map(|v| round(v, 1)),
         "enclave_ctx_switches_per_request": c.per_request(c.enclave.map(|e| e.ctx_switches)).map(|v| round(v, 1)),
         // The machine's load average (1, 5, 15 min) as the measured window opened and as the

@@ -1,0 +1,428 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+/// A compare cell as `compare::report` writes it: `rps` answers a second, CPU µs per request of
+/// the enclave, the host and this process.
+fn cell(c: u64, p50: f64, rps: f64, cpu: (f64, f64, f64)) -> Value {
+    json!({
+        "concurrency": c, "ok": 100, "p50_ms": p50, "throughput_rps": rps,
+        "enclave_cpu_us_per_request": cpu.0, "host_cpu_us_per_request": cpu.1,
+        "bench_cpu_us_per_request": cpu.2,
+    })
+}
+
+/// One model with one case; `cells` per variant and the throughput ratios computed from them.
+fn report(pin: Value, cores: u64, workers: u64, bare: Vec<Value>, sealed: Vec<Value>) -> Value {
+    let ratios: Vec<Value> = bare
+        .iter()
+        .zip(&sealed)
+        .map(|(b, s)| {
+            json!({
+                "concurrency": b["concurrency"],
+                "sealed_over_bare": s["throughput_rps"].as_f64().unwrap()
+                    / b["throughput_rps"].as_f64().unwrap(),
+            })
+        })
+        .collect();
+    json!({
+        "machine": {"cpu": "Test CPU", "cores": cores},
+        "settings": {"cores": cores, "workers": workers, "pin": pin, "quick": false},
+        "models": [{
+            "id": "large", "dynamic_batch_rows": null,
+            "memory": {"sealed_peak_over_bare_kb": 900, "allowance_kb": 1024, "sealed_target_met": true},
+            "cases": [{
+                "input_bytes": 200_000,
+                "variants": {"bare": {"cells": bare}, "sealed": {"cells": sealed}},
+                "ratios": {"throughput": ratios},
+            }],
+        }],
+        "scaling": [],
+    })
+}
+
+fn pinned() -> Value {
+    json!({"server_cpus": [1], "harness_cpus": [0]})
+}
+
+fn micro(floor_us: f64, request_bytes: u64) -> Value {
+    json!({"floor": {"floor_us": floor_us, "hpke": {"request_bytes": request_bytes}}})
+}
+
+#[test]
+fn latency_of_a_slow_model_is_the_ratio_of_medians() {
+    let r = |sealed: f64| {
+        report(
+            Value::Null,
+            2,
+            2,
+            vec![cell(1, 10.0, 100.0, (0.0, 0.0, 0.0))],
+            vec![cell(1, sealed, 95.0, (0.0, 0.0, 0.0))],
+        )
+    };
+    let met = check_latency("compare", &r(10.5), None);
+    assert_eq!(met.len(), 1);
+    assert_eq!(met[0].verdict, Verdict::Met, "{:?}", met[0]);
+    assert!(met[0].figure.contains("1.050"), "{}", met[0].figure);
+    assert_eq!(met[0].scope, "compare: large, 195.3 KiB input");
+    assert_eq!(
+        check_latency("compare", &r(10.6), None)[0].verdict,
+        Verdict::NotMet
+    );
+}
+
+#[test]
+fn latency_of_a_tiny_model_is_the_added_time_against_the_floor() {
+    let r = |sealed: f64, input: u64| {
+        let mut r = report(
+            Value::Null,
+            2,
+            2,
+            vec![cell(1, 0.1, 100.0, (0.0, 0.0, 0.0))],
+            vec![cell(1, sealed, 95.0, (0.0, 0.0, 0.0))],
+        );
+        r["models"][0]["cases"][0]["input_bytes"] = json!(input);
+        r
+    };
+    let m = micro(300.0, 256);
+    // +590 µs against 2 × 300 µs: met; +610 µs: not.
+    let met = check_latency("compare", &r(0.69, 256), Some(&m));
+    assert_eq!(met[0].verdict, Verdict::Met, "{:?}", met[0]);
+    assert!(
+        met[0].figure.contains("+590 µs vs floor 300 µs"),
+        "{}",
+        met[0].figure
+    );
+    let not = check_latency("compare", &r(0.71, 256), Some(&m));
+    assert_eq!(not[0].verdict, Verdict::NotMet);
+    // An input much larger than the floor's request: the floor does not apply.
+    let big = check_latency("compare", &r(0.69, 4096), Some(&m));
+    assert!(
+        matches!(&big[0].verdict, Verdict::NotJudgeable(w) if w.contains("256 B request")),
+        "{:?}",
+        big[0]
+    );
+    // No micro report: missing, the added time still shown.
+    let none = check_latency("compare", &r(0.69, 256), None);
+    assert!(matches!(none[0].verdict, Verdict::Missing(_)));
+    assert_eq!(none[0].figure, "+590 µs");
+}
+
+#[test]
+fn unpinned_throughput_on_the_workers_cores_is_not_judged() {
+    let r = report(
+        Value::Null,
+        2,
+        2,
+        vec![
+            cell(2, 10.0, 200.0, (0.0, 0.0, 0.0)),
+            cell(16, 10.0, 200.0, (0.0, 0.0, 0.0)),
+        ],
+        vec![
+            cell(2, 10.0, 150.0, (0.0, 0.0, 0.0)),
+            cell(16, 10.0, 150.0, (0.0, 0.0, 0.0)),
+        ],
+    );
+    let c = check_throughput("compare", &r);
+    assert_eq!(c.len(), 1);
+    assert!(
+        matches!(&c[0].verdict, Verdict::NotJudgeable(w) if w.contains("--pin")),
+        "{:?}",
+        c[0]
+    );
+    // With a spare core the same cells are judged (and miss).
+    let mut spare = r.clone();
+    spare["settings"]["cores"] = json!(4);
+    let c = check_throughput("compare", &spare);
+    assert_eq!(c[0].verdict, Verdict::NotMet, "{:?}", c[0]);
+    assert!(c[0].figure.contains("lowest 0.750"), "{}", c[0].figure);
+}
+
+#[test]
+fn a_pinned_cell_bound_by_the_harness_is_not_judged() {
+    // 1000 req/s: the enclave 500 µs a request (50 % of its CPU), the host and clients 950 µs
+    // (95 % of theirs).
+    let harness_bound = cell(16, 1.0, 1000.0, (500.0, 450.0, 500.0));
+    let r = report(
+        pinned(),
+        2,
+        1,
+        vec![cell(16, 1.0, 1500.0, (0.0, 0.0, 0.0))],
+        vec![harness_bound],
+    );
+    let c = check_throughput("compare-pinned", &r);
+    assert!(
+        matches!(&c[0].verdict, Verdict::NotJudgeable(w) if w.contains("50 % busy") && w.contains("95 %")),
+        "{:?}",
+        c[0]
+    );
+}
+
+#[test]
+fn a_pinned_cell_bound_by_the_enclave_is_judged() {
+    let busy_enclave = |rps: f64| cell(16, 1.0, rps, (980_000.0 / rps, 10.0, 10.0));
+    for (rps, verdict) in [(96.0, Verdict::Met), (90.0, Verdict::NotMet)] {
+        let r = report(
+            pinned(),
+            2,
+            1,
+            vec![
+                cell(1, 10.0, 100.0, (0.0, 0.0, 0.0)),
+                cell(16, 10.0, 100.0, (0.0, 0.0, 0.0)),
+            ],
+            vec![
+                // With one enclave CPU, C = 1 is a throughput cell too: it passes, so that the
+                // C = 16 cell decides.
+                cell(1, 10.0, 100.0, (9_800.0, 10.0, 10.0)),
+                busy_enclave(rps),
+            ],
+        );
+        let c = check_throughput("compare-pinned", &r);
+        assert_eq!(c[0].verdict, verdict, "{:?}", c[0]);
+    }
+    // Neither side busy (a slow sealed path that idles both): judged, not excused.
+    let r = report(
+        pinned(),
+        2,
+        1,
+        vec![cell(16, 10.0, 100.0, (0.0, 0.0, 0.0))],
+        vec![cell(16, 10.0, 50.0, (1000.0, 1000.0, 1000.0))],
+    );
+    assert_eq!(
+        check_throughput("compare-pinned", &r)[0].verdict,
+        Verdict::NotMet
+    );
+}
+
+#[test]
+fn cells_below_the_core_count_are_not_throughput_cells() {
+    let r = report(
+        Value::Null,
+        4,
+        2,
+        vec![cell(1, 10.0, 100.0, (0.0, 0.0, 0.0))],
+        vec![cell(1, 10.0, 50.0, (0.0, 0.0, 0.0))],
+    );
+    assert!(matches!(
+        check_throughput("compare", &r)[0].verdict,
+        Verdict::Missing(_)
+    ));
+}
+
+fn scaling(cores: u64, rows: &[(u64, f64, f64)]) -> Value {
+    let mut r = report(Value::Null, cores, cores, vec![], vec![]);
+    r["scaling"] = json!([{
+        "model": "conv", "concurrency": 2 * cores,
+        "rows": rows.iter().map(|(w, b, s)| json!({"workers": w, "bare_rps": b, "sealed_rps": s}))
+            .collect::<Vec<_>>(),
+    }]);
+    r
+}
+
+#[test]
+fn scaling_is_judged_below_the_core_count_only() {
+    let two = check_scaling("compare", &scaling(2, &[(1, 10.0, 9.0), (2, 20.0, 12.0)]));
+    assert!(
+        matches!(&two[0].verdict, Verdict::NotJudgeable(w) if w.contains("≥ 3 cores")),
+        "{:?}",
+        two[0]
+    );
+    // 4 cores: w = 2 and 3 judged, w = 4 not. Sealed ×1.91 and ×2.87 against bare ×2 and ×3:
+    // met.
+    let ok = check_scaling(
+        "compare",
+        &scaling(
+            4,
+            &[
+                (1, 10.0, 9.0),
+                (2, 20.0, 17.2),
+                (3, 30.0, 25.8),
+                (4, 40.0, 9.0),
+            ],
+        ),
+    );
+    assert_eq!(ok[0].verdict, Verdict::Met, "{:?}", ok[0]);
+    assert!(!ok[0].figure.contains("4 workers"), "{}", ok[0].figure);
+    // Sealed flat at 3 workers: not met.
+    let flat = check_scaling(
+        "compare",
+        &scaling(4, &[(1, 10.0, 9.0), (2, 20.0, 17.2), (3, 30.0, 17.2)]),
+    );
+    assert_eq!(flat[0].verdict, Verdict::NotMet);
+}
+
+#[test]
+fn memory_reads_the_compare_verdict() {
+    let mut r = report(Value::Null, 2, 2, vec![], vec![]);
+    let c = check_memory("compare", &r);
+    assert_eq!(c[0].verdict, Verdict::Met);
+    assert_eq!(c[0].figure, "peak over bare 900 KiB (≤ 1024 KiB)");
+    r["models"][0]["memory"]["sealed_target_met"] = json!(false);
+    assert_eq!(check_memory("compare", &r)[0].verdict, Verdict::NotMet);
+    r["models"][0]["memory"] = json!({});
+    assert!(matches!(
+        check_memory("compare", &r)[0].verdict,
+        Verdict::Missing(_)
+    ));
+}
+
+#[test]
+fn unseal_checks_aes_gcm_and_the_load_ratio() {
+    let m = |gcm: f64, ratio: f64| {
+        json!({"unseal": {"model_bytes": 100_000_000, "aes_gcm_only": {"median_mb_s": gcm},
+               "opener": {"median_mb_s": 400.0},
+               "pipelined_unseal_plus_load_over_plain_load": ratio}})
+    };
+    let c = check_unseal(Some(&m(1760.0, 1.09)));
+    assert_eq!(c.len(), 2);
+    assert_eq!(
+        (&c[0].verdict, &c[1].verdict),
+        (&Verdict::Met, &Verdict::Met)
+    );
+    assert!(
+        c[0].figure.contains("the whole opener (with SHA-384) 400"),
+        "{}",
+        c[0].figure
+    );
+    let c = check_unseal(Some(&m(900.0, 1.2)));
+    assert_eq!(
+        (&c[0].verdict, &c[1].verdict),
+        (&Verdict::NotMet, &Verdict::NotMet)
+    );
+    let c = check_unseal(None);
+    assert!(c.iter().all(|c| matches!(c.verdict, Verdict::Missing(_))));
+}
+
+#[test]
+fn the_relay_is_not_judged_under_a_low_ceiling() {
+    let m = |host: f64, ceiling: f64| {
+        json!({"relay": {"cases": [
+            {"payload_bytes": 1024, "relay_mb_per_s": 5.0},
+            {"payload_bytes": 16 << 20, "relay_mb_per_s": host,
+             "ceiling": {"relay_mb_per_s": ceiling}},
+        ]}})
+    };
+    assert_eq!(
+        check_relay(Some(&m(1100.0, 900.0)))[0].verdict,
+        Verdict::Met
+    );
+    let low = check_relay(Some(&m(700.0, 620.0)));
+    assert!(
+        matches!(&low[0].verdict, Verdict::NotJudgeable(w) if w.contains("620 MB/s")),
+        "{:?}",
+        low[0]
+    );
+    // The host well under a ceiling that is itself under the target: the host's fault.
+    assert_eq!(
+        check_relay(Some(&m(400.0, 900.0)))[0].verdict,
+        Verdict::NotMet
+    );
+    assert_eq!(
+        check_relay(Some(&m(800.0, 2000.0)))[0].verdict,
+        Verdict::NotMet
+    );
+    assert!(matches!(check_relay(None)[0].verdict, Verdict::Missing(_)));
+}
+
+#[test]
+fn reports_are_read_from_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Reports::load(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("run scripts/bench.sh first"), "{err}");
+
+    std::fs::write(dir.path().join("micro.json"), "{not json").unwrap();
+    let err = Reports::load(dir.path()).err().unwrap().to_string();
+    assert!(
+        err.contains("micro.json is not a sealed-bench report"),
+        "{err}"
+    );
+
+    let r = report(
+        pinned(),
+        2,
+        1,
+        vec![cell(16, 10.0, 100.0, (0.0, 0.0, 0.0))],
+        vec![cell(16, 10.0, 99.0, (9_800.0, 10.0, 10.0))],
+    );
+    std::fs::write(dir.path().join("compare-pinned.json"), r.to_string()).unwrap();
+    std::fs::write(dir.path().join("micro.json"), micro(300.0, 256).to_string()).unwrap();
+    let reports = Reports::load(dir.path()).unwrap();
+    let all = checks(&reports);
+    // The two absent comparison runs are listed as missing, not skipped silently.
+    let absent: Vec<&str> = all
+        .iter()
+        .filter(|c| c.target == "comparison run")
+        .map(|c| c.scope.as_str())
+        .collect();
+    assert_eq!(absent, ["compare", "compare-batch"]);
+    let table = table(&reports, &all);
+    assert!(table.contains("Machine: Test CPU, 2 cores."), "{table}");
+    assert!(
+        table.contains("| throughput at C ≥ cores: sealed/bare ≥ 0.95 | compare-pinned: large, 195.3 KiB input | lowest 0.990 at C=16"),
+        "{table}"
+    );
+    assert!(table.contains("**met**"), "{table}");
+    let j = json(&reports, &all);
+    assert_eq!(j["checks"].as_array().unwrap().len(), all.len());
+    assert!(
+        j["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["verdict"] == "met")
+    );
+}
+
+#[test]
+fn quick_runs_are_flagged() {
+    let mut r = report(Value::Null, 2, 2, vec![], vec![]);
+    r["settings"]["quick"] = json!(true);
+    r["machine"]["bench_profile"] = json!("dev");
+    let reports = Reports {
+        compare: vec![("compare", Some(r))],
+        micro: Some(json!({"quick": true, "machine": {"profile": "debug"}})),
+    };
+    let c = caveats(&reports);
+    assert_eq!(c.len(), 4, "{c:?}");
+    assert!(c[0].contains("compare.json is a --quick run"));
+    assert_eq!(c[1], "compare.json came from a dev build, not release");
+    assert_eq!(c[3], "micro.json came from a debug build, not release");
+    // A release report that is not quick has none.
+    let clean = Reports {
+        compare: vec![("compare", Some(report(Value::Null, 2, 2, vec![], vec![])))],
+        micro: None,
+    };
+    assert!(caveats(&clean).is_empty());
+}
+
+#[test]
+fn the_payload_sweep_is_shown_not_judged() {
+    let mut r = report(
+        Value::Null,
+        4,
+        2,
+        vec![
+            cell(1, 24.0, 40.0, (0.0, 0.0, 0.0)),
+            cell(4, 24.0, 80.0, (0.0, 0.0, 0.0)),
+        ],
+        vec![
+            cell(1, 96.0, 10.0, (0.0, 0.0, 0.0)),
+            cell(4, 96.0, 20.0, (0.0, 0.0, 0.0)),
+        ],
+    );
+    r["models"][0]["id"] = json!("echo");
+    let latency = check_latency("compare", &r, None);
+    assert!(
+        matches!(&latency[0].verdict, Verdict::NotJudgeable(w) if w.contains("no model work")),
+        "{latency:?}"
+    );
+    assert_eq!(latency[0].figure, "96.000 / 24.000 ms = 4.000, +72000 µs");
+    assert!(check_throughput("compare", &r).is_empty());
+    // The same cells under another name are judged.
+    r["models"][0]["id"] = json!("large");
+    assert_eq!(
+        check_latency("compare", &r, None)[0].verdict,
+        Verdict::NotMet
+    );
+    assert_eq!(check_throughput("compare", &r)[0].verdict, Verdict::NotMet);
+}
