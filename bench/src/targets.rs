@@ -293,7 +293,9 @@ pub fn check_throughput(run: &str, report: &Value) -> Vec<Check> {
             continue;
         }
         let mut judged: Vec<(u64, f64)> = Vec::new();
-        let mut reasons: Vec<String> = Vec::new();
+        // Cells not judged: on the workers' cores, or bound by the load generator.
+        let mut shared: Vec<String> = Vec::new();
+        let mut bound: Vec<String> = Vec::new();
         let concurrency = case["ratios"]["throughput"].as_array();
         for t in concurrency.into_iter().flatten() {
             let Some(c) = t["concurrency"].as_u64() else {
@@ -307,19 +309,15 @@ pub fn check_throughput(run: &str, report: &Value) -> Vec<Check> {
                 continue;
             }
             if harness < 1.0 {
-                reasons.push(format!(
-                    "C={c} {ratio:.2}: the clients and the host ran on the workers' {cores} \
-                     core(s) (run with --pin, or with more cores than --workers)"
-                ));
+                shared.push(format!("C={c} {ratio:.2}"));
                 continue;
             }
             let enclave = busy(sc, &["enclave_cpu_us_per_request"]);
             let harness_busy = busy(sc, &["host_cpu_us_per_request", "bench_cpu_us_per_request"]);
             match (enclave, harness_busy) {
                 (Some(e), Some(h)) if e < BUSY * server && h >= BUSY * harness => {
-                    reasons.push(format!(
-                        "C={c} {ratio:.2}: the enclave's {server} CPU(s) {:.0} % busy, the \
-                         clients' and host's {harness} {:.0} %: the load generator set the rate",
+                    bound.push(format!(
+                        "C={c} {ratio:.2} (enclave {:.0} % busy, clients and host {:.0} %)",
                         100.0 * e / server,
                         100.0 * h / harness,
                     ));
@@ -327,6 +325,21 @@ pub fn check_throughput(run: &str, report: &Value) -> Vec<Check> {
                 _ => judged.push((c, ratio)),
             }
         }
+        let mut reasons = Vec::new();
+        if !shared.is_empty() {
+            reasons.push(format!(
+                "{}: the clients and the host ran on the workers' {cores} core(s) (run with \
+                 --pin, or with more cores than --workers)",
+                shared.join(", ")
+            ));
+        }
+        if !bound.is_empty() {
+            reasons.push(format!(
+                "{}: the load generator set the rate, not the enclave",
+                bound.join(", ")
+            ));
+        }
+        let not_judged = shared.len() + bound.len();
         let Some(&(c, low)) = judged.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
             let verdict = if reasons.is_empty() {
                 Verdict::Missing(format!("no cell at C ≥ {server}"))
@@ -342,8 +355,8 @@ pub fn check_throughput(run: &str, report: &Value) -> Vec<Check> {
             .collect::<Vec<_>>()
             .join(", ");
         let mut figure = format!("lowest {low:.3} at C={c} ({all}; ≥ {THROUGHPUT_RATIO})");
-        if !reasons.is_empty() {
-            figure.push_str(&format!("; {} cell(s) not judged", reasons.len()));
+        if not_judged > 0 {
+            figure.push_str(&format!("; not judged: {}", reasons.join("; ")));
         }
         out.push(check(
             T,
