@@ -1213,6 +1213,18 @@ mod tests {
         }
     }
 
+    /// A variant that ran one case with these cells and nothing else recorded.
+    fn ran(cells: Vec<Option<Cell>>) -> VariantRun {
+        VariantRun {
+            skipped: None,
+            cells: vec![cells],
+            load_ms: None,
+            hwm_kb: None,
+            mem: MemSteps::default(),
+            chunk_size: None,
+        }
+    }
+
     #[test]
     fn a_symbolic_dimension_takes_the_remaining_elements() {
         assert_eq!(resolve_shape(&[None], 1024).unwrap(), vec![256]);
@@ -1690,14 +1702,7 @@ mod tests {
             wall_s: 1.0,
             ..Cell::default()
         };
-        let run = || VariantRun {
-            skipped: None,
-            cells: vec![vec![Some(cell.clone())]],
-            load_ms: None,
-            hwm_kb: None,
-            mem: MemSteps::default(),
-            chunk_size: None,
-        };
+        let run = || ran(vec![Some(cell.clone())]);
         let result = |id: &str, batch_rows| ModelResult {
             id: id.into(),
             bytes: 1,
@@ -1802,21 +1807,13 @@ mod tests {
             },
             ..Cell::default()
         };
-        let run = |cells: Vec<Option<Cell>>| VariantRun {
-            skipped: None,
-            cells: vec![cells],
-            load_ms: None,
-            hwm_kb: None,
-            mem: MemSteps::default(),
-            chunk_size: None,
-        };
         let results = [ModelResult {
             id: "digits".into(),
             bytes: 1,
             cases: vec![256],
             // Bare: steady. Sealed: a busy machine in the middle cell (2.9), above both ends.
-            bare: run(vec![Some(cell(1, 0.2, 0.3)), Some(cell(4, 0.3, 0.4))]),
-            sealed: run(vec![Some(cell(1, 0.4, 2.9)), Some(cell(4, 2.9, 1.1))]),
+            bare: ran(vec![Some(cell(1, 0.2, 0.3)), Some(cell(4, 0.3, 0.4))]),
+            sealed: ran(vec![Some(cell(1, 0.4, 2.9)), Some(cell(4, 2.9, 1.1))]),
             plain: VariantRun::skipped("not run (--no-plain)".into()),
             batch_rows: None,
         }];
@@ -1916,14 +1913,6 @@ mod tests {
             bench: Some(counters(harness_ticks)),
             ..Cell::default()
         };
-        let run = |cells| VariantRun {
-            skipped: None,
-            cells: vec![cells],
-            load_ms: None,
-            hwm_kb: None,
-            mem: MemSteps::default(),
-            chunk_size: None,
-        };
         let mut settings = test_settings(vec![1, 16], false, None, Vec::new());
         settings.workers = 1;
         settings.pin = Some(pin::Pin {
@@ -1935,8 +1924,8 @@ mod tests {
                 id: "large".into(),
                 bytes: 1,
                 cases: vec![64],
-                bare: run(vec![Some(cell(1, 0, 0)), Some(cell(16, 0, 0))]),
-                sealed: run(vec![
+                bare: ran(vec![Some(cell(1, 0, 0)), Some(cell(16, 0, 0))]),
+                sealed: ran(vec![
                     Some(cell(1, enclave_ticks, harness_ticks)),
                     Some(cell(16, enclave_ticks, harness_ticks)),
                 ]),

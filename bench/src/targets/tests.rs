@@ -12,6 +12,11 @@ fn cell(c: u64, p50: f64, rps: f64, cpu: (f64, f64, f64)) -> Value {
     })
 }
 
+/// A cell with no CPU figures (the throughput rules then judge it).
+fn idle(c: u64, p50: f64, rps: f64) -> Value {
+    cell(c, p50, rps, (0.0, 0.0, 0.0))
+}
+
 /// One model with one case; `cells` per variant and the throughput ratios computed from them.
 fn report(pin: Value, cores: u64, workers: u64, bare: Vec<Value>, sealed: Vec<Value>) -> Value {
     let ratios: Vec<Value> = bare
@@ -56,7 +61,7 @@ fn latency_of_a_slow_model_is_the_ratio_of_medians() {
             Value::Null,
             2,
             2,
-            vec![cell(1, 10.0, 100.0, (0.0, 0.0, 0.0))],
+            vec![idle(1, 10.0, 100.0)],
             vec![cell(1, sealed, 95.0, (0.0, 0.0, 0.0))],
         )
     };
@@ -78,7 +83,7 @@ fn latency_of_a_tiny_model_is_the_added_time_against_the_floor() {
             Value::Null,
             2,
             2,
-            vec![cell(1, 0.1, 100.0, (0.0, 0.0, 0.0))],
+            vec![idle(1, 0.1, 100.0)],
             vec![cell(1, sealed, 95.0, (0.0, 0.0, 0.0))],
         );
         r["models"][0]["cases"][0]["input_bytes"] = json!(input);
@@ -114,14 +119,8 @@ fn unpinned_throughput_on_the_workers_cores_is_not_judged() {
         Value::Null,
         2,
         2,
-        vec![
-            cell(2, 10.0, 200.0, (0.0, 0.0, 0.0)),
-            cell(16, 10.0, 200.0, (0.0, 0.0, 0.0)),
-        ],
-        vec![
-            cell(2, 10.0, 150.0, (0.0, 0.0, 0.0)),
-            cell(16, 10.0, 150.0, (0.0, 0.0, 0.0)),
-        ],
+        vec![idle(2, 10.0, 200.0), idle(16, 10.0, 200.0)],
+        vec![idle(2, 10.0, 150.0), idle(16, 10.0, 150.0)],
     );
     let c = check_throughput("compare", &r);
     assert_eq!(c.len(), 1);
@@ -149,7 +148,7 @@ fn a_pinned_cell_bound_by_the_harness_is_not_judged() {
         pinned(),
         2,
         1,
-        vec![cell(16, 1.0, 1500.0, (0.0, 0.0, 0.0))],
+        vec![idle(16, 1.0, 1500.0)],
         vec![harness_bound],
     );
     let c = check_throughput("compare-pinned", &r);
@@ -169,10 +168,7 @@ fn a_pinned_cell_bound_by_the_enclave_is_judged() {
             pinned(),
             2,
             1,
-            vec![
-                cell(1, 10.0, 100.0, (0.0, 0.0, 0.0)),
-                cell(16, 10.0, 100.0, (0.0, 0.0, 0.0)),
-            ],
+            vec![idle(1, 10.0, 100.0), idle(16, 10.0, 100.0)],
             vec![
                 // With one enclave CPU, C = 1 is a throughput cell too: it passes, so that the
                 // C = 16 cell decides.
@@ -188,7 +184,7 @@ fn a_pinned_cell_bound_by_the_enclave_is_judged() {
         pinned(),
         2,
         1,
-        vec![cell(16, 10.0, 100.0, (0.0, 0.0, 0.0))],
+        vec![idle(16, 10.0, 100.0)],
         vec![cell(16, 10.0, 50.0, (1000.0, 1000.0, 1000.0))],
     );
     assert_eq!(
@@ -203,8 +199,8 @@ fn cells_below_the_core_count_are_not_throughput_cells() {
         Value::Null,
         4,
         2,
-        vec![cell(1, 10.0, 100.0, (0.0, 0.0, 0.0))],
-        vec![cell(1, 10.0, 50.0, (0.0, 0.0, 0.0))],
+        vec![idle(1, 10.0, 100.0)],
+        vec![idle(1, 10.0, 50.0)],
     );
     assert!(matches!(
         check_throughput("compare", &r)[0].verdict,
@@ -344,7 +340,7 @@ fn reports_are_read_from_the_directory() {
         pinned(),
         2,
         1,
-        vec![cell(16, 10.0, 100.0, (0.0, 0.0, 0.0))],
+        vec![idle(16, 10.0, 100.0)],
         vec![cell(16, 10.0, 99.0, (9_800.0, 10.0, 10.0))],
     );
     std::fs::write(dir.path().join("compare-pinned.json"), r.to_string()).unwrap();
@@ -404,14 +400,8 @@ fn the_payload_sweep_is_shown_not_judged() {
         Value::Null,
         4,
         2,
-        vec![
-            cell(1, 24.0, 40.0, (0.0, 0.0, 0.0)),
-            cell(4, 24.0, 80.0, (0.0, 0.0, 0.0)),
-        ],
-        vec![
-            cell(1, 96.0, 10.0, (0.0, 0.0, 0.0)),
-            cell(4, 96.0, 20.0, (0.0, 0.0, 0.0)),
-        ],
+        vec![idle(1, 24.0, 40.0), idle(4, 24.0, 80.0)],
+        vec![idle(1, 96.0, 10.0), idle(4, 96.0, 20.0)],
     );
     r["models"][0]["id"] = json!("echo");
     let latency = check_latency("compare", &r, None);
