@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 # 0. Shell scripts: `bash -n` and ShellCheck (from PyPI, in a venv under target/).
 ./scripts/lint-scripts.sh
 
+# Every package of Cargo.lock, for every platform: tests/tests/crate_boundaries.rs reads the
+# workspace graph with `cargo metadata --offline`, which needs the sources of packages a Linux
+# build never downloads (Windows-only ones such as anstyle-wincon); a fresh machine lacks them.
+cargo fetch --locked
+
 # 1. The production enclave (no `simulation` feature): it must contain no mock code, and its own
 #    unit tests (e.g. plaintext models refused) run against it.
 cargo build --workspace --all-targets
