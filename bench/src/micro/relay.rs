@@ -223,10 +223,10 @@ async fn run_async(host_bin: &Path, budget: Budget) -> Result<Report> {
         .build()?;
     wait_ready(&client, &url).await?;
 
-    // The answer's bytes land in one buffer reused by every request, touched once here: the
-    // forwarder's client reads into one reused buffer too, so neither side's figure carries a
-    // fresh 16 MiB allocation and its page faults per request, which are the client's cost, not
-    // the relay's.
+    // The answer's bytes land in one buffer reused by every request (its pages faulted in by the
+    // warm-up requests): the forwarder's client reads into one reused buffer too, so neither
+    // side's figure carries a fresh 16 MiB allocation and its page faults per request, which are
+    // the client's cost, not the relay's.
     let mut answer = vec![0u8; MAX_SEALED_MESSAGE_LEN];
     answer.clear();
 
