@@ -30,7 +30,7 @@
 mod bare;
 mod pin;
 mod remote;
-mod report;
+pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

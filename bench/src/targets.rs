@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
+use crate::compare::report::size;
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Directory of the JSON reports (`scripts/bench.sh` writes them to target/bench-results).
@@ -109,8 +111,20 @@ pub struct Reports {
     pub micro: Option<Value>,
 }
 
+/// Largest report read: bench.sh's run up to now writes well under 1 MiB per report; anything
+/// far larger is not one of ours, and is refused before it is read into memory.
+const MAX_REPORT_BYTES: u64 = 64 << 20;
+
 fn read(dir: &Path, name: &str) -> Result<Option<Value>> {
     let path = dir.join(format!("{name}.json"));
+    match std::fs::metadata(&path) {
+        Ok(m) if m.len() > MAX_REPORT_BYTES => bail!(
+            "{} is {} bytes, more than any sealed-bench report ({MAX_REPORT_BYTES})",
+            path.display(),
+            m.len()
+        ),
+        _ => {}
+    }
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(Some(serde_json::from_str(&text).map_err(|e| {
             anyhow::anyhow!("{} is not a sealed-bench report: {e}", path.display())
@@ -140,16 +154,6 @@ impl Reports {
 
 fn f64_at(v: &Value, key: &str) -> Option<f64> {
     v.get(key).and_then(Value::as_f64)
-}
-
-fn size(bytes: u64) -> String {
-    if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
-    } else if bytes >= 1024 {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
-    } else {
-        format!("{bytes} B")
-    }
 }
 
 /// The cell of a variant at concurrency `c`, if it ran and answered.

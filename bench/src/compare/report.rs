@@ -275,7 +275,8 @@ fn mib(v: &Value) -> String {
         .map_or("-".to_string(), |kb| format!("{:.1}", kb / 1024.0))
 }
 
-fn size(bytes: u64) -> String {
+/// Bytes in decimal units, as every bench table prints input sizes.
+pub fn size(bytes: u64) -> String {
     if bytes >= 1_000_000 {
         format!("{:.1} MB", bytes as f64 / 1e6)
     } else if bytes >= 1000 {

@@ -69,7 +69,7 @@ fn latency_of_a_slow_model_is_the_ratio_of_medians() {
     assert_eq!(met.len(), 1);
     assert_eq!(met[0].verdict, Verdict::Met, "{:?}", met[0]);
     assert!(met[0].figure.contains("1.050"), "{}", met[0].figure);
-    assert_eq!(met[0].scope, "compare: large, 195.3 KiB input");
+    assert_eq!(met[0].scope, "compare: large, 200.0 kB input");
     assert_eq!(
         check_latency("compare", &r(10.6), None)[0].verdict,
         Verdict::NotMet
@@ -329,6 +329,13 @@ fn reports_are_read_from_the_directory() {
     let err = Reports::load(dir.path()).err().unwrap().to_string();
     assert!(err.contains("run scripts/bench.sh first"), "{err}");
 
+    // A file far larger than any report is refused before it is read.
+    let huge = std::fs::File::create(dir.path().join("micro.json")).unwrap();
+    huge.set_len(MAX_REPORT_BYTES + 1).unwrap();
+    drop(huge);
+    let err = Reports::load(dir.path()).err().unwrap().to_string();
+    assert!(err.contains("more than any sealed-bench report"), "{err}");
+
     std::fs::write(dir.path().join("micro.json"), "{not json").unwrap();
     let err = Reports::load(dir.path()).err().unwrap().to_string();
     assert!(
@@ -357,7 +364,7 @@ fn reports_are_read_from_the_directory() {
     let table = table(&reports, &all);
     assert!(table.contains("Machine: Test CPU, 2 cores."), "{table}");
     assert!(
-        table.contains("| throughput at C ≥ cores: sealed/bare ≥ 0.95 | compare-pinned: large, 195.3 KiB input | lowest 0.990 at C=16"),
+        table.contains("| throughput at C ≥ cores: sealed/bare ≥ 0.95 | compare-pinned: large, 200.0 kB input | lowest 0.990 at C=16"),
         "{table}"
     );
     assert!(table.contains("**met**"), "{table}");
