@@ -240,6 +240,9 @@ async fn supervise(state: Arc<HostState>, startup: Arc<Mutex<StartupModels>>, co
                 );
             }
         }
+        // Read before the probe is sent: a probe already in flight when the startup load finishes
+        // may describe the enclave before that load, and must not trigger a second one.
+        let started = state.is_started();
         let answer = if state.pool.connected() == 0 {
             Err(PoolError::Unavailable)
         } else {
@@ -280,7 +283,7 @@ async fn supervise(state: Arc<HostState>, startup: Arc<Mutex<StartupModels>>, co
                     models_complete: missing.is_empty(),
                 });
                 // Before the startup load is done, the models are the startup code's business.
-                if !missing.is_empty() && state.is_started() && Instant::now() >= next_reload {
+                if !missing.is_empty() && started && Instant::now() >= next_reload {
                     let plan = startup
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)

@@ -295,6 +295,50 @@ async fn a_lost_enclave_fails_requests_fast_and_its_return_reloads_the_startup_m
 }
 
 #[tokio::test]
+async fn a_probe_answered_during_the_startup_load_does_not_load_the_model_again() {
+    // The enclave answers health probes late, with the models it had when the probe arrived: the
+    // supervisor's first probe goes out as the startup load starts and comes back after it ended,
+    // saying `mlp` is missing. That answer predates the load; it must not start a second one.
+    let loads = Arc::new(Mutex::new(Vec::new()));
+    let models = Arc::new(Mutex::new(HashSet::new()));
+    let fake = FakeEnclave::start(Arc::new({
+        let loads = loads.clone();
+        move |request| match request {
+            EnclaveRequest::Health => {
+                let mut h = health_status(true);
+                let mut ids: Vec<String> = models.lock().unwrap().iter().cloned().collect();
+                ids.sort();
+                h.models = ids.iter().map(|id| model_info(id)).collect();
+                Action::ReplyAfter(Duration::from_millis(800), EnclaveResponse::Health(h))
+            }
+            EnclaveRequest::LoadModel { model_id, .. } => {
+                loads.lock().unwrap().push(model_id.clone());
+                models.lock().unwrap().insert(model_id.clone());
+                Action::Reply(EnclaveResponse::ModelLoaded(model_info(&model_id)))
+            }
+            other => canned(other),
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("mlp.onnx");
+    std::fs::write(&model, b"fake onnx bytes").unwrap();
+    let host = Running::start(
+        &fake.endpoint,
+        &["--load-model", &format!("mlp={}", model.display())],
+    )
+    .await;
+    // Ready takes a probe sent after the load; the supervisor probes one at a time, so by then
+    // every earlier probe has been answered.
+    host.wait_ready_status(200).await;
+    assert_eq!(*loads.lock().unwrap(), ["mlp"], "loaded once");
+    host.sigterm();
+    let (status, stderr) = host.wait_exit().await;
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert!(!stderr.contains("reloaded model"), "{stderr}");
+}
+
+#[tokio::test]
 async fn sigterm_turns_readiness_off_and_drains_in_flight_requests() {
     let slow = Arc::new(AtomicBool::new(true));
     let fake = FakeEnclave::start(Arc::new({
