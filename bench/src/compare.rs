@@ -93,6 +93,16 @@ pub struct Args {
     /// `taskset` (util-linux) and at least 2 CPUs; the worker-scaling runs are skipped.
     #[arg(long)]
     pin: bool,
+    /// Paired latency rounds: after a stack variant's cells, alternate C = 1 blocks of bare
+    /// tract and that variant on each model's first input, this many times (default 5; --quick
+    /// 2; 0: none). The median of the per-round p50 ratios cancels what the machine's speed does
+    /// between cells measured minutes apart; the latency target is judged on it. `echo` is
+    /// left out (not judged).
+    #[arg(long)]
+    paired_rounds: Option<usize>,
+    /// Measured seconds of each paired block (default 1; --quick 0.3).
+    #[arg(long)]
+    paired_seconds: Option<f64>,
 }
 
 /// A model to run, as models.json describes it.
@@ -215,6 +225,24 @@ pub struct VariantRun {
     pub mem: MemSteps,
     /// Plaintext bytes per chunk of the sealed file the enclave opened (stack variants).
     pub chunk_size: Option<u32>,
+    /// Paired C = 1 rounds on the first input (stack variants; empty when none ran).
+    pub paired: Vec<PairedRound>,
+}
+
+/// One round of the paired latency blocks: bare tract, then the stack variant, back to back on
+/// the same input at C = 1.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PairedRound {
+    pub bare_p50_ms: f64,
+    pub p50_ms: f64,
+}
+
+/// How the paired rounds run (see [`Args::paired_rounds`]).
+pub struct Paired<'a> {
+    pub pool: &'a bare::Pool,
+    pub rounds: usize,
+    pub warmup: f64,
+    pub secs: f64,
 }
 
 /// One process's VmRSS / VmHWM (proc(5) `/proc/PID/status`) at three points around loading one
@@ -238,6 +266,7 @@ impl VariantRun {
             hwm_kb: None,
             mem: MemSteps::default(),
             chunk_size: None,
+            paired: Vec::new(),
         }
     }
 }
@@ -277,6 +306,9 @@ pub struct Settings {
     pub concurrency: Vec<usize>,
     pub seconds: f64,
     pub warmup: f64,
+    /// Paired rounds per stack variant (0: none) and each block's measured seconds.
+    pub paired_rounds: usize,
+    pub paired_seconds: f64,
     pub quick: bool,
     pub plain: bool,
     /// `--dynamic-batch N` as given (which models it applied to: [`ModelResult::batch_rows`]).
@@ -285,6 +317,11 @@ pub struct Settings {
     pub pin: Option<pin::Pin>,
     pub notes: Vec<String>,
 }
+
+/// `compare`'s payload sweep (y = 2x + 1 over 1 kB … 16 MB): no model work, so its time is the
+/// data's movement, which the relay target covers. Its latency rows are shown, not judged, and
+/// it gets no paired rounds.
+pub const PAYLOAD_SWEEP: &str = "echo";
 
 /// Cells whose requests would hold more than this many input bytes in flight are skipped (and
 /// listed as skipped): 64 × 16 MB requests would hold gigabytes in client, host and enclave.
@@ -739,6 +776,7 @@ fn run_stack_variant(
     pinning: Option<&pin::Pin>,
     warmup: f64,
     secs: f64,
+    paired: Option<&Paired<'_>>,
 ) -> Result<VariantRun> {
     let max_c = concurrency.iter().copied().max().unwrap_or(1);
     let label = report::variant_label(
@@ -811,6 +849,53 @@ fn run_stack_variant(
             }
             cells.push(row);
         }
+        // Paired rounds: bare and this variant alternate in short blocks, so that both see the
+        // machine in the same state (this VM's bare p50 for `large` moved 6.4 → 9.7 ms between
+        // runs minutes apart; cells a minute apart measure that drift as much as the stack).
+        let mut rounds = Vec::new();
+        if let (Some(p), Some(case), None) = (paired, cases.first(), &failure) {
+            for r in 0..p.rounds {
+                let b = bare_cell(p.pool, case, 1, p.warmup, p.secs);
+                let cell = remote::cell(
+                    mode,
+                    &running,
+                    &spec.id,
+                    case,
+                    1,
+                    Duration::from_secs_f64(p.warmup),
+                    Duration::from_secs_f64(p.secs),
+                )
+                .await;
+                let s = match cell {
+                    Ok(s) => s,
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                };
+                if b.ok() == 0 || s.ok() == 0 || b.error_count() + s.error_count() > 0 {
+                    failure = Some(anyhow::anyhow!(
+                        "paired round {r}: errors (bare {:?}, {label} {:?})",
+                        b.errors,
+                        s.errors
+                    ));
+                    break;
+                }
+                let round = PairedRound {
+                    bare_p50_ms: b.p_ms(50.0),
+                    p50_ms: s.p_ms(50.0),
+                };
+                eprintln!(
+                    "  paired {}/{}: bare p50 {:.3} ms, {label} p50 {:.3} ms ({:.3})",
+                    r + 1,
+                    p.rounds,
+                    round.bare_p50_ms,
+                    round.p50_ms,
+                    round.p50_ms / round.bare_p50_ms
+                );
+                rounds.push(round);
+            }
+        }
         let hwm_kb = read_mem(running.enclave_pid()).map(|m| m.hwm_kb);
         running.stack.stop().await;
         if let Some(e) = failure {
@@ -823,6 +908,7 @@ fn run_stack_variant(
             hwm_kb,
             mem,
             chunk_size: started.chunk_size,
+            paired: rounds,
         })
     })
 }
@@ -855,6 +941,14 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or(if args.quick { 0.5 } else { 3.0 })
         .max(0.05);
     let warmup = if args.quick { 0.2 } else { 0.5 };
+    let paired_rounds = args.paired_rounds.unwrap_or(if args.quick { 2 } else { 5 });
+    let paired_seconds = args
+        .paired_seconds
+        .unwrap_or(if args.quick { 0.3 } else { 1.0 })
+        .max(0.05);
+    // Each block's own warm-up: the first requests after the switch pay for waking the other
+    // side's threads, which a C = 1 client pays between any two requests anyway.
+    let paired_warmup = if args.quick { 0.05 } else { 0.2 };
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => sealed_sim::stack::default_bin_dir()?,
@@ -923,6 +1017,8 @@ pub fn run(args: Args) -> Result<()> {
         concurrency: concurrency.clone(),
         seconds,
         warmup,
+        paired_rounds,
+        paired_seconds,
         quick: args.quick,
         plain,
         dynamic_batch: args.dynamic_batch,
@@ -980,7 +1076,7 @@ pub fn run(args: Args) -> Result<()> {
                 let reference = plan
                     .run(std::slice::from_ref(&input))
                     .with_context(|| format!("{}: bare reference run", spec.id))?;
-                if spec.id == "echo" {
+                if spec.id == PAYLOAD_SWEEP {
                     check_echo(&input, &reference)?;
                 }
                 cases.push(Arc::new(Case {
@@ -1024,7 +1120,6 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 bare_cells.push(row);
             }
-            drop(pool);
             let bare_run = VariantRun {
                 skipped: None,
                 cells: bare_cells,
@@ -1032,7 +1127,15 @@ pub fn run(args: Args) -> Result<()> {
                 hwm_kb: bare_mem.inferred.map(|m| m.hwm_kb),
                 mem: bare_mem,
                 chunk_size: None,
+                paired: Vec::new(),
             };
+            // The pool stays up (idle) through the stack variants for the paired rounds.
+            let paired = (paired_rounds > 0 && spec.id != PAYLOAD_SWEEP).then_some(Paired {
+                pool: &pool,
+                rounds: paired_rounds,
+                warmup: paired_warmup,
+                secs: paired_seconds,
+            });
             let sealed = run_stack_variant(
                 &rt,
                 &mut sim,
@@ -1046,6 +1149,7 @@ pub fn run(args: Args) -> Result<()> {
                 pinning.as_ref(),
                 warmup,
                 seconds,
+                paired.as_ref(),
             )?;
             let plain_run = if plain {
                 run_stack_variant(
@@ -1061,10 +1165,12 @@ pub fn run(args: Args) -> Result<()> {
                     pinning.as_ref(),
                     warmup,
                     seconds,
+                    paired.as_ref(),
                 )?
             } else {
                 VariantRun::skipped("not run (--no-plain)".into())
             };
+            drop(pool);
 
             if !args.no_scaling && pinning.is_none() && (spec.id == "digits" || spec.id == "conv") {
                 let c = 2 * cores;
@@ -1089,6 +1195,7 @@ pub fn run(args: Args) -> Result<()> {
                         None,
                         warmup,
                         seconds,
+                        None,
                     )?;
                     let s_cell = s
                         .cells
@@ -1205,6 +1312,8 @@ mod tests {
             concurrency,
             seconds: 1.0,
             warmup: 0.1,
+            paired_rounds: 0,
+            paired_seconds: 1.0,
             quick: true,
             plain,
             dynamic_batch,
@@ -1222,6 +1331,7 @@ mod tests {
             hwm_kb: None,
             mem: MemSteps::default(),
             chunk_size: None,
+            paired: Vec::new(),
         }
     }
 
@@ -1531,6 +1641,7 @@ mod tests {
             hwm_kb: Some(2048),
             mem: steps,
             chunk_size,
+            paired: Vec::new(),
         };
         // Bare: 5 MiB before, peak 25 MiB (Δ 20 MiB), 15 MiB held. The enclave: 10 MiB before,
         // peak 30.5 MiB (Δ 20.5 MiB, within bare + a 1 MiB chunk), 21 MiB held.
@@ -1953,5 +2064,45 @@ mod tests {
             "{latency:?}"
         );
         assert!(latency[0].figure.contains("= 1.000"), "{latency:?}");
+        // Paired rounds at 1.08 judge the latency, whatever the cells say.
+        let mut settings = test_settings(vec![1], false, None, Vec::new());
+        settings.paired_rounds = 3;
+        let round = |bare_p50_ms, p50_ms| PairedRound {
+            bare_p50_ms,
+            p50_ms,
+        };
+        let result = ModelResult {
+            id: "large".into(),
+            bytes: 1,
+            cases: vec![64],
+            bare: ran(vec![Some(cell(1, 0, 0))]),
+            sealed: VariantRun {
+                paired: vec![round(20.0, 21.6), round(25.0, 27.0), round(20.0, 21.4)],
+                ..ran(vec![Some(cell(1, 0, 0))])
+            },
+            plain: VariantRun::skipped("not run (--no-plain)".into()),
+            batch_rows: None,
+        };
+        let j = report::json(&machine(), &settings, &[result], &[], None);
+        let p = &j["models"][0]["cases"][0]["paired_c1"]["sealed"];
+        assert_eq!(p["ratio"], serde_json::json!([1.08, 1.08, 1.07]));
+        assert_eq!(p["median_added_us"], 1600.0);
+        let latency = crate::targets::check_latency("compare", &j, None);
+        assert_eq!(
+            latency[0].verdict,
+            crate::targets::Verdict::NotMet,
+            "{latency:?}"
+        );
+        assert!(
+            latency[0]
+                .figure
+                .contains("paired median 1.080 over 3 rounds"),
+            "{latency:?}"
+        );
+        assert!(
+            report::table(&j).contains("| large | sealed | 3 | 20.000, 25.000, 20.000 |"),
+            "{}",
+            report::table(&j)
+        );
     }
 }

@@ -140,6 +140,43 @@ fn memory_json(m: &ModelResult) -> Value {
     })
 }
 
+/// The median of `v` (the mean of the middle two for an even count); None when empty.
+fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+/// A stack variant's paired rounds: each round's two p50s, its ratio and added time, and the
+/// medians the latency target is judged on. Null when no round ran.
+fn paired_json(v: &VariantRun, block_s: f64) -> Value {
+    if v.paired.is_empty() {
+        return Value::Null;
+    }
+    let ratios: Vec<f64> = v.paired.iter().map(|r| r.p50_ms / r.bare_p50_ms).collect();
+    let added: Vec<f64> = v
+        .paired
+        .iter()
+        .map(|r| (r.p50_ms - r.bare_p50_ms) * 1000.0)
+        .collect();
+    json!({
+        "rounds": v.paired.len(),
+        "block_s": block_s,
+        "bare_p50_ms": v.paired.iter().map(|r| round(r.bare_p50_ms, 4)).collect::<Vec<_>>(),
+        "p50_ms": v.paired.iter().map(|r| round(r.p50_ms, 4)).collect::<Vec<_>>(),
+        "ratio": ratios.iter().map(|&x| round(x, 3)).collect::<Vec<_>>(),
+        "median_ratio": median(&ratios).map(|x| round(x, 3)),
+        "median_added_us": median(&added).map(|x| x.round()),
+        "min_ratio": ratios.iter().copied().reduce(f64::min).map(|x| round(x, 3)),
+        "max_ratio": ratios.iter().copied().reduce(f64::max).map(|x| round(x, 3)),
+    })
+}
+
 /// onnxruntime figures for one model, size and mode.
 fn ort_entry(ort: Option<&Value>, model: &str, bytes: u64, mode: &str) -> Value {
     let Some(results) = ort.and_then(|o| o["results"].as_array()) else {
@@ -205,6 +242,15 @@ pub fn json(
                             "single": ort_entry(ort, &m.id, bytes, "single"),
                             "default": ort_entry(ort, &m.id, bytes, "default"),
                         },
+                        // The paired rounds ran on the first input only.
+                        "paired_c1": if i == 0 {
+                            json!({
+                                "sealed": paired_json(&m.sealed, s.paired_seconds),
+                                "plain": paired_json(&m.plain, s.paired_seconds),
+                            })
+                        } else {
+                            Value::Null
+                        },
                     })
                 })
                 .collect();
@@ -236,6 +282,8 @@ pub fn json(
             "concurrency": s.concurrency,
             "seconds_per_cell": s.seconds,
             "warmup_s": s.warmup,
+            "paired_rounds": s.paired_rounds,
+            "paired_seconds": s.paired_seconds,
             "quick": s.quick,
             "plain": s.plain,
             "dynamic_batch": s.dynamic_batch,
@@ -570,6 +618,73 @@ pub fn table(j: &Value) -> String {
                 cells.push(per_c("sealed_over_plain"));
             }
             row(&mut out, &cells);
+        }
+    }
+
+    let paired: Vec<(&Value, &Value)> = models
+        .iter()
+        .filter_map(|m| {
+            let p = &m["cases"].get(0)?["paired_c1"];
+            (!p["sealed"].is_null() || !p["plain"].is_null()).then_some((m, p))
+        })
+        .collect();
+    if !paired.is_empty() {
+        out.push_str("\n## Paired latency at C=1 (alternating blocks)\n\n");
+        out.push_str(&format!(
+            "Bare tract and the stack variant in turns, {} s blocks on the first input, after the \
+             cells above: each round's p50 ratio, and the median over the rounds (what the \
+             latency target is judged on). Both sides of a round see the machine in the same \
+             state; cells measured minutes apart do not.\n\n",
+            s["paired_seconds"]
+        ));
+        header(
+            &mut out,
+            &[
+                "model",
+                "variant",
+                "rounds",
+                "bare p50 ms",
+                "p50 ms",
+                "ratio per round",
+                "median ratio",
+                "median added µs",
+            ],
+        );
+        for (model, p) in paired {
+            for variant in ["sealed", "plain"] {
+                let v = &p[variant];
+                if v.is_null() {
+                    continue;
+                }
+                // p50s get one more digit below 1 ms (a tiny model's are tens of µs).
+                let list = |key: &str, ms: bool| {
+                    v[key]
+                        .as_array()
+                        .unwrap_or(&empty)
+                        .iter()
+                        .map(|x| {
+                            num(
+                                x,
+                                3 + usize::from(ms && x.as_f64().is_some_and(|x| x < 1.0)),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                row(
+                    &mut out,
+                    &[
+                        model["id"].as_str().unwrap_or("?").to_string(),
+                        label(model, variant),
+                        v["rounds"].to_string(),
+                        list("bare_p50_ms", true),
+                        list("p50_ms", true),
+                        list("ratio", false),
+                        num(&v["median_ratio"], 3),
+                        num(&v["median_added_us"], 0),
+                    ],
+                );
+            }
         }
     }
 

@@ -113,6 +113,82 @@ fn latency_of_a_tiny_model_is_the_added_time_against_the_floor() {
     assert_eq!(none[0].figure, "+590 µs");
 }
 
+/// `paired_c1` as `compare::report` writes it, from (bare, sealed) p50s per round.
+fn paired(rounds: &[(f64, f64)]) -> Value {
+    let ratio: Vec<f64> = rounds.iter().map(|(b, s)| s / b).collect();
+    let mut sorted = ratio.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mut added: Vec<f64> = rounds.iter().map(|(b, s)| (s - b) * 1000.0).collect();
+    added.sort_by(f64::total_cmp);
+    json!({"sealed": {
+        "rounds": rounds.len(),
+        "ratio": ratio,
+        "median_ratio": sorted[sorted.len() / 2],
+        "median_added_us": added[added.len() / 2],
+        "min_ratio": sorted[0],
+        "max_ratio": sorted[sorted.len() - 1],
+    }, "plain": null})
+}
+
+#[test]
+fn latency_is_judged_on_the_paired_rounds_when_they_ran() {
+    // The cells, a minute apart, say 1.10 (the machine slowed down between them); the paired
+    // rounds say 1.02–1.04: met, on the rounds.
+    let mut r = report(
+        Value::Null,
+        2,
+        2,
+        vec![idle(1, 10.0, 100.0)],
+        vec![idle(1, 11.0, 90.0)],
+    );
+    r["models"][0]["cases"][0]["paired_c1"] = paired(&[(10.0, 10.3), (12.0, 12.5), (10.0, 10.2)]);
+    let met = check_latency("compare", &r, None);
+    assert_eq!(met[0].verdict, Verdict::Met, "{:?}", met[0]);
+    assert!(
+        met[0]
+            .figure
+            .contains("paired median 1.030 over 3 rounds (1.020–1.042)")
+            && met[0].figure.contains("cells 11.000 / 10.000 ms = 1.100"),
+        "{}",
+        met[0].figure
+    );
+    // And the other way: cells at 1.00, rounds at 1.08: not met.
+    let mut r = report(
+        Value::Null,
+        2,
+        2,
+        vec![idle(1, 10.0, 100.0)],
+        vec![idle(1, 10.0, 100.0)],
+    );
+    r["models"][0]["cases"][0]["paired_c1"] = paired(&[(10.0, 10.8), (10.0, 10.9), (10.0, 10.7)]);
+    assert_eq!(
+        check_latency("compare", &r, None)[0].verdict,
+        Verdict::NotMet
+    );
+}
+
+#[test]
+fn a_tiny_models_added_time_comes_from_the_paired_rounds() {
+    let mut r = report(
+        Value::Null,
+        2,
+        2,
+        vec![idle(1, 0.1, 100.0)],
+        vec![idle(1, 0.8, 95.0)],
+    );
+    r["models"][0]["cases"][0]["input_bytes"] = json!(256);
+    r["models"][0]["cases"][0]["paired_c1"] = paired(&[(0.1, 0.5), (0.1, 0.45), (0.1, 0.6)]);
+    let m = micro(300.0, 256);
+    let c = check_latency("compare", &r, Some(&m));
+    assert_eq!(c[0].verdict, Verdict::Met, "{:?}", c[0]);
+    assert!(
+        c[0].figure
+            .starts_with("paired median +400 µs over 3 rounds (cells +700) vs floor 300 µs"),
+        "{}",
+        c[0].figure
+    );
+}
+
 #[test]
 fn unpinned_throughput_on_the_workers_cores_is_not_judged() {
     let r = report(
