@@ -130,18 +130,24 @@ fn paired(rounds: &[(f64, f64)]) -> Value {
     }, "plain": null})
 }
 
-#[test]
-fn latency_is_judged_on_the_paired_rounds_when_they_ran() {
-    // The cells, a minute apart, say 1.10 (the machine slowed down between them); the paired
-    // rounds say 1.02–1.04: met, on the rounds.
+/// An unpinned report whose C = 1 cells have these p50s (ms), with paired rounds beside them.
+fn with_rounds(bare: f64, sealed: f64, rounds: &[(f64, f64)]) -> Value {
     let mut r = report(
         Value::Null,
         2,
         2,
-        vec![idle(1, 10.0, 100.0)],
-        vec![idle(1, 11.0, 90.0)],
+        vec![idle(1, bare, 100.0)],
+        vec![idle(1, sealed, 95.0)],
     );
-    r["models"][0]["cases"][0]["paired_c1"] = paired(&[(10.0, 10.3), (12.0, 12.5), (10.0, 10.2)]);
+    r["models"][0]["cases"][0]["paired_c1"] = paired(rounds);
+    r
+}
+
+#[test]
+fn latency_is_judged_on_the_paired_rounds_when_they_ran() {
+    // The cells, a minute apart, say 1.10 (the machine slowed down between them); the paired
+    // rounds say 1.02–1.04: met, on the rounds.
+    let r = with_rounds(10.0, 11.0, &[(10.0, 10.3), (12.0, 12.5), (10.0, 10.2)]);
     let met = check_latency("compare", &r, None);
     assert_eq!(met[0].verdict, Verdict::Met, "{:?}", met[0]);
     assert!(
@@ -153,14 +159,7 @@ fn latency_is_judged_on_the_paired_rounds_when_they_ran() {
         met[0].figure
     );
     // And the other way: cells at 1.00, rounds at 1.08: not met.
-    let mut r = report(
-        Value::Null,
-        2,
-        2,
-        vec![idle(1, 10.0, 100.0)],
-        vec![idle(1, 10.0, 100.0)],
-    );
-    r["models"][0]["cases"][0]["paired_c1"] = paired(&[(10.0, 10.8), (10.0, 10.9), (10.0, 10.7)]);
+    let r = with_rounds(10.0, 10.0, &[(10.0, 10.8), (10.0, 10.9), (10.0, 10.7)]);
     assert_eq!(
         check_latency("compare", &r, None)[0].verdict,
         Verdict::NotMet
@@ -169,15 +168,8 @@ fn latency_is_judged_on_the_paired_rounds_when_they_ran() {
 
 #[test]
 fn a_tiny_models_added_time_comes_from_the_paired_rounds() {
-    let mut r = report(
-        Value::Null,
-        2,
-        2,
-        vec![idle(1, 0.1, 100.0)],
-        vec![idle(1, 0.8, 95.0)],
-    );
+    let mut r = with_rounds(0.1, 0.8, &[(0.1, 0.5), (0.1, 0.45), (0.1, 0.6)]);
     r["models"][0]["cases"][0]["input_bytes"] = json!(256);
-    r["models"][0]["cases"][0]["paired_c1"] = paired(&[(0.1, 0.5), (0.1, 0.45), (0.1, 0.6)]);
     let m = micro(300.0, 256);
     let c = check_latency("compare", &r, Some(&m));
     assert_eq!(c[0].verdict, Verdict::Met, "{:?}", c[0]);
