@@ -1299,6 +1299,17 @@ pub fn bare_rss(args: BareRssArgs) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Held by every test that starts a bare pool: tests run on parallel threads of one process,
+    /// and another test's busy `bare-worker-N` threads would count in this process's worker
+    /// ticks while one test compares them with its own.
+    static BARE_POOLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn bare_pools() -> std::sync::MutexGuard<'static, ()> {
+        BARE_POOLS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The settings of a report test: 2 workers on 2 cores, 1 s quick cells, unpinned.
     fn test_settings(
         concurrency: Vec<usize>,
@@ -1441,6 +1452,7 @@ mod tests {
         let digits = sealed_sim::assets::Digits::load(&sealed_sim::assets::default_dir()).unwrap();
         let plan = Arc::new(bare::load(&std::fs::read(&digits.model).unwrap()).unwrap());
         let input = sealed_client::npy::read_file(&digits.examples[0].file).unwrap();
+        let _only_pool = bare_pools();
         let pool = bare::Pool::start(plan, 1, None).unwrap();
         let me = Some(std::process::id());
         let before = Counters::read(me).unwrap();
@@ -1457,7 +1469,12 @@ mod tests {
         assert!(d.worker_ticks >= 1, "{}", d.worker_ticks);
         // Process and thread times are each rounded down to whole ticks, so the worker's delta
         // can exceed the process's by one.
-        assert!(d.cpu_ticks + 1 >= d.worker_ticks);
+        assert!(
+            d.cpu_ticks + 1 >= d.worker_ticks,
+            "process {} ticks, workers {}",
+            d.cpu_ticks,
+            d.worker_ticks
+        );
     }
 
     #[test]
@@ -1479,6 +1496,7 @@ mod tests {
             input,
             reference: out,
         };
+        let _only_pool = bare_pools();
         let pool = bare::Pool::start(plan, 2, None).unwrap();
         let cell = bare_cell(&pool, &c, 3, 0.01, 0.05);
         assert!(cell.ok() > 0);
@@ -1518,6 +1536,7 @@ mod tests {
         // And through a batching pool of 2 workers under concurrent callers (one worker gathering
         // while the other waits for work must not hold each other up): every answer is the lone
         // one.
+        let _only_pool = bare_pools();
         let pool = Arc::new(bare::Pool::start(Arc::clone(&plan), 2, Some(8)).unwrap());
         let threads: Vec<_> = (0..6)
             .map(|k| {
