@@ -282,6 +282,11 @@ async fn supervise(state: Arc<HostState>, startup: Arc<Mutex<StartupModels>>, co
                     ready,
                     models_complete: missing.is_empty(),
                 });
+                // The answer predates the end of the startup load: probe again at once rather
+                // than report the startup models missing until the next interval.
+                if !started && state.is_started() {
+                    continue;
+                }
                 // Before the startup load is done, the models are the startup code's business.
                 if !missing.is_empty() && started && Instant::now() >= next_reload {
                     let plan = startup
