@@ -234,17 +234,17 @@ fn machine_line(m: &Value) -> String {
 
 /// Order statistics of a set of samples (any unit).
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Stats {
-    n: usize,
-    min: f64,
-    median: f64,
-    p99: f64,
-    max: f64,
+pub(crate) struct Stats {
+    pub(crate) n: usize,
+    pub(crate) min: f64,
+    pub(crate) median: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
 }
 
 impl Stats {
     /// Nearest-rank percentiles; `None` for no samples.
-    fn of(samples: &[f64]) -> Option<Stats> {
+    pub(crate) fn of(samples: &[f64]) -> Option<Stats> {
         let mut s: Vec<f64> = samples.to_vec();
         s.sort_by(f64::total_cmp);
         let n = s.len();

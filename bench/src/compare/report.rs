@@ -6,6 +6,7 @@ use super::{
     Cell, LoadAvg, MAX_IN_FLIGHT_BYTES, MemSteps, ModelResult, Scaling, Settings, VariantRun,
 };
 use crate::load::Mem;
+use crate::micro::Stats;
 
 fn round(x: f64, digits: i32) -> f64 {
     let k = 10f64.powi(digits);
@@ -140,18 +141,6 @@ fn memory_json(m: &ModelResult) -> Value {
     })
 }
 
-/// The median of `v` (the mean of the middle two for an even count); None when empty.
-fn median(v: &[f64]) -> Option<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(v[n / 2]),
-        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-    }
-}
-
 /// A stack variant's paired rounds: each round's two p50s, its ratio and added time, and the
 /// medians the latency target is judged on. Null when no round ran.
 fn paired_json(v: &VariantRun, block_s: f64) -> Value {
@@ -164,16 +153,20 @@ fn paired_json(v: &VariantRun, block_s: f64) -> Value {
         .iter()
         .map(|r| (r.p50_ms - r.bare_p50_ms) * 1000.0)
         .collect();
+    // Nearest-rank order statistics, as `micro` reports its samples.
+    let (Some(r), Some(a)) = (Stats::of(&ratios), Stats::of(&added)) else {
+        return Value::Null;
+    };
     json!({
         "rounds": v.paired.len(),
         "block_s": block_s,
         "bare_p50_ms": v.paired.iter().map(|r| round(r.bare_p50_ms, 4)).collect::<Vec<_>>(),
         "p50_ms": v.paired.iter().map(|r| round(r.p50_ms, 4)).collect::<Vec<_>>(),
         "ratio": ratios.iter().map(|&x| round(x, 3)).collect::<Vec<_>>(),
-        "median_ratio": median(&ratios).map(|x| round(x, 3)),
-        "median_added_us": median(&added).map(|x| x.round()),
-        "min_ratio": ratios.iter().copied().reduce(f64::min).map(|x| round(x, 3)),
-        "max_ratio": ratios.iter().copied().reduce(f64::max).map(|x| round(x, 3)),
+        "median_ratio": round(r.median, 3),
+        "median_added_us": a.median.round(),
+        "min_ratio": round(r.min, 3),
+        "max_ratio": round(r.max, 3),
     })
 }
 
