@@ -566,3 +566,11 @@ mod tests {
         assert!(key_ring_config(&args).is_ok());
     }
 }
+
+// musl's allocator unmaps every large block on free, so tract's per-run tensors faulted in anew on
+// every inference in the image; this keeps them (enclave/alloc, `sealed-alloc`). glibc keeps them itself
+// (its mmap threshold follows the sizes it sees freed), and a second cache above it only held
+// more memory (docs/performance.md, round 7), so the glibc builds use it directly.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: sealed_alloc::RetainingAlloc = sealed_alloc::RetainingAlloc;

@@ -162,6 +162,9 @@ impl LoadedModel {
     ) -> Result<Self, EngineError> {
         let load =
             || Self::load_inner(model_id, onnx, sha384, options.executor, options.batch_rows);
+        // The load's transient buffers are not kept for reuse (they would only raise the peak);
+        // what was kept is given back before and after it (sealed_alloc).
+        let _hold = sealed_alloc::hold_off();
         match catch_unwind(AssertUnwindSafe(|| match options.knobs {
             Some(scope) => scope.enter(load),
             None => load(),

@@ -1,0 +1,355 @@
+//! The enclave binaries' global allocator: the system allocator, with freed large blocks kept for
+//! the next allocation of the same layout.
+//!
+//! Why: the enclave image is a static musl binary, and musl's allocator (mallocng) serves every
+//! request of 128 KiB or more with its own `mmap` and gives it back with `munmap` on free, with no
+//! tunable to change that. tract allocates each intermediate tensor afresh on every run, so on
+//! musl every inference faulted its activations in again: `conv` (197 kB input) took ~3 500 page
+//! faults and 20 % more worker CPU per request than the same code on glibc, whose mmap threshold
+//! rises to the sizes it sees freed (docs/performance.md, round 7). Keeping those blocks for reuse
+//! is what glibc does; here it is done once above any libc, so the image and the glibc simulation
+//! behave alike. Written by hand because the maintained replacements measured worse for an enclave
+//! with a fixed memory size: `mimalloc` (C in the static image) kept 43–56 MiB more resident after
+//! a model load; `dlmalloc` trims the top of its heap past 2 MiB, which brings the faults back.
+//!
+//! Policy: only blocks of [`MIN_BLOCK`]..=[`MAX_BLOCK`] bytes with alignment up to a page are
+//! kept, at most [`CAPACITY`] bytes and [`SLOTS`] blocks, the oldest given back first; a block is
+//! reused only for the exact layout it was allocated with. While a model loads
+//! ([`hold_off`]) nothing new is kept, and when the last load ends everything kept is given back:
+//! a load's transient buffers are the wrong sizes for inference and would only raise the peak.
+//!
+//! Every block is the system allocator's own: the cache delays `System::dealloc`, nothing else,
+//! so `realloc` goes straight to the system. Blocks are not wiped when kept (their data stays in
+//! the enclave's memory, as small blocks freed to any malloc do); secrets are wiped by their own
+//! `Zeroizing` types before they are freed.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Smallest block kept: musl's `MMAP_THRESHOLD` (131 052 bytes) rounded up to a page; smaller
+/// blocks are reused by any malloc.
+pub const MIN_BLOCK: usize = 128 * 1024;
+/// Largest block kept: glibc's ceiling for its dynamic mmap threshold (32 MiB on 64-bit).
+pub const MAX_BLOCK: usize = 32 << 20;
+/// Bytes kept at most.
+pub const CAPACITY: usize = 64 << 20;
+/// Blocks kept at most.
+pub const SLOTS: usize = 64;
+const MAX_ALIGN: usize = 4096;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// Address of the block; 0 for an empty slot.
+    addr: usize,
+    size: usize,
+    align: usize,
+    /// Insertion order: the smallest is the oldest.
+    stamp: u64,
+}
+
+const EMPTY: Slot = Slot {
+    addr: 0,
+    size: 0,
+    align: 0,
+    stamp: 0,
+};
+
+/// The kept blocks. Addresses are stored as `usize` so that the state is `Send` (a block belongs
+/// to the cache alone while it is kept).
+struct BlockCache {
+    slots: [Slot; SLOTS],
+    bytes: usize,
+    clock: u64,
+}
+
+impl BlockCache {
+    const fn new() -> BlockCache {
+        BlockCache {
+            slots: [EMPTY; SLOTS],
+            bytes: 0,
+            clock: 0,
+        }
+    }
+
+    /// Blocks kept now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.iter().filter(|s| s.addr != 0).count()
+    }
+
+    /// Takes a kept block of exactly `layout`, if there is one.
+    fn take(&mut self, layout: Layout) -> Option<*mut u8> {
+        let slot = self
+            .slots
+            .iter_mut()
+            .filter(|s| s.addr != 0 && s.size == layout.size() && s.align == layout.align())
+            // The most recent: the likeliest to be in cache.
+            .max_by_key(|s| s.stamp)?;
+        let addr = slot.addr;
+        self.bytes -= slot.size;
+        *slot = EMPTY;
+        Some(addr as *mut u8)
+    }
+
+    /// Keeps `ptr`, a block of `layout`, giving up the oldest blocks to make room: they are
+    /// written to `evicted` (`count` of them) for the caller to free. False when `ptr` cannot be
+    /// kept (the caller frees it).
+    fn put(
+        &mut self,
+        ptr: *mut u8,
+        layout: Layout,
+        evicted: &mut [Slot; SLOTS],
+        count: &mut usize,
+    ) -> bool {
+        let size = layout.size();
+        if size > CAPACITY {
+            return false;
+        }
+        while self.bytes + size > CAPACITY || self.slots.iter().all(|s| s.addr != 0) {
+            let Some(oldest) = self
+                .slots
+                .iter_mut()
+                .filter(|s| s.addr != 0)
+                .min_by_key(|s| s.stamp)
+            else {
+                return false;
+            };
+            let Some(room) = evicted.get_mut(*count) else {
+                return false;
+            };
+            *room = *oldest;
+            *count += 1;
+            self.bytes -= oldest.size;
+            *oldest = EMPTY;
+        }
+        let Some(free) = self.slots.iter_mut().find(|s| s.addr == 0) else {
+            return false;
+        };
+        self.clock += 1;
+        *free = Slot {
+            addr: ptr as usize,
+            size,
+            align: layout.align(),
+            stamp: self.clock,
+        };
+        self.bytes += size;
+        true
+    }
+
+    /// Empties the cache; returns what it held.
+    fn drain(&mut self) -> [Slot; SLOTS] {
+        let all = self.slots;
+        self.slots = [EMPTY; SLOTS];
+        self.bytes = 0;
+        all
+    }
+}
+
+static CACHE: Mutex<BlockCache> = Mutex::new(BlockCache::new());
+/// Loads in progress ([`hold_off`]): while > 0 nothing new is kept.
+static HELD_OFF: AtomicUsize = AtomicUsize::new(0);
+
+fn kept(layout: Layout) -> bool {
+    (MIN_BLOCK..=MAX_BLOCK).contains(&layout.size()) && layout.align() <= MAX_ALIGN
+}
+
+fn cache() -> std::sync::MutexGuard<'static, BlockCache> {
+    // Nothing panics while the lock is held; a poisoned lock still holds consistent state.
+    CACHE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A kept block for exactly `layout`, taken out of the cache (the lock is released on return).
+fn take(layout: Layout) -> Option<*mut u8> {
+    if !kept(layout) {
+        return None;
+    }
+    cache().take(layout)
+}
+
+/// The global allocator of `sealed-enclave` and `sealed-enclave-plain-bench`
+/// (`#[global_allocator]` in their `main`). A zero-sized handle: the kept blocks live in this
+/// module, so that [`hold_off`] and [`release`] reach them from the engine.
+pub struct RetainingAlloc;
+
+// SAFETY: every pointer returned comes from `System` with the same layout it is returned for (a
+// kept block is handed out only for the exact layout it was allocated with), and every pointer
+// given to `System` was allocated by it with that layout; the cache never hands a block out twice
+// (`take` empties its slot under the lock).
+unsafe impl GlobalAlloc for RetainingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if let Some(ptr) = take(layout) {
+            return ptr;
+        }
+        // SAFETY: forwarded with the caller's guarantees (non-zero size).
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if let Some(ptr) = take(layout) {
+            // SAFETY: `ptr` is a block of `layout.size()` bytes that nobody else holds.
+            unsafe { ptr.write_bytes(0, layout.size()) };
+            return ptr;
+        }
+        // SAFETY: as in `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if kept(layout) && HELD_OFF.load(Ordering::Acquire) == 0 {
+            // Room for what keeping `ptr` pushes out, on the stack: nothing may allocate while
+            // the lock is held (this is the allocator), and the blocks are freed after it.
+            let mut evicted = [EMPTY; SLOTS];
+            let mut count = 0;
+            let stored = cache().put(ptr, layout, &mut evicted, &mut count);
+            for slot in evicted.iter().take(count) {
+                // SAFETY: a kept block, allocated by `System` with this layout and no longer in
+                // the cache.
+                unsafe { System.dealloc(slot.addr as *mut u8, slot_layout(slot)) };
+            }
+            if stored {
+                return;
+            }
+        }
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `ptr` is a `System` block of `layout` (see the impl's safety note).
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn slot_layout(slot: &Slot) -> Layout {
+    // The slot was filled from a valid `Layout` with these exact fields, so this never falls back
+    // (and `System::dealloc` on Unix frees by address alone).
+    Layout::from_size_align(slot.size, slot.align).unwrap_or(Layout::new::<u8>())
+}
+
+/// Gives every kept block back to the system.
+pub fn release() {
+    let all = cache().drain();
+    for slot in all.iter().filter(|s| s.addr != 0) {
+        // SAFETY: a kept block, allocated by `System` with this layout, now out of the cache.
+        unsafe { System.dealloc(slot.addr as *mut u8, slot_layout(slot)) };
+    }
+}
+
+/// Bytes kept now (for tests and diagnostics).
+pub fn kept_bytes() -> usize {
+    cache().bytes
+}
+
+/// Stops keeping freed blocks until the guard drops (a model load: its transient buffers would
+/// only raise the peak); when the last guard drops, everything kept is given back.
+pub fn hold_off() -> HoldOff {
+    HELD_OFF.fetch_add(1, Ordering::AcqRel);
+    release();
+    HoldOff(())
+}
+
+/// See [`hold_off`].
+pub struct HoldOff(());
+
+impl Drop for HoldOff {
+    fn drop(&mut self) {
+        if HELD_OFF.fetch_sub(1, Ordering::AcqRel) == 1 {
+            release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The cache's bookkeeping never touches the blocks, so these addresses need no memory.
+    fn block(n: usize) -> *mut u8 {
+        (0x1000_0000 + n * 0x10_0000) as *mut u8
+    }
+
+    fn layout(size: usize) -> Layout {
+        Layout::from_size_align(size, 64).unwrap()
+    }
+
+    fn put(cache: &mut BlockCache, ptr: *mut u8, size: usize) -> (bool, Vec<usize>) {
+        let mut evicted = [EMPTY; SLOTS];
+        let mut count = 0;
+        let stored = cache.put(ptr, layout(size), &mut evicted, &mut count);
+        (stored, evicted[..count].iter().map(|s| s.addr).collect())
+    }
+
+    #[test]
+    fn a_block_is_reused_only_for_its_exact_layout() {
+        let mut cache = BlockCache::new();
+        assert_eq!(put(&mut cache, block(1), MIN_BLOCK), (true, vec![]));
+        assert_eq!(cache.take(layout(MIN_BLOCK + 64)), None);
+        assert_eq!(
+            cache.take(Layout::from_size_align(MIN_BLOCK, 128).unwrap()),
+            None
+        );
+        assert_eq!(cache.take(layout(MIN_BLOCK)), Some(block(1)));
+        assert_eq!(cache.take(layout(MIN_BLOCK)), None, "handed out once");
+        assert_eq!(cache.bytes, 0);
+    }
+
+    #[test]
+    fn the_most_recent_block_of_a_size_goes_out_first() {
+        let mut cache = BlockCache::new();
+        put(&mut cache, block(1), MIN_BLOCK);
+        put(&mut cache, block(2), MIN_BLOCK);
+        assert_eq!(cache.take(layout(MIN_BLOCK)), Some(block(2)));
+        assert_eq!(cache.take(layout(MIN_BLOCK)), Some(block(1)));
+    }
+
+    #[test]
+    fn the_oldest_blocks_make_room_when_the_bytes_would_pass_the_capacity() {
+        let mut cache = BlockCache::new();
+        let big = MAX_BLOCK;
+        assert_eq!(put(&mut cache, block(1), big), (true, vec![]));
+        assert_eq!(put(&mut cache, block(2), big), (true, vec![]));
+        assert_eq!(cache.bytes, CAPACITY);
+        let (stored, evicted) = put(&mut cache, block(3), MIN_BLOCK);
+        assert!(stored);
+        assert_eq!(evicted, vec![block(1) as usize]);
+        assert_eq!(cache.bytes, big + MIN_BLOCK);
+        assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn the_oldest_block_makes_room_when_every_slot_is_taken() {
+        let mut cache = BlockCache::new();
+        for n in 0..SLOTS {
+            assert_eq!(put(&mut cache, block(n), MIN_BLOCK), (true, vec![]));
+        }
+        let (stored, evicted) = put(&mut cache, block(SLOTS), MIN_BLOCK);
+        assert!(stored);
+        assert_eq!(evicted, vec![block(0) as usize]);
+        assert_eq!(cache.len(), SLOTS);
+        assert_eq!(cache.bytes, SLOTS * MIN_BLOCK);
+    }
+
+    #[test]
+    fn drain_empties_the_cache() {
+        let mut cache = BlockCache::new();
+        put(&mut cache, block(1), MIN_BLOCK);
+        put(&mut cache, block(2), 2 * MIN_BLOCK);
+        let all = cache.drain();
+        assert_eq!(all.iter().filter(|s| s.addr != 0).count(), 2);
+        assert_eq!((cache.len(), cache.bytes), (0, 0));
+    }
+
+    #[test]
+    fn only_large_blocks_with_at_most_page_alignment_are_kept() {
+        assert!(!kept(layout(MIN_BLOCK - 1)));
+        assert!(kept(layout(MIN_BLOCK)));
+        assert!(kept(layout(MAX_BLOCK)));
+        assert!(!kept(layout(MAX_BLOCK + 1)));
+        assert!(kept(Layout::from_size_align(MIN_BLOCK, MAX_ALIGN).unwrap()));
+        assert!(!kept(
+            Layout::from_size_align(MIN_BLOCK, 2 * MAX_ALIGN).unwrap()
+        ));
+    }
+}
