@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The benchmark (docs/performance.md): sealed inference beside bare tract, the plain-HTTP stack and
 # onnxruntime, plus the micro-benchmarks and tract alone. Writes
-# target/bench-results/{onnxruntime,compare,compare-batch,compare-pinned,micro,tract,targets}.json.
+# target/bench-results/{onnxruntime,compare,compare-batch,compare-pinned,compare-musl,micro,tract,
+# targets}.json.
 #
 # Steps: a Python venv in target/bench-venv (scripts/requirements-bench.txt, from PyPI); the
 # benchmark models into target/bench-models (scripts/make_bench_models.py); onnxruntime on them
 # (scripts/bench_onnxruntime.py), run BEFORE the release build so that it does not compete with
 # rustc for the CPU; release binaries; then `sealed-bench compare` (unbatched, with the enclaves'
-# dynamic batching, and pinned to Nitro's CPU split), `sealed-bench micro` and `sealed-bench tract`;
+# dynamic batching, pinned to Nitro's CPU split, and pinned again with the enclave built for musl,
+# the enclave image's libc), `sealed-bench micro` and `sealed-bench tract`;
 # last, `sealed-bench targets` judges issue 6's targets from those reports (met / not met / not
 # judgeable on this machine, and why). Figures mean something only on an otherwise idle machine.
 set -euo pipefail
@@ -21,8 +23,8 @@ Usage: scripts/bench.sh [--quick] [--ort-only]
   -h, --help   this text
 
 Results: target/bench-results/onnxruntime.json, compare.json, compare-batch.json,
-compare-pinned.json, micro.json, tract.json, targets.json (and tables on stdout, the
-targets' verdicts last).
+compare-pinned.json, compare-musl.json, micro.json, tract.json, targets.json (and tables on
+stdout, the targets' verdicts last).
 EOF
 }
 
@@ -66,7 +68,7 @@ if [ "$ort_only" = true ]; then
 fi
 
 # Reports of an earlier run would be judged as this run's by step 7 if a step below is skipped.
-rm -f "$results"/{compare,compare-batch,compare-pinned,micro,tract,targets}.json
+rm -f "$results"/{compare,compare-batch,compare-pinned,compare-musl,micro,tract,targets}.json
 
 # 4. Release binaries: host, simulation enclave and sealed-bench in one build, then the plain-HTTP
 #    enclave, a separate binary that exists only with `bench-plaintext`.
@@ -106,6 +108,29 @@ if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
         --json "$results/compare-pinned.json" ${quick[@]+"${quick[@]}"}
 else
     echo "bench.sh: skipping the pinned comparison (needs taskset and at least 2 CPUs)" >&2
+fi
+# 5d. The pinned comparison again with the enclaves built for x86_64-unknown-linux-musl, the
+#     enclave image's target (scripts/build-enclave.sh): the image is a static musl binary, and
+#     musl's allocator is not glibc's (round 7 of docs/performance.md: without the enclave's own
+#     allocator, conv ran 20 % slower there). Simulation builds, so that they run here; the host
+#     and bare tract stay the glibc ones above. The first build compiles tract for musl (~8 min),
+#     in target/x86_64-unknown-linux-musl/release. Same feature split as step 4.
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    musl=x86_64-unknown-linux-musl
+    rustup target list --installed | grep -qx "$musl" || rustup target add "$musl"
+    # As in build-enclave.sh: ring's C builds with the system gcc for musl (it uses no libc).
+    export CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-gcc}"
+    cargo build --release --target "$musl" -p sealed-enclave --features sealed-enclave/simulation
+    cargo build --release --target "$musl" -p sealed-enclave \
+        --features sealed-enclave/simulation,sealed-enclave/bench-plaintext --bin sealed-enclave-plain-bench
+    musl_bins=target/bench-musl-bin
+    rm -rf "$musl_bins" && mkdir -p "$musl_bins"
+    cp target/release/sealed-host "$musl_bins/"
+    cp "target/$musl/release/sealed-enclave" "target/$musl/release/sealed-enclave-plain-bench" "$musl_bins/"
+    target/release/sealed-bench compare --models-dir "$models" --models large,conv --pin \
+        --bin-dir "$musl_bins" --json "$results/compare-musl.json" ${quick[@]+"${quick[@]}"}
+else
+    echo "bench.sh: skipping the musl comparison (needs taskset and at least 2 CPUs)" >&2
 fi
 target/release/sealed-bench micro --models-dir "$models" --json "$results/micro.json" ${quick[@]+"${quick[@]}"}
 # 6. tract alone: the optimised plan, intra-op threads, batching potential, onnxruntime beside.

@@ -3,7 +3,7 @@
 //! one table which targets it meets, which it misses, and which it cannot judge and why.
 //!
 //! Nothing is measured here: every figure is read from `compare.json`, `compare-batch.json`,
-//! `compare-pinned.json` and `micro.json`. A target gets one of four verdicts:
+//! `compare-pinned.json`, `compare-musl.json` and `micro.json`. A target gets one of four verdicts:
 //! - **met** / **not met**: the figure against the threshold (the issue's, printed beside it);
 //! - **not judgeable**: the run could not show the target on this machine, with the reason. Two
 //!   rules, both about a load generator that shares the machine with what it measures:
@@ -48,8 +48,9 @@ const RELAY_BYTES: u64 = 16 << 20;
 /// Fraction of its CPUs a side must keep busy to be called the bottleneck of a cell.
 const BUSY: f64 = 0.9;
 
-/// The comparison runs bench.sh writes, in the order of its steps.
-const COMPARE_RUNS: [&str; 3] = ["compare", "compare-batch", "compare-pinned"];
+/// The comparison runs bench.sh writes, in the order of its steps. `compare-musl` is the pinned
+/// run again with the enclave built for musl, the enclave image's libc (round 7).
+const COMPARE_RUNS: [&str; 4] = ["compare", "compare-batch", "compare-pinned", "compare-musl"];
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
@@ -142,7 +143,7 @@ impl Reports {
         if micro.is_none() && compare.iter().all(|(_, v)| v.is_none()) {
             bail!(
                 "no sealed-bench report in {} (compare.json, compare-batch.json, \
-                 compare-pinned.json, micro.json): run scripts/bench.sh first",
+                 compare-pinned.json, compare-musl.json, micro.json): run scripts/bench.sh first",
                 dir.display()
             );
         }

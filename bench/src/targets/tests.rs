@@ -422,13 +422,13 @@ fn reports_are_read_from_the_directory() {
     std::fs::write(dir.path().join("micro.json"), micro(300.0, 256).to_string()).unwrap();
     let reports = Reports::load(dir.path()).unwrap();
     let all = checks(&reports);
-    // The two absent comparison runs are listed as missing, not skipped silently.
+    // The absent comparison runs are listed as missing, not skipped silently.
     let absent: Vec<&str> = all
         .iter()
         .filter(|c| c.target == "comparison run")
         .map(|c| c.scope.as_str())
         .collect();
-    assert_eq!(absent, ["compare", "compare-batch"]);
+    assert_eq!(absent, ["compare", "compare-batch", "compare-musl"]);
     let table = table(&reports, &all);
     assert!(table.contains("Machine: Test CPU, 2 cores."), "{table}");
     assert!(
