@@ -1,5 +1,5 @@
-//! The enclave binaries' global allocator: the system allocator, with freed large blocks kept for
-//! the next allocation of the same layout.
+//! The enclave binaries' global allocator on musl: the system allocator, with freed large blocks
+//! kept for the next allocation of the same layout.
 //!
 //! Why: the enclave image is a static musl binary, and musl's allocator (mallocng) serves every
 //! request of 128 KiB or more with its own `mmap` and gives it back with `munmap` on free, with no
@@ -7,10 +7,12 @@
 //! musl every inference faulted its activations in again: `conv` (197 kB input) took ~3 500 page
 //! faults and 20 % more worker CPU per request than the same code on glibc, whose mmap threshold
 //! rises to the sizes it sees freed (docs/performance.md, round 7). Keeping those blocks for reuse
-//! is what glibc does; here it is done once above any libc, so the image and the glibc simulation
-//! behave alike. Written by hand because the maintained replacements measured worse for an enclave
-//! with a fixed memory size: `mimalloc` (C in the static image) kept 43–56 MiB more resident after
-//! a model load; `dlmalloc` trims the top of its heap past 2 MiB, which brings the faults back.
+//! is what glibc does; this does it above musl's allocator (conv: 20 % → 5–6 % more worker CPU
+//! than bare tract). glibc builds do not use it: there it only held more memory.
+//! Written by hand because the maintained replacements do worse in an enclave, whose memory is
+//! fixed at launch: `mimalloc` (C in the static image) removed the faults but kept 43–56 MiB more
+//! resident after a model load (measured); `dlmalloc` gives the top of its heap back past 2 MiB
+//! (its `sys_trim`), which would bring the faults back.
 //!
 //! Policy: only blocks of [`MIN_BLOCK`]..=[`MAX_BLOCK`] bytes with alignment up to a page are
 //! kept, at most [`CAPACITY`] bytes and [`SLOTS`] blocks, the oldest given back first; a block is
