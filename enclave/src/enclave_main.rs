@@ -29,6 +29,14 @@ use sealed_enclave::server::{
 };
 use sealed_transport::Endpoint;
 
+// musl's allocator unmaps every large block on free, so in the image tract's per-run tensors
+// faulted in anew on every inference; this keeps them (enclave/alloc, `sealed-alloc`). glibc keeps
+// them itself (its mmap threshold follows the sizes it sees freed), and a second cache above it
+// only held more memory (docs/performance.md, round 7), so glibc builds use glibc's directly.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: sealed_alloc::RetainingAlloc = sealed_alloc::RetainingAlloc;
+
 /// With `bench-plaintext` (inference without sealing, for sealed-bench only) the only binary that
 /// compiles is `sealed-enclave-plain-bench`: a build of `sealed-enclave` that would carry the
 /// feature, shipped or measured into an image, fails here instead.
@@ -566,11 +574,3 @@ mod tests {
         assert!(key_ring_config(&args).is_ok());
     }
 }
-
-// musl's allocator unmaps every large block on free, so tract's per-run tensors faulted in anew on
-// every inference in the image; this keeps them (enclave/alloc, `sealed-alloc`). glibc keeps them itself
-// (its mmap threshold follows the sizes it sees freed), and a second cache above it only held
-// more memory (docs/performance.md, round 7), so the glibc builds use it directly.
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: sealed_alloc::RetainingAlloc = sealed_alloc::RetainingAlloc;
