@@ -25,6 +25,16 @@
 //! the enclave's memory, as small blocks freed to any malloc do); secrets are wiped by their own
 //! `Zeroizing` types before they are freed.
 #![allow(unsafe_code)]
+// An allocator must never panic: the same lints as the enclave's own crates, outside tests.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
