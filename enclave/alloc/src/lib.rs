@@ -40,9 +40,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Smallest block kept: musl's `MMAP_THRESHOLD` (131 052 bytes) rounded up to a page; smaller
-/// blocks are reused by any malloc.
-pub const MIN_BLOCK: usize = 128 * 1024;
+/// Smallest block kept: four pages. Below its `MMAP_THRESHOLD` (131 052 bytes) mallocng serves
+/// blocks from groups of one size class, but it unmaps a group (or `MADV_FREE`s a freed block of
+/// two pages or more) as soon as it empties, and tract's per-run tensors of 16–128 KiB did that
+/// on every run: with 128 KiB here `conv` still took ~110 page faults per request, with 16 KiB ~9
+/// (docs/performance.md, round 8).
+pub const MIN_BLOCK: usize = 16 * 1024;
 /// Largest block kept: glibc's ceiling for its dynamic mmap threshold (32 MiB on 64-bit).
 pub const MAX_BLOCK: usize = 32 << 20;
 /// Bytes kept at most.
