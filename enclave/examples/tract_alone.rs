@@ -1,0 +1,72 @@
+//! tract alone, built the way the enclave is: same crate graph, same target, and on musl the same
+//! global allocator (`sealed-alloc`). Built once for glibc and once for musl, the two runs show
+//! what the C library costs tract by itself, apart from anything the sealed path adds
+//! (docs/performance.md, round 8).
+//!
+//! ```text
+//! cargo run --release -p sealed-enclave --features simulation --example tract_alone -- \
+//!     target/bench-models/conv.onnx 1,3,128,128 300
+//! ```
+//!
+//! Prints the p50 / p90 / mean wall time of `runs` inferences on one thread after 30 warm-up
+//! runs (pin it with `taskset -c N` to compare builds). The input is a fixed pattern, not data.
+
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: sealed_alloc::RetainingAlloc = sealed_alloc::RetainingAlloc;
+
+use anyhow::{Context, bail};
+use std::time::Instant;
+use tract_onnx::prelude::*;
+
+const WARM_UP: usize = 30;
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let (Some(path), Some(shape)) = (args.next(), args.next()) else {
+        bail!("usage: tract_alone MODEL.onnx DIM,DIM,... [RUNS]");
+    };
+    let runs: usize = match args.next() {
+        Some(n) => n.parse().context("RUNS")?,
+        None => 300,
+    };
+    if runs == 0 {
+        bail!("RUNS must be at least 1");
+    }
+    let shape = shape
+        .split(',')
+        .map(|d| d.parse::<usize>().context("a DIM"))
+        .collect::<anyhow::Result<Vec<usize>>>()?;
+    let model = tract_onnx::onnx()
+        .model_for_path(&path)?
+        .into_optimized()?
+        .into_runnable()?;
+    let len: usize = shape.iter().product();
+    let data: Vec<f32> = (0..len).map(|i| (i % 997) as f32 / 997.0).collect();
+    let input: Tensor = tract_ndarray::ArrayD::from_shape_vec(shape, data)?.into();
+
+    for _ in 0..WARM_UP {
+        model.run(tvec!(input.clone().into()))?;
+    }
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let outputs = model.run(tvec!(input.clone().into()))?;
+        ms.push(start.elapsed().as_secs_f64() * 1e3);
+        drop(outputs);
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms.get(((ms.len() - 1) as f64 * q) as usize).copied();
+    let libc = if cfg!(target_env = "musl") {
+        "musl + sealed-alloc"
+    } else {
+        "glibc"
+    };
+    println!(
+        "{libc}: {runs} runs  p50 {:.3} ms  p90 {:.3} ms  mean {:.3} ms",
+        at(0.5).unwrap_or_default(),
+        at(0.9).unwrap_or_default(),
+        ms.iter().sum::<f64>() / runs as f64,
+    );
+    Ok(())
+}
