@@ -8,7 +8,8 @@
 //! faults and 20 % more worker CPU per request than the same code on glibc, whose mmap threshold
 //! rises to the sizes it sees freed (docs/performance.md, round 7). Keeping those blocks for reuse
 //! is what glibc does; this does it above musl's allocator (conv: 20 % → 5–6 % more worker CPU
-//! than bare tract). glibc builds do not use it: there it only held more memory.
+//! than bare tract on glibc, of which ~3 % is tract itself built for musl: round 8). glibc builds
+//! do not use it: there it only held more memory.
 //! Written by hand because the maintained replacements do worse in an enclave, whose memory is
 //! fixed at launch: `mimalloc` (C in the static image) removed the faults but kept 43–56 MiB more
 //! resident after a model load (measured); `dlmalloc` gives the top of its heap back past 2 MiB
