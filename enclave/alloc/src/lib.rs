@@ -1,30 +1,40 @@
-//! The enclave binaries' global allocator on musl: the system allocator, with freed large blocks
-//! kept for the next allocation of the same layout.
+//! The enclave binaries' global allocator: the system allocator, with every block freed while a
+//! model's plaintext is in memory wiped first, and on musl freed large blocks kept for the next
+//! allocation of the same layout.
 //!
-//! Why: the enclave image is a static musl binary, and musl's allocator (mallocng) serves every
-//! request of 128 KiB or more with its own `mmap` and gives it back with `munmap` on free, with no
-//! tunable to change that. tract allocates each intermediate tensor afresh on every run, so on
-//! musl every inference faulted its activations in again: `conv` (197 kB input) took ~3 500 page
-//! faults and 20 % more worker CPU per request than the same code on glibc, whose mmap threshold
-//! rises to the sizes it sees freed (docs/performance.md, round 7). Keeping those blocks for reuse
-//! is what glibc does; this does it above musl's allocator (conv: 20 % → 5–6 % more worker CPU
-//! than bare tract on glibc, of which ~3 % is tract itself built for musl: round 8). glibc builds
-//! do not use it: there it only held more memory.
+//! **Wiping.** A model's bytes are a secret the enclave exists to keep, but tract copies them as
+//! it loads (the whole protobuf into a `Vec` of its own, then each weight into a tensor, then into
+//! packed panels) and frees those copies like any other memory: without this they stay in freed
+//! heap blocks until reused. While a [`hold_off`] guard (a model load) or a [`wiping`] guard is
+//! alive, and whenever a [`WipeOnDrop`] value (a loaded model's plan) is dropped, every block freed
+//! by any thread is zeroed before it goes back, and `realloc` copies to a new block and wipes the
+//! old one. The secrets of our own types are wiped by their `Zeroizing` wrappers as before; this
+//! covers what a dependency copies. Blocks freed outside those windows (inference activations, or
+//! the blocks kept below) are not wiped: they hold data derived from requests, as freed blocks do
+//! in any process.
+//!
+//! **Keeping** (musl only, [`EnclaveAlloc::new`]`(true)`). The enclave image is a static musl
+//! binary, and musl's allocator (mallocng) serves every request of 128 KiB or more with its own
+//! `mmap` and gives it back with `munmap` on free, with no tunable to change that. tract allocates
+//! each intermediate tensor afresh on every run, so on musl every inference faulted its
+//! activations in again: `conv` (197 kB input) took ~3 500 page faults and 20 % more worker CPU per
+//! request than the same code on glibc, whose mmap threshold rises to the sizes it sees freed
+//! (docs/performance.md, round 7). Keeping those blocks for reuse is what glibc does; this does it
+//! above musl's allocator (conv: 20 % → 5–6 % more worker CPU than bare tract on glibc, of which
+//! ~3 % is tract itself built for musl: round 8). glibc builds do not keep: there it only held
+//! more memory.
 //! Written by hand because the maintained replacements do worse in an enclave, whose memory is
 //! fixed at launch: `mimalloc` (C in the static image) removed the faults but kept 43–56 MiB more
 //! resident after a model load (measured); `dlmalloc` gives the top of its heap back past 2 MiB
-//! (its `sys_trim`), which would bring the faults back.
+//! (its `sys_trim`), which would bring the faults back; neither wipes.
 //!
 //! Policy: only blocks of [`MIN_BLOCK`]..=[`MAX_BLOCK`] bytes with alignment up to a page are
 //! kept, at most [`CAPACITY`] bytes and [`SLOTS`] blocks, the oldest given back first; a block is
 //! reused only for the exact layout it was allocated with. While a model loads
 //! ([`hold_off`]) nothing new is kept, and when the last load ends everything kept is given back:
 //! a load's transient buffers are the wrong sizes for inference and would only raise the peak.
-//!
-//! Every block is the system allocator's own: the cache delays `System::dealloc`, nothing else,
-//! so `realloc` goes straight to the system. Blocks are not wiped when kept (their data stays in
-//! the enclave's memory, as small blocks freed to any malloc do); secrets are wiped by their own
-//! `Zeroizing` types before they are freed.
+//! Every kept block is the system allocator's own: the cache delays `System::dealloc`, nothing
+//! else.
 #![allow(unsafe_code)]
 // An allocator must never panic: the same lints as the enclave's own crates, outside tests.
 #![cfg_attr(
@@ -38,6 +48,8 @@
 )]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::mem::ManuallyDrop;
+use std::ops::Deref;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -185,35 +197,97 @@ fn take(layout: Layout) -> Option<*mut u8> {
 }
 
 /// The global allocator of `sealed-enclave` and `sealed-enclave-plain-bench`
-/// (`#[global_allocator]` in their `main`). A zero-sized handle: the kept blocks live in this
-/// module, so that [`hold_off`] and [`release`] reach them from the engine.
-pub struct RetainingAlloc;
+/// (`#[global_allocator]` in their `main`): [`EnclaveAlloc::new`]. The kept blocks and the wipe
+/// state live in this module, so that [`hold_off`], [`wiping`] and [`release`] reach them from
+/// the engine; a program has one global allocator, so one instance.
+pub struct EnclaveAlloc<A = System> {
+    inner: A,
+    /// Keeps freed large blocks (musl). Only [`EnclaveAlloc::new`] sets it, so the inner
+    /// allocator is then `System`, to which the cache gives its blocks back.
+    keep: bool,
+}
 
-// SAFETY: every pointer returned comes from `System` with the same layout it is returned for (a
-// kept block is handed out only for the exact layout it was allocated with), and every pointer
-// given to `System` was allocated by it with that layout; the cache never hands a block out twice
-// (`take` empties its slot under the lock).
-unsafe impl GlobalAlloc for RetainingAlloc {
+impl EnclaveAlloc<System> {
+    /// The system allocator, wiping as the module says, and keeping freed large blocks when
+    /// `keep` (the enclave: on musl only).
+    pub const fn new(keep: bool) -> Self {
+        EnclaveAlloc {
+            inner: System,
+            keep,
+        }
+    }
+}
+
+impl<A: GlobalAlloc> EnclaveAlloc<A> {
+    /// `inner`, wiping as the module says and keeping nothing (tests observe the wipe through
+    /// their own `inner`).
+    pub const fn wiping_only(inner: A) -> Self {
+        EnclaveAlloc { inner, keep: false }
+    }
+}
+
+/// Threads inside a [`hold_off`] or [`wiping`] window: while > 0 every freed block is wiped.
+static WIPING: AtomicUsize = AtomicUsize::new(0);
+
+/// Bytes wiped so far ([`wiped_bytes`]).
+static WIPED: AtomicUsize = AtomicUsize::new(0);
+
+fn wiping_now() -> bool {
+    WIPING.load(Ordering::Acquire) > 0
+}
+
+/// Bytes wiped on free since the program started (for tests and diagnostics).
+pub fn wiped_bytes() -> usize {
+    WIPED.load(Ordering::Relaxed)
+}
+
+/// Zeroes `len` bytes at `ptr`, which is about to be freed.
+///
+/// SAFETY: `ptr` is valid for `len` bytes of writes.
+unsafe fn wipe(ptr: *mut u8, len: usize) {
+    // SAFETY: the caller's guarantee.
+    unsafe { ptr.write_bytes(0, len) };
+    WIPED.fetch_add(len, Ordering::Relaxed);
+    // The block is freed next, and the optimiser may drop stores to memory about to be freed
+    // (dead-store elimination knows `free`); an opaque use of the pointer keeps them, as
+    // `zeroize` does with its fence, at memset speed instead of volatile byte stores.
+    std::hint::black_box(ptr);
+}
+
+// SAFETY: every pointer returned comes from the inner allocator with the same layout it is
+// returned for (a kept block, always `System`'s since only `new` keeps, is handed out only for
+// the exact layout it was allocated with), and every pointer freed is given to the allocator that
+// allocated it with that layout; the cache never hands a block out twice (`take` empties its slot
+// under the lock). Wiping writes only within the block being freed.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for EnclaveAlloc<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if let Some(ptr) = take(layout) {
+        if self.keep
+            && let Some(ptr) = take(layout)
+        {
             return ptr;
         }
         // SAFETY: forwarded with the caller's guarantees (non-zero size).
-        unsafe { System.alloc(layout) }
+        unsafe { self.inner.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if let Some(ptr) = take(layout) {
+        if self.keep
+            && let Some(ptr) = take(layout)
+        {
             // SAFETY: `ptr` is a block of `layout.size()` bytes that nobody else holds.
             unsafe { ptr.write_bytes(0, layout.size()) };
             return ptr;
         }
         // SAFETY: as in `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { self.inner.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if kept(layout) && HELD_OFF.load(Ordering::Acquire) == 0 {
+        if wiping_now() {
+            // SAFETY: the caller hands back a live block of `layout`.
+            unsafe { wipe(ptr, layout.size()) };
+        }
+        if self.keep && kept(layout) && HELD_OFF.load(Ordering::Acquire) == 0 {
             // Room for what keeping `ptr` pushes out, on the stack: nothing may allocate while
             // the lock is held (this is the allocator), and the blocks are freed after it.
             let mut evicted = [EMPTY; SLOTS];
@@ -229,12 +303,31 @@ unsafe impl GlobalAlloc for RetainingAlloc {
             }
         }
         // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { self.inner.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` is a `System` block of `layout` (see the impl's safety note).
-        unsafe { System.realloc(ptr, layout, new_size) }
+        if !wiping_now() {
+            // SAFETY: `ptr` is the inner allocator's block of `layout` (see the impl's note): a
+            // kept block is handed out as a block of exactly its own layout, so the inner
+            // allocator may resize it.
+            return unsafe { self.inner.realloc(ptr, layout, new_size) };
+        }
+        // The system's realloc may move the data and free the old block unwiped (a `Vec`
+        // growing while tract reads a model): copy, then free the old block through `dealloc`.
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: `new_size` is non-zero (the caller's guarantee) and the layout valid.
+        let new = unsafe { self.alloc(new_layout) };
+        if !new.is_null() {
+            // SAFETY: both blocks are live, distinct, and at least this long.
+            unsafe {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+        }
+        new
     }
 }
 
@@ -258,10 +351,12 @@ pub fn kept_bytes() -> usize {
     cache().bytes
 }
 
-/// Stops keeping freed blocks until the guard drops (a model load: its transient buffers would
-/// only raise the peak); when the last guard drops, everything kept is given back.
+/// A model load: until the guard drops, nothing freed is kept (the load's transient buffers would
+/// only raise the peak) and every block freed is wiped first (they hold copies of the model);
+/// when the last guard drops, everything kept is given back.
 pub fn hold_off() -> HoldOff {
     HELD_OFF.fetch_add(1, Ordering::AcqRel);
+    WIPING.fetch_add(1, Ordering::AcqRel);
     release();
     HoldOff(())
 }
@@ -271,9 +366,52 @@ pub struct HoldOff(());
 
 impl Drop for HoldOff {
     fn drop(&mut self) {
+        WIPING.fetch_sub(1, Ordering::AcqRel);
         if HELD_OFF.fetch_sub(1, Ordering::AcqRel) == 1 {
             release();
         }
+    }
+}
+
+/// Until the guard drops, every block freed (by any thread) is wiped first.
+pub fn wiping() -> Wiping {
+    WIPING.fetch_add(1, Ordering::AcqRel);
+    Wiping(())
+}
+
+/// See [`wiping`].
+pub struct Wiping(());
+
+impl Drop for Wiping {
+    fn drop(&mut self) {
+        WIPING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A value whose drop frees its memory wiped (inside a [`wiping`] window), wherever the drop
+/// happens: a loaded model's plan, whose tensors are the model's weights and whose last `Arc`
+/// may be dropped by a worker thread after the model was unloaded.
+pub struct WipeOnDrop<T>(ManuallyDrop<T>);
+
+impl<T> WipeOnDrop<T> {
+    /// Wraps `value`.
+    pub fn new(value: T) -> Self {
+        WipeOnDrop(ManuallyDrop::new(value))
+    }
+}
+
+impl<T> Deref for WipeOnDrop<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> Drop for WipeOnDrop<T> {
+    fn drop(&mut self) {
+        let _wiping = wiping();
+        // SAFETY: dropped once, here, and never used again (`self` is being dropped).
+        unsafe { ManuallyDrop::drop(&mut self.0) };
     }
 }
 

@@ -1,5 +1,5 @@
-//! `sealed_alloc::RetainingAlloc` as this test binary's global allocator, as it is in the
-//! musl enclave image: freed large blocks come back for the same layout, model loads
+//! `sealed_alloc::EnclaveAlloc::new(true)` as this test binary's global allocator, as it is in
+//! the musl enclave image: freed large blocks come back for the same layout, model loads
 //! (`hold_off`) keep nothing and give everything back, and what it hands out is usable memory.
 //! One test function: the cache is process-wide, and tests in parallel would share it.
 #![allow(clippy::unwrap_used)]
@@ -8,10 +8,10 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 
-use sealed_alloc::{self as alloc, CAPACITY, MAX_BLOCK, MIN_BLOCK, RetainingAlloc};
+use sealed_alloc::{self as alloc, CAPACITY, EnclaveAlloc, MAX_BLOCK, MIN_BLOCK};
 
 #[global_allocator]
-static ALLOCATOR: RetainingAlloc = RetainingAlloc;
+static ALLOCATOR: EnclaveAlloc = EnclaveAlloc::new(true);
 
 fn filled(len: usize, byte: u8) -> Vec<u8> {
     vec![byte; len]
