@@ -1,7 +1,7 @@
-//! tract alone, built the way the enclave is: same crate graph, same target, and on musl the same
-//! global allocator (`sealed-alloc`). Built once for glibc and once for musl, the two runs show
-//! what the C library costs tract by itself, apart from anything the sealed path adds
-//! (docs/performance.md, round 8).
+//! tract alone, built the way the enclave is: same crate graph, same target, same global
+//! allocator (`sealed-alloc`, which keeps freed large blocks on musl). Built once for glibc and
+//! once for musl, the two runs show what the C library costs tract by itself, apart from
+//! anything the sealed path adds (docs/performance.md, round 8).
 //!
 //! ```text
 //! cargo run --release -p sealed-enclave --features simulation --example tract_alone -- \
@@ -11,9 +11,9 @@
 //! Prints the p50 / p90 / mean wall time of `runs` inferences on one thread after 30 warm-up
 //! runs (pin it with `taskset -c N` to compare builds). The input is a fixed pattern, not data.
 
-#[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOCATOR: sealed_alloc::RetainingAlloc = sealed_alloc::RetainingAlloc;
+static ALLOCATOR: sealed_alloc::EnclaveAlloc =
+    sealed_alloc::EnclaveAlloc::new(cfg!(target_env = "musl"));
 
 use anyhow::{Context, bail};
 use std::time::Instant;

@@ -29,13 +29,14 @@ use sealed_enclave::server::{
 };
 use sealed_transport::Endpoint;
 
-// musl's allocator unmaps every large block on free, so in the image tract's per-run tensors
-// faulted in anew on every inference; this keeps them (enclave/alloc, `sealed-alloc`). glibc keeps
-// them itself (its mmap threshold follows the sizes it sees freed), and a second cache above it
-// only held more memory (docs/performance.md, round 7), so glibc builds use glibc's directly.
-#[cfg(target_env = "musl")]
+// Wipes every block freed while a model loads or a loaded model drops (tract's copies of its
+// weights), on every target (enclave/alloc, `sealed-alloc`). On musl it also keeps freed large
+// blocks: musl's allocator unmaps each on free, so in the image tract's per-run tensors faulted in
+// anew on every inference. glibc keeps them itself (its mmap threshold follows the sizes it sees
+// freed), and a second cache above it only held more memory (docs/performance.md, round 7).
 #[global_allocator]
-static ALLOCATOR: sealed_alloc::RetainingAlloc = sealed_alloc::RetainingAlloc;
+static ALLOCATOR: sealed_alloc::EnclaveAlloc =
+    sealed_alloc::EnclaveAlloc::new(cfg!(target_env = "musl"));
 
 /// With `bench-plaintext` (inference without sealing, for sealed-bench only) the only binary that
 /// compiles is `sealed-enclave-plain-bench`: a build of `sealed-enclave` that would carry the

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use sealed_alloc::WipeOnDrop;
 use sealed_wire::limits::{MAX_TENSOR_RANK, MAX_TENSORS};
 use sealed_wire::message::valid_name;
 use sealed_wire::{DType, ModelInfo, NamedTensor, Tensor, TensorSpec};
@@ -59,7 +60,9 @@ pub(super) struct LoadedModel {
     info: ModelInfo,
     inputs: Vec<InputSpec>,
     output_names: Vec<String>,
-    plan: Arc<TypedRunnableModel>,
+    /// Its constants are the model's weights: dropped with every freed block wiped (the last
+    /// `Arc` of the plan is this one; tract's run states live only inside `run_plan`).
+    plan: WipeOnDrop<Arc<TypedRunnableModel>>,
     /// The row limit of one batch, for a model served with dynamic batching.
     batch_rows: Option<usize>,
     /// Output bytes of one row, all outputs together, for a model served with dynamic batching
@@ -162,8 +165,9 @@ impl LoadedModel {
     ) -> Result<Self, EngineError> {
         let load =
             || Self::load_inner(model_id, onnx, sha384, options.executor, options.batch_rows);
-        // The load's transient buffers are not kept for reuse (they would only raise the peak);
-        // what was kept is given back before and after it (sealed_alloc).
+        // tract copies the model as it loads (its own `Vec` of the protobuf, then tensors, then
+        // packed panels) and frees the copies: every block freed during the load is wiped, and
+        // none is kept for reuse (sealed_alloc).
         let _hold = sealed_alloc::hold_off();
         match catch_unwind(AssertUnwindSafe(|| match options.knobs {
             Some(scope) => scope.enter(load),
@@ -336,7 +340,7 @@ impl LoadedModel {
             info,
             inputs,
             output_names,
-            plan,
+            plan: WipeOnDrop::new(plan),
             batch_rows,
             output_row_bytes,
         })
