@@ -29,6 +29,12 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+// The enclave's allocator (without the musl block cache: this is a glibc program), so that
+// `micro`'s unseal + load pays for the wipe the enclave's load does; bare tract's loads and runs
+// open no wipe window and pay only its check of one atomic per free.
+#[global_allocator]
+static ALLOCATOR: sealed_alloc::EnclaveAlloc = sealed_alloc::EnclaveAlloc::new(false);
+
 #[derive(Parser)]
 #[command(name = "sealed-bench", about = "Load generation for Sealed Inference")]
 struct Cli {
