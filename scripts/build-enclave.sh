@@ -98,11 +98,11 @@ if grep -a -q -e 'sealed_mock_ca' -e 'MockNsm' -e 'sealed_mock_kms' -e 'kms-ca' 
 fi
 echo "ok: $bin has no simulation code"
 
-# The image's global allocator (enclave/alloc, `sealed-alloc`: used on musl only, where the libc's
-# own allocator unmaps every large block on free): its tests, on the image's target and profile.
-# A crate without dependencies, so this compiles in seconds.
+# The image's global allocator (enclave/alloc, `sealed-alloc`: wipes what model loads free, and on
+# musl keeps the large blocks the libc's own allocator would unmap): its tests, on the image's
+# target and profile. A crate without dependencies, so this compiles in seconds.
 cargo test --locked -p sealed-alloc --target "$TARGET" --profile "$profile"
-echo "ok: the enclave's allocator passes its test on $TARGET"
+echo "ok: the enclave's allocator passes its tests on $TARGET"
 
 if [ -n "$out" ]; then
     mkdir -p "$(dirname "$out")"
