@@ -1,7 +1,7 @@
 //! The engine opens the allocator's wipe windows (`sealed-alloc`): with the enclave's global
 //! allocator, loading a model wipes at least tract's own copy of the protobuf as tract frees it,
 //! and dropping the engine (a model is never unloaded otherwise) wipes its plan's weights.
-//! One test function: the windows and the counter are process-wide.
+//! One test function: the counter is process-wide.
 #![allow(clippy::unwrap_used)]
 
 use std::path::PathBuf;

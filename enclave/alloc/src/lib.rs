@@ -6,9 +6,9 @@
 //! it loads (the whole protobuf into a `Vec` of its own, then each weight into a tensor, then into
 //! packed panels) and frees those copies like any other memory: without this they stay in freed
 //! heap blocks until reused. While a [`hold_off`] guard (a model load) or a [`wiping`] guard is
-//! alive, and whenever a [`WipeOnDrop`] value (a loaded model's plan) is dropped, every block freed
-//! by any thread is zeroed before it goes back, and `realloc` copies to a new block and wipes the
-//! old one. The secrets of our own types are wiped by their `Zeroizing` wrappers as before; this
+//! alive, and whenever a [`WipeOnDrop`] value (a loaded model's plan) is dropped, every block
+//! freed by that thread is zeroed before it goes back, and `realloc` copies to a new block and
+//! wipes the old one. The secrets of our own types are wiped by their `Zeroizing` wrappers as before; this
 //! covers what a dependency copies. Blocks freed outside those windows (inference activations, or
 //! the blocks kept below) are not wiped: they hold data derived from requests, as freed blocks do
 //! in any process.
@@ -48,6 +48,8 @@
 )]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::sync::Mutex;
@@ -226,15 +228,33 @@ impl<A: GlobalAlloc> EnclaveAlloc<A> {
     }
 }
 
-/// Threads inside a [`hold_off`] or [`wiping`] window: while > 0 every freed block is wiped.
-static WIPING: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    /// Open [`hold_off`] and [`wiping`] windows on this thread: while > 0, every block this
+    /// thread frees is wiped. Per thread because a load runs on one thread (tract's load spawns
+    /// none) while the enclave's other threads go on serving: a process-wide window wiped their
+    /// frees too, and zeroing the untouched tail of a large buffer faults it in (digits' peak
+    /// RSS rose 1.2 MiB that way; docs/performance.md, round 8). `const` and without a
+    /// destructor, so the allocator may read it at any point of a thread's life.
+    static WIPING: Cell<usize> = const { Cell::new(0) };
+}
 
 /// Bytes wiped so far ([`wiped_bytes`]).
 static WIPED: AtomicUsize = AtomicUsize::new(0);
 
 fn wiping_now() -> bool {
-    WIPING.load(Ordering::Acquire) > 0
+    WIPING.try_with(|w| w.get() > 0).unwrap_or(false)
 }
+
+fn open_window() {
+    let _ = WIPING.try_with(|w| w.set(w.get().saturating_add(1)));
+}
+
+fn close_window() {
+    let _ = WIPING.try_with(|w| w.set(w.get().saturating_sub(1)));
+}
+
+/// Guards are `!Send`: a window is closed on the thread that opened it.
+type NotSend = PhantomData<*const ()>;
 
 /// Bytes wiped on free since the program started (for tests and diagnostics).
 pub fn wiped_bytes() -> usize {
@@ -351,45 +371,45 @@ pub fn kept_bytes() -> usize {
     cache().bytes
 }
 
-/// A model load: until the guard drops, nothing freed is kept (the load's transient buffers would
-/// only raise the peak) and every block freed is wiped first (they hold copies of the model);
-/// when the last guard drops, everything kept is given back.
+/// A model load: until the guard drops, nothing freed is kept by any thread (the load's transient
+/// buffers would only raise the peak) and every block this thread frees is wiped first (they hold
+/// copies of the model); when the last guard drops, everything kept is given back.
 pub fn hold_off() -> HoldOff {
     HELD_OFF.fetch_add(1, Ordering::AcqRel);
-    WIPING.fetch_add(1, Ordering::AcqRel);
+    open_window();
     release();
-    HoldOff(())
+    HoldOff(PhantomData)
 }
 
 /// See [`hold_off`].
-pub struct HoldOff(());
+pub struct HoldOff(NotSend);
 
 impl Drop for HoldOff {
     fn drop(&mut self) {
-        WIPING.fetch_sub(1, Ordering::AcqRel);
+        close_window();
         if HELD_OFF.fetch_sub(1, Ordering::AcqRel) == 1 {
             release();
         }
     }
 }
 
-/// Until the guard drops, every block freed (by any thread) is wiped first.
+/// Until the guard drops, every block this thread frees is wiped first.
 pub fn wiping() -> Wiping {
-    WIPING.fetch_add(1, Ordering::AcqRel);
-    Wiping(())
+    open_window();
+    Wiping(PhantomData)
 }
 
 /// See [`wiping`].
-pub struct Wiping(());
+pub struct Wiping(NotSend);
 
 impl Drop for Wiping {
     fn drop(&mut self) {
-        WIPING.fetch_sub(1, Ordering::AcqRel);
+        close_window();
     }
 }
 
-/// A value whose drop frees its memory wiped (inside a [`wiping`] window), wherever the drop
-/// happens: a loaded model's plan, whose tensors are the model's weights and whose last `Arc`
+/// A value whose drop frees its memory wiped (inside a [`wiping`] window on the thread that drops
+/// it), wherever the drop happens: a loaded model's plan, whose tensors are the model's weights and whose last `Arc`
 /// may be dropped by a worker thread after the model was unloaded.
 pub struct WipeOnDrop<T>(ManuallyDrop<T>);
 

@@ -2,7 +2,7 @@
 //! at every block of a marker size as it is freed. Blocks freed inside a `wiping` or `hold_off`
 //! window, or by dropping a `WipeOnDrop`, reach it zeroed (also the old block of a `realloc`);
 //! blocks freed outside reach it with their data, which shows the check can fail.
-//! One test function: the windows are process-wide, and tests in parallel would share them.
+//! One test function: the recorder's counters are process-wide.
 #![allow(clippy::unwrap_used)]
 // A global allocator is unsafe by contract.
 #![allow(unsafe_code)]
@@ -88,6 +88,12 @@ fn blocks_freed_inside_a_window_reach_the_system_zeroed() {
     drop(load);
     drop(secret(LARGE));
     assert_eq!(seen(), (0, 1));
+
+    // Windows are per thread: another thread's frees meanwhile are not wiped.
+    let window = sealed_alloc::wiping();
+    std::thread::spawn(|| drop(secret(SMALL))).join().unwrap();
+    assert_eq!(seen(), (0, 1));
+    drop(window);
 
     // A `WipeOnDrop` value is dropped inside its own window, wherever it is dropped.
     let model = WipeOnDrop::new(vec![secret(SMALL), secret(LARGE)]);
