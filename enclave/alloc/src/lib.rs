@@ -231,10 +231,10 @@ impl<A: GlobalAlloc> EnclaveAlloc<A> {
 thread_local! {
     /// Open [`hold_off`] and [`wiping`] windows on this thread: while > 0, every block this
     /// thread frees is wiped. Per thread because a load runs on one thread (tract's load spawns
-    /// none) while the enclave's other threads go on serving: a process-wide window wiped their
-    /// frees too, and zeroing the untouched tail of a large buffer faults it in (digits' peak
-    /// RSS rose 1.2 MiB that way; docs/performance.md, round 8). `const` and without a
-    /// destructor, so the allocator may read it at any point of a thread's life.
+    /// none) while the enclave's other threads go on serving requests: their frees hold no copy
+    /// of the model, and a process-wide window would make them pay for the wipe (and fault in
+    /// the untouched tails of large buffers to zero them). `const` and without a destructor, so
+    /// the allocator may read it at any point of a thread's life.
     static WIPING: Cell<usize> = const { Cell::new(0) };
 }
 
@@ -409,8 +409,8 @@ impl Drop for Wiping {
 }
 
 /// A value whose drop frees its memory wiped (inside a [`wiping`] window on the thread that drops
-/// it), wherever the drop happens: a loaded model's plan, whose tensors are the model's weights and whose last `Arc`
-/// may be dropped by a worker thread after the model was unloaded.
+/// it), wherever the drop happens: a loaded model's plan, whose tensors are the model's weights,
+/// dropped by whichever thread lets go of the model last.
 pub struct WipeOnDrop<T>(ManuallyDrop<T>);
 
 impl<T> WipeOnDrop<T> {
