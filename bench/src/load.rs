@@ -97,6 +97,68 @@ pub(crate) fn parse_status(status: &str) -> Option<Mem> {
     })
 }
 
+/// RssAnon (kB) from the text of a `/proc/PID/status` file: the process's anonymous memory (heap,
+/// stacks), without the file-backed pages of its binary that VmRSS and VmHWM also count, whose
+/// number depends on the page cache (docs/performance.md, round 8).
+pub(crate) fn parse_anon_kb(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// RssAnon of a process now; None once it is gone.
+pub(crate) fn read_anon_kb(pid: u32) -> Option<u64> {
+    parse_anon_kb(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// The highest RssAnon of a process while this runs: proc(5) keeps a peak (VmHWM) only for the
+/// whole RSS, so a thread samples `/proc/PID/status` every [`AnonPeak::PERIOD`] (each read costs
+/// tens of µs of this process's CPU, not the sampled one's). A peak shorter than the period can
+/// be missed; a model load's lasts for its parse and optimisation.
+pub(crate) struct AnonPeak {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Option<u64>>>,
+}
+
+impl AnonPeak {
+    pub(crate) const PERIOD: Duration = Duration::from_millis(1);
+
+    pub(crate) fn start(pid: u32) -> AnonPeak {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("anon-peak".into())
+            .spawn(move || {
+                let mut peak = read_anon_kb(pid);
+                loop {
+                    // One last sample after the stop: the caller's last step counts.
+                    let last = flag.load(std::sync::atomic::Ordering::Acquire);
+                    peak = peak.max(read_anon_kb(pid));
+                    if last {
+                        return peak;
+                    }
+                    std::thread::sleep(Self::PERIOD);
+                }
+            })
+            .ok();
+        AnonPeak { stop, thread }
+    }
+
+    /// Stops sampling; the highest RssAnon seen (None when the process had none to read).
+    pub(crate) fn finish(mut self) -> Option<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        self.thread.take()?.join().ok().flatten()
+    }
+}
+
+impl Drop for AnonPeak {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// The bundled digits examples with one row each (batch 1, the common case).
 fn examples() -> Result<Vec<Example>> {
     let digits = Digits::load(&sealed_sim::assets::default_dir())?;
@@ -575,6 +637,23 @@ mod tests {
     }
 
     #[test]
+    fn the_anon_peak_sees_memory_touched_and_freed_while_it_runs() {
+        let me = std::process::id();
+        let before = read_anon_kb(me).unwrap();
+        let sampler = AnonPeak::start(me);
+        // 64 MiB touched, held for many periods, then freed before the sampler stops.
+        let block = vec![1u8; 64 << 20];
+        std::thread::sleep(AnonPeak::PERIOD * 50);
+        assert_eq!(std::hint::black_box(&block)[12345], 1);
+        drop(block);
+        let peak = sampler.finish().unwrap();
+        assert!(
+            peak >= before + 60 * 1024,
+            "peak {peak} kB, before {before} kB"
+        );
+    }
+
+    #[test]
     fn parses_vmrss_and_vmhwm_from_a_status_file() {
         let status = "Name:\tsealed-enclave\nVmPeak:\t  900000 kB\nVmHWM:\t  345678 kB\n\
                       VmRSS:\t  123456 kB\nRssAnon:\t  100000 kB\nThreads:\t5\n";
@@ -585,6 +664,8 @@ mod tests {
                 hwm_kb: 345_678
             })
         );
+        assert_eq!(parse_anon_kb(status), Some(100_000));
+        assert_eq!(parse_anon_kb("Name:\tkthreadd\n"), None);
         // A kernel thread's status has no Vm lines; a garbled value is not a reading.
         assert_eq!(parse_status("Name:\tkthreadd\nThreads:\t1\n"), None);
         assert_eq!(parse_status("VmHWM:\t 12 kB\nVmRSS:\t x kB\n"), None);

@@ -456,7 +456,7 @@ pub fn check_scaling(run: &str, report: &Value) -> Vec<Check> {
 }
 
 /// Peak RSS: the enclave's peak growth over the model load at most bare tract's plus one chunk
-/// buffer (compare's `memory` section, which computes the comparison).
+/// buffer (compare's `memory` section, which computes the comparison, on the heap when it can).
 pub fn check_memory(run: &str, report: &Value) -> Vec<Check> {
     const T: &str = "enclave peak RSS ≤ bare + one chunk";
     let mut out = Vec::new();
@@ -471,12 +471,15 @@ pub fn check_memory(run: &str, report: &Value) -> Vec<Check> {
             out.push(missing(T, &scope, "no memory figures".into()));
             continue;
         };
-        out.push(check(
-            T,
-            scope,
-            format!("peak over bare {over} KiB (≤ {allow} KiB)"),
-            Verdict::of(met),
-        ));
+        // Judged on the heap (RssAnon's sampled peak) when the report has it; VmHWM, which also
+        // counts the binaries' code pages, is shown beside it (docs/performance.md, round 8).
+        let figure = match mem["sealed_anon_peak_over_bare_kb"].as_i64() {
+            Some(heap) => format!(
+                "heap peak over bare {heap} KiB (≤ {allow} KiB); VmHWM peak over bare {over} KiB"
+            ),
+            None => format!("peak over bare {over} KiB (≤ {allow} KiB); no heap figures"),
+        };
+        out.push(check(T, scope, figure, Verdict::of(met)));
     }
     out
 }

@@ -14,7 +14,7 @@ use sealed_sim::stack::{Paths, SimAws, Stack, StackOptions, key_policy, measure}
 use sealed_wire::{InferRequest, InferResponse, NamedTensor};
 
 use super::{Case, Cell, Counters, LoadAvg, Window, check_answer};
-use crate::load::{Mem, read_mem};
+use crate::load::{AnonPeak, Mem, read_anon_kb, read_mem};
 
 /// Which path requests take through the stack.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -161,6 +161,9 @@ impl Sim {
             .map(|(h, _)| h.chunk_size);
         let admin = stack.admin_url.clone().context("no admin URL")?;
         let baseline = read_mem(stack.enclave_pid());
+        let anon_baseline_kb = stack.enclave_pid().and_then(read_anon_kb);
+        // Sampled until the caller's first inference is done (`Started::anon_peak`).
+        let anon_peak = stack.enclave_pid().map(AnonPeak::start);
         let started = Instant::now();
         let response = reqwest::Client::new()
             .post(format!("{admin}/v1/admin/models"))
@@ -189,6 +192,8 @@ impl Sim {
             upload_ms,
             baseline,
             loaded,
+            anon_baseline_kb,
+            anon_peak,
             chunk_size,
         })
     }
@@ -213,6 +218,10 @@ pub struct Started {
     /// The enclave's VmRSS / VmHWM before the upload and once the model is ready.
     pub baseline: Option<Mem>,
     pub loaded: Option<Mem>,
+    /// The enclave's RssAnon before the upload, and its sampler, still running (stopped once the
+    /// caller has sent the first inference).
+    pub anon_baseline_kb: Option<u64>,
+    pub anon_peak: Option<AnonPeak>,
     /// Plaintext bytes per chunk in the sealed file's header.
     pub chunk_size: Option<u32>,
 }

@@ -323,7 +323,16 @@ fn memory_reads_the_compare_verdict() {
     let mut r = report(Value::Null, 2, 2, vec![], vec![]);
     let c = check_memory("compare", &r);
     assert_eq!(c[0].verdict, Verdict::Met);
-    assert_eq!(c[0].figure, "peak over bare 900 KiB (≤ 1024 KiB)");
+    assert_eq!(
+        c[0].figure,
+        "peak over bare 900 KiB (≤ 1024 KiB); no heap figures"
+    );
+    // With heap figures (compare's verdict is then on them), both are shown.
+    r["models"][0]["memory"]["sealed_anon_peak_over_bare_kb"] = json!(300);
+    assert_eq!(
+        check_memory("compare", &r)[0].figure,
+        "heap peak over bare 300 KiB (≤ 1024 KiB); VmHWM peak over bare 900 KiB"
+    );
     r["models"][0]["memory"]["sealed_target_met"] = json!(false);
     assert_eq!(check_memory("compare", &r)[0].verdict, Verdict::NotMet);
     r["models"][0]["memory"] = json!({});
