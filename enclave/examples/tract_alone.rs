@@ -20,6 +20,8 @@ use std::time::Instant;
 use tract_onnx::prelude::*;
 
 const WARM_UP: usize = 30;
+/// 1 GiB of f32: more than any benchmark model takes.
+const MAX_INPUT_ELEMENTS: usize = 1 << 28;
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -41,7 +43,12 @@ fn main() -> anyhow::Result<()> {
         .model_for_path(&path)?
         .into_optimized()?
         .into_runnable()?;
-    let len: usize = shape.iter().product();
+    // A shape from the command line: bounded before the input is allocated.
+    let len = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|&n| n <= MAX_INPUT_ELEMENTS)
+        .with_context(|| format!("the input shape has more than {MAX_INPUT_ELEMENTS} elements"))?;
     let data: Vec<f32> = (0..len).map(|i| (i % 997) as f32 / 997.0).collect();
     let input: Tensor = tract_ndarray::ArrayD::from_shape_vec(shape, data)?.into();
 
