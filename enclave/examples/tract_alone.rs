@@ -5,11 +5,14 @@
 //!
 //! ```text
 //! cargo run --release -p sealed-enclave --features simulation --example tract_alone -- \
-//!     target/bench-models/conv.onnx 1,3,128,128 300
+//!     target/bench-models/conv.onnx 1,3,128,128 300 [wipe]
 //! ```
 //!
 //! Prints the p50 / p90 / mean wall time of `runs` inferences on one thread after 30 warm-up
 //! runs (pin it with `taskset -c N` to compare builds). The input is a fixed pattern, not data.
+//! With `wipe`, the thread wipes what it frees as the enclave's inference workers do
+//! (`sealed_alloc::wipe_this_thread`), and the bytes wiped per run are printed: the wipe's cost
+//! beside the same runs without it (round 9).
 
 #[global_allocator]
 static ALLOCATOR: sealed_alloc::EnclaveAlloc =
@@ -26,7 +29,7 @@ const MAX_INPUT_ELEMENTS: usize = 1 << 28;
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(path), Some(shape)) = (args.next(), args.next()) else {
-        bail!("usage: tract_alone MODEL.onnx DIM,DIM,... [RUNS]");
+        bail!("usage: tract_alone MODEL.onnx DIM,DIM,... [RUNS] [wipe]");
     };
     let runs: usize = match args.next() {
         Some(n) => n.parse().context("RUNS")?,
@@ -35,6 +38,11 @@ fn main() -> anyhow::Result<()> {
     if runs == 0 {
         bail!("RUNS must be at least 1");
     }
+    let wipe = match args.next().as_deref() {
+        None => false,
+        Some("wipe") => true,
+        Some(other) => bail!("unknown argument {other:?} (expected `wipe`)"),
+    };
     let shape = shape
         .split(',')
         .map(|d| d.parse::<usize>().context("a DIM"))
@@ -52,16 +60,21 @@ fn main() -> anyhow::Result<()> {
     let data: Vec<f32> = (0..len).map(|i| (i % 997) as f32 / 997.0).collect();
     let input: Tensor = tract_ndarray::ArrayD::from_shape_vec(shape, data)?.into();
 
+    if wipe {
+        sealed_alloc::wipe_this_thread();
+    }
     for _ in 0..WARM_UP {
         model.run(tvec!(input.clone().into()))?;
     }
     let mut ms = Vec::with_capacity(runs);
+    let wiped_before = sealed_alloc::wiped_bytes();
     for _ in 0..runs {
         let start = Instant::now();
         let outputs = model.run(tvec!(input.clone().into()))?;
         ms.push(start.elapsed().as_secs_f64() * 1e3);
         drop(outputs);
     }
+    let wiped_per_run = (sealed_alloc::wiped_bytes() - wiped_before) / runs;
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms.get(((ms.len() - 1) as f64 * q) as usize).copied();
     let libc = if cfg!(target_env = "musl") {
@@ -70,10 +83,11 @@ fn main() -> anyhow::Result<()> {
         "glibc"
     };
     println!(
-        "{libc}: {runs} runs  p50 {:.3} ms  p90 {:.3} ms  mean {:.3} ms",
+        "{libc}: {runs} runs  p50 {:.3} ms  p90 {:.3} ms  mean {:.3} ms  wiped {:.1} kB per run",
         at(0.5).unwrap_or_default(),
         at(0.9).unwrap_or_default(),
         ms.iter().sum::<f64>() / runs as f64,
+        wiped_per_run as f64 / 1e3,
     );
     Ok(())
 }

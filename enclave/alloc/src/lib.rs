@@ -9,9 +9,12 @@
 //! alive, and whenever a [`WipeOnDrop`] value (a loaded model's plan) is dropped, every block
 //! freed by that thread is zeroed before it goes back, and `realloc` copies to a new block and
 //! wipes the old one. The secrets of our own types are wiped by their `Zeroizing` wrappers as before; this
-//! covers what a dependency copies. Blocks freed outside those windows (inference activations, or
-//! the blocks kept below) are not wiped: they hold data derived from requests, as freed blocks do
-//! in any process.
+//! covers what a dependency copies. Threads that only ever hold secrets (the engine's inference
+//! workers, whose frees are a request's tensors and tract's activations derived from them) open a
+//! window for their whole life with [`wipe_this_thread`], so one request's data never lies in a
+//! freed block that the next request's uninitialised tensor may be handed; a kept block (below) is
+//! wiped before it is kept. Other threads' frees outside a window are not wiped (they handle
+//! ciphertext and our own `Zeroizing` buffers).
 //!
 //! **Keeping** (musl only, [`EnclaveAlloc::new`]`(true)`). The enclave image is a static musl
 //! binary, and musl's allocator (mallocng) serves every request of 128 KiB or more with its own
@@ -401,6 +404,19 @@ pub fn wiping() -> Wiping {
 
 /// See [`wiping`].
 pub struct Wiping(NotSend);
+
+/// Opens a window for the rest of the calling thread's life: every block it frees from now on is
+/// wiped. For threads that handle nothing but secrets: the engine's inference workers and its
+/// intra-op pool, whose frees are a request's input tensors, tract's activations (derived from
+/// the input) and its outputs. No guard: the window closes with the thread.
+pub fn wipe_this_thread() {
+    open_window();
+}
+
+/// Whether a block this thread frees now would be wiped (for tests and diagnostics).
+pub fn wipes_this_thread() -> bool {
+    wiping_now()
+}
 
 impl Drop for Wiping {
     fn drop(&mut self) {

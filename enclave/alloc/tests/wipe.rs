@@ -95,6 +95,22 @@ fn blocks_freed_inside_a_window_reach_the_system_zeroed() {
     assert_eq!(seen(), (0, 1));
     drop(window);
 
+    // `wipe_this_thread`: a window for the rest of the thread's life, with no guard; the other
+    // threads, this one included, are not affected.
+    assert!(!sealed_alloc::wipes_this_thread());
+    let worker = std::thread::spawn(|| {
+        sealed_alloc::wipe_this_thread();
+        let open = sealed_alloc::wipes_this_thread();
+        drop(secret(SMALL));
+        drop(secret(LARGE));
+        open
+    });
+    assert!(worker.join().unwrap());
+    assert_eq!(seen(), (2, 0));
+    drop(secret(SMALL));
+    assert_eq!(seen(), (0, 1));
+    assert!(!sealed_alloc::wipes_this_thread());
+
     // A `WipeOnDrop` value is dropped inside its own window, wherever it is dropped.
     let model = WipeOnDrop::new(vec![secret(SMALL), secret(LARGE)]);
     assert_eq!(model.len(), 2);

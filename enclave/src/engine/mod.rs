@@ -186,9 +186,16 @@ fn intra_op_executor(threads: usize) -> Option<Executor> {
     }
     #[cfg(feature = "multithread-mm")]
     {
-        // tract panics if the pool cannot be built (no threads left): run single-threaded then.
-        match catch_unwind(|| Executor::multithread_with_name(threads, "engine-intra-op")) {
-            Ok(executor) => Some(executor),
+        // Built here rather than by tract's `Executor::multithread_with_name` so that each pool
+        // thread wipes what it frees (its share of a request's activations), as the workers do,
+        // and so that a pool that cannot start is an error rather than tract's panic.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|n| format!("engine-intra-op-{n}"))
+            .start_handler(|_| sealed_alloc::wipe_this_thread())
+            .build();
+        match pool {
+            Ok(pool) => Some(Executor::MultiThread(Arc::new(pool))),
             Err(_) => {
                 tracing::error!(
                     threads,
@@ -274,6 +281,10 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, EngineError>) -> Result<T, EngineErr
 }
 
 fn worker_loop(queue: Arc<JobQueue>, in_flight: Arc<AtomicUsize>, batched: Arc<AtomicU64>) {
+    // Everything a worker frees is a request's: its input tensors, tract's activations (derived
+    // from the input, and handed out uninitialised to the next request) and its outputs. Wiped,
+    // so that no request's data outlives it in freed memory (threat model E8).
+    sealed_alloc::wipe_this_thread();
     // `None` once the engine was dropped and the queue has drained.
     while let Some(work) = queue.next(&in_flight) {
         let job = match work {

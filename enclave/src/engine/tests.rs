@@ -521,6 +521,25 @@ async fn intra_op_threads_keep_the_recorded_predictions() {
     }
 }
 
+/// The intra-op pool's threads compute parts of a request's activations and free their scratch:
+/// each wipes what it frees for its whole life, as the workers do (tests/wipe_on_load.rs counts
+/// a worker's wipes; this checks every pool thread's window, which needs no global allocator).
+#[cfg(feature = "multithread-mm")]
+#[test]
+fn every_intra_op_thread_wipes_what_it_frees() {
+    let Some(Executor::MultiThread(pool)) = intra_op_executor(3) else {
+        panic!("no intra-op pool");
+    };
+    assert_eq!(pool.current_num_threads(), 3);
+    let windows = pool.broadcast(|_| sealed_alloc::wipes_this_thread());
+    assert_eq!(windows, vec![true; 3]);
+    assert!(
+        !sealed_alloc::wipes_this_thread(),
+        "not the caller's thread"
+    );
+    assert!(intra_op_executor(1).is_none());
+}
+
 #[test]
 fn config_defaults_to_one_worker_per_cpu_and_clamps_zero() {
     let d = EngineConfig::default();
