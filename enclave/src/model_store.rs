@@ -495,7 +495,8 @@ impl ModelStore {
             let model = opener.finish().map_err(StoreError::Format)?;
             let info = engine.load_model_with_digest(
                 &id,
-                model.plaintext(),
+                // The decoder reads the opener's buffer itself, no copy (round 9).
+                bytes::Bytes::from_owner(model.shared_plaintext()),
                 *model.expected_digest(),
                 || model.verify().map_err(StoreError::Format),
             );

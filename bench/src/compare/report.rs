@@ -154,7 +154,6 @@ fn memory_json(m: &ModelResult) -> Value {
     };
     json!({
         "chunk_size_bytes": chunk,
-        "pipeline_buffers": sealed_model::PIPELINE_BUFFERS,
         "bare": mem_json(&m.bare.mem),
         "sealed": mem_json(&m.sealed.mem),
         "plain": mem_json(&m.plain.mem),

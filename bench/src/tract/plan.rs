@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use bytes::Bytes;
 use serde_json::{Value, json};
 use tract_onnx::prelude::{
     DatumType, Framework, InferenceFact, InferenceModelExt, IntoTensor, RunOptions, TDim, TValue,
@@ -96,9 +97,12 @@ impl Loaded {
     /// executor of `threads` threads (1: tract's default, inline, as the engine runs).
     pub fn load(onnx: &[u8], pin: Pin, threads: usize) -> Result<Loaded> {
         let framework = tract_onnx::onnx();
-        let proto = framework
-            .proto_model_for_read(&mut std::io::Cursor::new(onnx))
-            .context("parsing the ONNX protobuf")?;
+        // As the engine's plaintext load decodes (enclave/src/engine/model.rs): one exact copy
+        // into `Bytes`, which prost then slices without copying (decoding from the plain slice
+        // would copy every weight twice; tract's `read_to_end` copies the whole model first).
+        let proto =
+            <tract_onnx::pb::ModelProto as prost::Message>::decode(Bytes::copy_from_slice(onnx))
+                .context("parsing the ONNX protobuf")?;
         let mut model = framework
             .model_for_proto_model(&proto)
             .context("translating the ONNX graph")?;

@@ -3,9 +3,9 @@
 //! allocation of the same layout.
 //!
 //! **Wiping.** A model's bytes are a secret the enclave exists to keep, but tract copies them as
-//! it loads (the whole protobuf into a `Vec` of its own, then each weight into a tensor, then into
-//! packed panels) and frees those copies like any other memory: without this they stay in freed
-//! heap blocks until reused. While a [`hold_off`] guard (a model load) or a [`wiping`] guard is
+//! it loads (the decoded protobuf holds its own copy of every weight, then each weight goes into
+//! a tensor, then into packed panels) and frees those copies like any other memory: without this
+//! they stay in freed heap blocks until reused. While a [`hold_off`] guard (a model load) or a [`wiping`] guard is
 //! alive, and whenever a [`WipeOnDrop`] value (a loaded model's plan) is dropped, every block
 //! freed by that thread is zeroed before it goes back, and `realloc` copies to a new block and
 //! wipes the old one. The secrets of our own types are wiped by their `Zeroizing` wrappers as before; this

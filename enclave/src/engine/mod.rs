@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
+use bytes::Bytes;
 use sealed_model::DIGEST_LEN;
 use sealed_wire::limits::{MAX_MODEL_LEN, MAX_MODELS};
 use sealed_wire::message::valid_model_id;
@@ -451,6 +452,9 @@ impl Engine {
     pub fn load_model(&self, model_id: &str, onnx: &[u8]) -> Result<ModelInfo, EngineError> {
         self.check_load(model_id, onnx)?;
         let sha384: [u8; DIGEST_LEN] = Sha384::digest(onnx).into();
+        // One exact copy for the decoder (see `load_model_with_digest`), freed during the load
+        // and so wiped (sealed_alloc).
+        let onnx = Bytes::copy_from_slice(onnx);
         self.load_model_with_digest(model_id, onnx, sha384, || Ok::<(), EngineError>(()))
     }
 
@@ -465,16 +469,21 @@ impl Engine {
     /// model whose digest fails is never published and its plan is dropped. When the load itself
     /// fails, `confirm` is still called first and its error wins: a digest mismatch is always
     /// reported as such, whatever tract made of the bytes.
+    ///
+    /// `onnx` is a `Bytes` so that the protobuf decoder can take its fields as slices of it
+    /// rather than copies (`Bytes::from_owner` over the caller's buffer: no copy of the model is
+    /// made for it). The engine drops its share before returning.
     pub fn load_model_with_digest<E: From<EngineError>>(
         &self,
         model_id: &str,
-        onnx: &[u8],
+        onnx: Bytes,
         sha384: [u8; DIGEST_LEN],
         confirm: impl FnOnce() -> Result<(), E>,
     ) -> Result<ModelInfo, E> {
         let started = Instant::now();
         let sha384_hex = hex::encode(sha384);
-        let loaded = self.check_load(model_id, onnx).and_then(|()| {
+        let len = onnx.len();
+        let loaded = self.check_load(model_id, &onnx).and_then(|()| {
             LoadedModel::load(
                 model_id,
                 onnx,
@@ -490,7 +499,7 @@ impl Engine {
             Ok(m) => m,
             Err(e) => {
                 confirm()?;
-                tracing::warn!(model_id, bytes = onnx.len(), sha384 = %sha384_hex, error = %e, "model rejected");
+                tracing::warn!(model_id, bytes = len, sha384 = %sha384_hex, error = %e, "model rejected");
                 return Err(e.into());
             }
         };
@@ -505,7 +514,7 @@ impl Engine {
         drop(models);
         tracing::info!(
             model_id,
-            bytes = onnx.len(),
+            bytes = len,
             sha384 = %sha384_hex,
             inputs = info.inputs.len(),
             outputs = info.outputs.len(),

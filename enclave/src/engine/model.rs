@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use sealed_alloc::WipeOnDrop;
 use sealed_wire::limits::{MAX_TENSOR_RANK, MAX_TENSORS};
 use sealed_wire::message::valid_name;
@@ -159,13 +160,13 @@ impl LoadedModel {
     /// other bad model.
     pub(super) fn load(
         model_id: &str,
-        onnx: &[u8],
+        onnx: Bytes,
         sha384: Vec<u8>,
         options: &LoadOptions<'_>,
     ) -> Result<Self, EngineError> {
         let load =
             || Self::load_inner(model_id, onnx, sha384, options.executor, options.batch_rows);
-        // tract copies the model as it loads (its own `Vec` of the protobuf, then tensors, then
+        // tract copies the model as it loads (the decoded protobuf's weights, then tensors, then
         // packed panels) and frees the copies: every block freed during the load is wiped, and
         // none is kept for reuse (sealed_alloc).
         let _hold = sealed_alloc::hold_off();
@@ -180,16 +181,19 @@ impl LoadedModel {
 
     fn load_inner(
         model_id: &str,
-        onnx: &[u8],
+        onnx: Bytes,
         sha384: Vec<u8>,
         executor: Option<&Executor>,
         batch_rows: Option<usize>,
     ) -> Result<Self, EngineError> {
         let framework = tract_onnx::onnx();
         // From bytes only: with no model directory, tract refuses external weight files rather
-        // than reading anything from the enclave's file system.
-        let proto = framework
-            .proto_model_for_read(&mut std::io::Cursor::new(onnx))
+        // than reading anything from the enclave's file system. Decoded straight from the
+        // caller's `Bytes`, which prost slices without a copy before copying each field once into
+        // the protobuf: tract's `proto_model_for_read` would first copy the model into a buffer
+        // of its own (`read_to_end`), and decoding from a plain slice makes prost copy every
+        // weight twice (once into a temporary). Round 9 of docs/performance.md measured both.
+        let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(onnx)
             .map_err(|_| rejected("not an ONNX protobuf"))?;
         let mut model = framework.model_for_proto_model(&proto).map_err(|_| {
             rejected("the ONNX graph could not be translated (unsupported operator?)")

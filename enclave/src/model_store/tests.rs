@@ -3,6 +3,7 @@
 
 use std::sync::Mutex as StdMutex;
 
+use bytes::Bytes;
 use sealed_model::{MIN_CHUNK_SIZE, SealParams, Sealer};
 use sealed_wire::{NamedTensor, Tensor};
 use sha2::{Digest, Sha384};
@@ -659,8 +660,9 @@ async fn large_sealed_model_loads_through_the_pipeline_beside_a_plain_load() {
     plain.load_model("large", &onnx).unwrap();
     let plain_load = started.elapsed();
     let bare = engine();
+    let bytes = Bytes::from(onnx.clone());
     let started = Instant::now();
-    bare.load_model_with_digest("large", &onnx, [0; 48], || Ok::<(), EngineError>(()))
+    bare.load_model_with_digest("large", bytes, [0; 48], || Ok::<(), EngineError>(()))
         .unwrap();
     let tract_load = started.elapsed();
 
@@ -724,7 +726,7 @@ fn a_digest_that_fails_to_confirm_publishes_nothing_and_wins_over_a_load_error()
     let mismatch = || Err(StoreError::Format(ModelFormatError::DigestMismatch));
 
     let err = e
-        .load_model_with_digest("digits", DIGITS, digest, mismatch)
+        .load_model_with_digest("digits", Bytes::from_static(DIGITS), digest, mismatch)
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ModelDigestMismatch);
     assert!(e.models().is_empty());
@@ -732,19 +734,21 @@ fn a_digest_that_fails_to_confirm_publishes_nothing_and_wins_over_a_load_error()
 
     // Bytes tract refuses: the digest failure is still what is reported.
     let err = e
-        .load_model_with_digest("junk", b"not onnx", digest, mismatch)
+        .load_model_with_digest("junk", Bytes::from_static(b"not onnx"), digest, mismatch)
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ModelDigestMismatch);
     // With a confirmed digest, tract's own error comes through.
     let err = e
-        .load_model_with_digest("junk", b"not onnx", digest, || Ok::<(), StoreError>(()))
+        .load_model_with_digest("junk", Bytes::from_static(b"not onnx"), digest, || {
+            Ok::<(), StoreError>(())
+        })
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::ModelRejected);
 
     // Confirmed: published with the digest handed in, once.
     let mut calls = 0;
     let info = e
-        .load_model_with_digest("digits", DIGITS, digest, || {
+        .load_model_with_digest("digits", Bytes::from_static(DIGITS), digest, || {
             calls += 1;
             Ok::<(), StoreError>(())
         })

@@ -78,7 +78,7 @@ pub use header::{
     MAX_ENCRYPTED_DATA_KEY_LEN, MAX_HEADER_LEN, MAX_KMS_KEY_ID_LEN, MAX_MODEL_LEN, MIN_CHUNK_SIZE,
     NONCE_PREFIX_LEN, PREFIX_LEN, SealedModelHeader, header_total_len, parse_header,
 };
-pub use pipeline::{PIPELINE_BUFFERS, PipelinedOpener, UnverifiedModel};
+pub use pipeline::{PipelinedOpener, SharedPlaintext, UnverifiedModel};
 pub use stream::{DATA_KEY_LEN, Opener, SealParams, Sealer, open, seal};
 
 /// AES-GCM tag length (RFC 5116 §5.1).

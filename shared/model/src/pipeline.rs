@@ -9,42 +9,72 @@
 //! the plaintext (the enclave's tract load) through [`UnverifiedModel`]. The digest is still
 //! recomputed in full over the exact bytes returned; only its place on the critical path changes.
 //!
-//! Memory: the hash thread owns the one plaintext buffer, preallocated to the model length, and
-//! appends each chunk to it before hashing; chunks travel in at most [`PIPELINE_BUFFERS`] chunk
-//! buffers that go back and forth, so the peak is one model plus two chunks. Every buffer is
-//! `Zeroizing`: wiped when dropped, on success, failure or abandonment alike.
+//! Memory: one buffer, allocated to the model length, and nothing else. Each chunk is decrypted
+//! straight into its own place in it: the opener splits the next `len` bytes off the buffer's
+//! unused tail as a handle of its own (`bytes::BytesMut::split_to`), decrypts into them and hands
+//! the handle to the hash thread, which joins it back onto the part it holds without a copy
+//! (`try_unsplit`: the two are contiguous views of the one allocation) and hashes it from there.
+//! So the plaintext is written once, by the decrypting thread, and the hash thread only reads it
+//! (until round 9 of docs/performance.md chunks went through two recycled chunk buffers and the
+//! hash thread copied each into the model buffer: ~45 ms of a 105 MB model's hash path here, most
+//! of it the page faults of the fresh buffer, which the decrypting thread now takes while the
+//! hash thread, the longer path, does not). Every handle wipes its bytes when dropped, on
+//! success, failure or abandonment alike.
 //!
-//! Safe Rust only: the buffer the hash thread reads is never written by another thread (it is the
-//! only writer while chunks arrive, then the buffer is shared read-only behind an `Arc`).
+//! Safe Rust only: no two handles ever cover the same bytes, and `bytes` keeps the allocation
+//! alive until the last handle drops.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
 use std::sync::{Arc, OnceLock};
 
 use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::aead::{AeadInOut, KeyInit};
+use bytes::BytesMut;
 use sha2::{Digest, Sha384};
-use zeroize::Zeroizing;
+use zeroize::Zeroize;
 
 use crate::header::{DIGEST_LEN, SealedModelHeader, chunk_aad};
 use crate::stream::{DATA_KEY_LEN, Tag, chunk_nonce};
 use crate::{ModelFormatError, TAG_LEN};
 
-/// Chunk buffers in circulation between the opener and its hash thread: two, so that one is
-/// decrypted into while the other is appended.
-pub const PIPELINE_BUFFERS: usize = 2;
-
 /// Plaintext hashed between two looks at the channel: small enough that an arriving chunk waits
 /// well under a millisecond, large enough that the look costs nothing.
 const HASH_SLICE: usize = 64 * 1024;
 
-type Buffer = Zeroizing<Vec<u8>>;
-type Plaintext = Arc<Zeroizing<Vec<u8>>>;
+/// A view of (part of) the model buffer, wiped when dropped. `bytes` frees the allocation with
+/// its last view, after every view has wiped its own bytes.
+struct Wiped(BytesMut);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        self.0.as_mut().zeroize();
+    }
+}
+
+impl Wiped {
+    /// Appends `next`, which must be the view that directly follows this one in the same
+    /// allocation, without copying. Anything else is refused (and wiped on drop) rather than
+    /// copied: `BytesMut::unsplit` would copy it, and could move this view to a new allocation
+    /// and free the old one unwiped.
+    fn join(&mut self, mut next: Wiped) -> Result<(), ()> {
+        let next = std::mem::take(&mut next.0);
+        if self.0.is_empty() && self.0.capacity() == 0 {
+            self.0 = next;
+            return Ok(());
+        }
+        self.0
+            .try_unsplit(next)
+            .map_err(|refused| drop(Wiped(refused)))
+    }
+}
+
+type Plaintext = Arc<Wiped>;
 
 enum Msg {
-    /// A decrypted chunk: the first `len` bytes of the buffer.
-    Chunk(Buffer, usize),
+    /// A decrypted chunk: the next bytes of the model buffer.
+    Chunk(Wiped),
     /// Every chunk is in: share the plaintext, then hash the rest.
     Finish(SyncSender<Plaintext>),
 }
@@ -52,8 +82,7 @@ enum Msg {
 /// The hash thread's handles. Dropping it (or a clone of `cancel` being set) stops the thread,
 /// which drops, and so wipes, what it holds.
 struct Worker {
-    to_hasher: Option<SyncSender<Msg>>,
-    returned: Receiver<Buffer>,
+    to_hasher: Option<Sender<Msg>>,
     digest: Receiver<[u8; DIGEST_LEN]>,
     cancel: Arc<AtomicBool>,
 }
@@ -80,9 +109,8 @@ pub struct PipelinedOpener {
     next: u32,
     count: u32,
     failed: bool,
-    /// Chunk buffers allocated so far (at most [`PIPELINE_BUFFERS`]).
-    allocated: usize,
-    buffer_len: usize,
+    /// The model buffer's part not yet decrypted into: empty, with the capacity still to fill.
+    rest: Wiped,
     worker: Worker,
 }
 
@@ -102,9 +130,8 @@ impl PipelinedOpener {
             max: crate::MAX_MODEL_LEN,
         };
         let model_len = usize::try_from(parsed.plaintext_len).map_err(|_| too_large())?;
-        let buffer_len = model_len.min(parsed.chunk_size as usize);
         let count = parsed.chunk_count()?;
-        let worker = spawn_hasher(Zeroizing::new(Vec::with_capacity(model_len)))?;
+        let worker = spawn_hasher()?;
         Ok(PipelinedOpener {
             aad: chunk_aad(header_bytes),
             cipher: Aes256Gcm::new(data_key.into()),
@@ -112,8 +139,7 @@ impl PipelinedOpener {
             next: 0,
             count,
             failed: false,
-            allocated: 0,
-            buffer_len,
+            rest: Wiped(BytesMut::with_capacity(model_len)),
             worker,
         })
     }
@@ -162,41 +188,38 @@ impl PipelinedOpener {
         if body.len() > expected {
             return Err(ModelFormatError::TrailingData);
         }
-        let mut buffer = self.take_buffer()?;
+        // The header's chunk lengths add up to the length the buffer was sized to; checked
+        // anyway, since growing the buffer would move it (and leave no contiguous model).
+        if self.rest.0.capacity() < expected {
+            return Err(ModelFormatError::Misuse {
+                reason: "chunk beyond the model buffer",
+            });
+        }
+        // The chunk's place in the model buffer, as a view of its own (zeroed first: the
+        // decryption writes only once the tag has matched).
+        self.rest.0.resize(expected, 0);
+        let mut chunk = Wiped(self.rest.0.split_to(expected));
         let last = index + 1 == self.count;
         let nonce = chunk_nonce(&self.header.nonce_prefix, index, last);
-        // Decrypted straight from the caller's ciphertext into the chunk buffer: the tag is
+        // Decrypted straight from the caller's ciphertext into the model buffer: the tag is
         // checked over the ciphertext first and the buffer is written only if it matches.
-        let opened = buffer
-            .get_mut(..expected)
-            .and_then(|out| InOutBuf::new(body, out).ok())
-            .map(|inout| {
-                self.cipher
-                    .decrypt_inout_detached(&nonce, &self.aad, inout, &Tag::from(*tag))
-                    .is_ok()
-            });
+        let opened = InOutBuf::new(body, chunk.0.as_mut()).ok().map(|inout| {
+            self.cipher
+                .decrypt_inout_detached(&nonce, &self.aad, inout, &Tag::from(*tag))
+                .is_ok()
+        });
         match opened {
             Some(true) => {}
             Some(false) => return Err(ModelFormatError::ChunkAuthFailed { index }),
             None => {
                 return Err(ModelFormatError::Misuse {
-                    reason: "chunk larger than the pipeline buffer",
+                    reason: "chunk length disagrees with its place in the model buffer",
                 });
             }
         }
-        self.send(Msg::Chunk(buffer, expected))?;
+        self.send(Msg::Chunk(chunk))?;
         self.next = index + 1;
         Ok(expected)
-    }
-
-    /// A free chunk buffer: a new one while fewer than [`PIPELINE_BUFFERS`] exist, else the next
-    /// one the hash thread gives back (waiting for it to append that chunk).
-    fn take_buffer(&mut self) -> Result<Buffer, ModelFormatError> {
-        if self.allocated < PIPELINE_BUFFERS {
-            self.allocated += 1;
-            return Ok(Zeroizing::new(vec![0; self.buffer_len]));
-        }
-        self.worker.returned.recv().map_err(|_| stopped())
     }
 
     fn send(&self, msg: Msg) -> Result<(), ModelFormatError> {
@@ -223,11 +246,6 @@ impl PipelinedOpener {
         let (reply, plaintext) = sync_channel(1);
         self.send(Msg::Finish(reply))?;
         let plaintext = plaintext.recv().map_err(|_| stopped())?;
-        // The hash thread handles messages in order and gives every chunk buffer back before it
-        // reads the next message, so by the time the plaintext arrives every buffer is in
-        // `returned`: free (and wipe) them now, before the caller's load of the model peaks,
-        // rather than when the model is dropped.
-        while self.worker.returned.try_recv().is_ok() {}
         Ok(UnverifiedModel {
             plaintext,
             expected: self.header.plaintext_sha384,
@@ -252,7 +270,14 @@ pub struct UnverifiedModel {
 impl UnverifiedModel {
     /// The plaintext: authenticated chunk by chunk, digest not yet confirmed.
     pub fn plaintext(&self) -> &[u8] {
-        &self.plaintext
+        &self.plaintext.0
+    }
+
+    /// A share of the plaintext that owns its bytes, for a consumer that needs them `'static`
+    /// (`bytes::Bytes::from_owner`: the enclave's protobuf decoder). Same rule as
+    /// [`Self::plaintext`]: nothing built from it counts before [`Self::verify`].
+    pub fn shared_plaintext(&self) -> SharedPlaintext {
+        SharedPlaintext(Arc::clone(&self.plaintext))
     }
 
     /// The SHA-384 the header promises; [`Self::verify`] checks the plaintext against it.
@@ -277,49 +302,60 @@ impl UnverifiedModel {
     }
 }
 
+/// A share of an [`UnverifiedModel`]'s plaintext ([`UnverifiedModel::shared_plaintext`]). The
+/// plaintext is wiped when the model and every share have dropped. No `Debug`.
+#[derive(Clone)]
+pub struct SharedPlaintext(Plaintext);
+
+impl AsRef<[u8]> for SharedPlaintext {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.0
+    }
+}
+
 fn stopped() -> ModelFormatError {
     ModelFormatError::Resources {
         reason: "the hash thread stopped",
     }
 }
 
-fn spawn_hasher(out: Buffer) -> Result<Worker, ModelFormatError> {
-    let (to_hasher, inbox) = sync_channel(PIPELINE_BUFFERS + 1);
-    let (give_back, returned) = sync_channel(PIPELINE_BUFFERS);
+fn spawn_hasher() -> Result<Worker, ModelFormatError> {
+    // Unbounded: a message is a view of the one model buffer, not a buffer of its own, so
+    // chunks waiting for the hash hold no extra memory (and their number is the header's chunk
+    // count, bounded by the model length).
+    let (to_hasher, inbox) = channel();
     let (digest_tx, digest) = sync_channel(1);
     let cancel = Arc::new(AtomicBool::new(false));
     let stop = Arc::clone(&cancel);
     std::thread::Builder::new()
         .name("model-sha384".into())
-        .spawn(move || hash_thread(out, &inbox, &give_back, &digest_tx, &stop))
+        .spawn(move || hash_thread(&inbox, &digest_tx, &stop))
         .map_err(|_| ModelFormatError::Resources {
             reason: "could not start the hash thread",
         })?;
     Ok(Worker {
         to_hasher: Some(to_hasher),
-        returned,
         digest,
         cancel,
     })
 }
 
-/// Appends chunks to `out` as they come and hashes `out` in slices in between; on `Finish`,
-/// shares `out` and hashes the rest. Returns (dropping and so wiping everything it holds) when
-/// cancelled, when the opener goes away, or after sending the digest.
+/// Joins chunks onto the model as they come and hashes it in slices in between; on `Finish`,
+/// shares the model and hashes the rest. Returns (dropping and so wiping everything it holds)
+/// when cancelled, when the opener goes away, or after sending the digest.
 fn hash_thread(
-    mut out: Buffer,
     inbox: &Receiver<Msg>,
-    give_back: &SyncSender<Buffer>,
     digest_tx: &SyncSender<[u8; DIGEST_LEN]>,
     cancel: &AtomicBool,
 ) {
     let mut sha = Sha384::new();
+    let mut model = Wiped(BytesMut::new());
     let mut hashed = 0;
     loop {
         if cancel.load(Ordering::Acquire) {
             return;
         }
-        let msg = if hashed < out.len() {
+        let msg = if hashed < model.0.len() {
             match inbox.try_recv() {
                 Ok(msg) => Some(msg),
                 Err(TryRecvError::Empty) => None,
@@ -332,32 +368,25 @@ fn hash_thread(
             }
         };
         match msg {
-            None => hashed = hash_slice(&mut sha, &out, hashed),
-            Some(Msg::Chunk(buffer, len)) => {
-                // The opener checks every length against the header, whose length sized `out`:
-                // a chunk that does not fit is a bug, and growing `out` would leave an unwiped
-                // copy behind, so the thread stops instead (the opener then reports it).
-                let Some(chunk) = buffer.get(..len) else {
-                    return;
-                };
-                if out.capacity() - out.len() < len {
-                    return;
-                }
-                out.extend_from_slice(chunk);
-                if give_back.send(buffer).is_err() {
+            None => hashed = hash_slice(&mut sha, &model.0, hashed),
+            Some(Msg::Chunk(chunk)) => {
+                // The opener splits each chunk off the buffer right after the one before, so
+                // this never fails; were it to, the thread stops (the opener then reports it)
+                // rather than copy.
+                if model.join(chunk).is_err() {
                     return;
                 }
             }
             Some(Msg::Finish(reply)) => {
-                let shared = Arc::new(out);
+                let shared = Arc::new(model);
                 if reply.send(Arc::clone(&shared)).is_err() {
                     return;
                 }
-                while hashed < shared.len() {
+                while hashed < shared.0.len() {
                     if cancel.load(Ordering::Acquire) {
                         return;
                     }
-                    hashed = hash_slice(&mut sha, &shared, hashed);
+                    hashed = hash_slice(&mut sha, &shared.0, hashed);
                 }
                 let _ = digest_tx.send(sha.finalize().into());
                 return;
@@ -381,7 +410,7 @@ mod tests {
     use crate::{MIN_CHUNK_SIZE, SealParams, parse_header, seal};
 
     #[test]
-    fn finish_frees_every_chunk_buffer_before_the_model_is_loaded() {
+    fn the_model_is_one_buffer_written_in_place() {
         let key = [7u8; DATA_KEY_LEN];
         let plaintext: Vec<u8> = (0..5 * MIN_CHUNK_SIZE as usize + 11)
             .map(|i| (i % 241) as u8)
@@ -395,21 +424,51 @@ mod tests {
         let file = seal(params, &key, &plaintext, [5; 7]).unwrap();
         let (header, start) = parse_header(&file).unwrap();
         let mut opener = PipelinedOpener::new(&header, &file[..start], &key).unwrap();
+        // The buffer's address before any chunk: the model must end up there, whole.
+        let buffer = opener.rest.0.as_ptr();
+        assert_eq!(opener.rest.0.capacity(), plaintext.len());
         let mut rest = &file[start..];
         while let Some(len) = opener.next_chunk_len() {
             let (chunk, tail) = rest.split_at(len);
             opener.open_chunk(chunk).unwrap();
             rest = tail;
         }
-        assert_eq!(
-            opener.allocated, PIPELINE_BUFFERS,
-            "both buffers were in use"
-        );
+        assert_eq!(opener.rest.0.capacity(), 0, "every byte of the buffer used");
         let unverified = opener.finish().unwrap();
-        // Nothing is left parked in the give-back channel for the model's lifetime.
-        // (Empty, or Disconnected once the hash thread has finished: either way, no buffer.)
-        assert!(unverified.worker.returned.try_recv().is_err());
+        assert_eq!(
+            unverified.plaintext().as_ptr(),
+            buffer,
+            "no copy of the model"
+        );
         unverified.verify().unwrap();
         assert_eq!(unverified.plaintext(), plaintext.as_slice());
+    }
+
+    #[test]
+    fn a_view_from_elsewhere_is_refused_rather_than_copied() {
+        let mut buffer = BytesMut::with_capacity(64);
+        buffer.resize(64, 1);
+        let mut first = Wiped(buffer.split_to(16));
+        let second = buffer.split_to(16);
+        let third = buffer.split_to(16);
+        let start = first.0.as_ptr();
+        // Out of order: not the view that follows, so refused.
+        assert!(first.join(Wiped(third)).is_err());
+        // A view of another allocation: refused, even though `unsplit` would copy it.
+        let mut other = BytesMut::with_capacity(16);
+        other.resize(16, 2);
+        assert!(first.join(Wiped(other)).is_err());
+        assert_eq!(first.0.len(), 16);
+        // The next view joins in place.
+        first.join(Wiped(second)).unwrap();
+        assert_eq!(first.0.len(), 32);
+        assert_eq!(first.0.as_ptr(), start);
+        // An empty model takes the first view as it is.
+        let mut empty = Wiped(BytesMut::new());
+        let mut fresh = BytesMut::with_capacity(8);
+        fresh.resize(8, 3);
+        let at = fresh.as_ptr();
+        empty.join(Wiped(fresh)).unwrap();
+        assert_eq!(empty.0.as_ptr(), at);
     }
 }
