@@ -452,9 +452,9 @@ impl Engine {
     pub fn load_model(&self, model_id: &str, onnx: &[u8]) -> Result<ModelInfo, EngineError> {
         self.check_load(model_id, onnx)?;
         let sha384: [u8; DIGEST_LEN] = Sha384::digest(onnx).into();
-        // One exact copy for the decoder (see `load_model_with_digest`), freed during the load
-        // and so wiped (sealed_alloc).
-        let onnx = Bytes::copy_from_slice(onnx);
+        // One exact copy for the decoder (see `load_model_with_digest`), wiped when it drops
+        // wherever that happens (`Zeroizing`; the load's own frees are wiped by sealed_alloc).
+        let onnx = Bytes::from_owner(zeroize::Zeroizing::new(onnx.to_vec()));
         self.load_model_with_digest(model_id, onnx, sha384, || Ok::<(), EngineError>(()))
     }
 
