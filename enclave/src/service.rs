@@ -300,7 +300,13 @@ impl Service {
     async fn answer(&self, buf: &mut Vec<u8>, range: std::ops::Range<usize>) -> InferResponse {
         // The range comes from the opener and is always within `buf`; were it not, the empty
         // input is refused as malformed.
-        let decoded = InferRequest::decode(buf.get(range).unwrap_or_default());
+        let decoded = {
+            // Our layout decodes without a copy; any other layout (or a malformed request) goes
+            // through ciborium, whose intermediate copies of the plaintext are freed here, on an
+            // async thread: the window wipes them as they go (threat model E8).
+            let _wiping = sealed_alloc::wiping();
+            InferRequest::decode(buf.get(range).unwrap_or_default())
+        };
         sealed_wire::wipe::wipe(buf);
         match decoded {
             // Freshness first, then the replay cache (which remembers only fresh ids). Nothing is
@@ -369,6 +375,9 @@ fn store_error(e: &crate::model_store::StoreError) -> EnclaveResponse {
 }
 
 fn seal_response(sealer: ResponseSealer, response: &InferResponse) -> EnclaveResponse {
+    // An error answer is encoded by ciborium into a growing buffer: the blocks it outgrows (a
+    // message that is for the requester alone) are wiped as they are freed.
+    let _wiping = sealed_alloc::wiping();
     // Encoded once at its exact size with room for the response nonce and tag, then sealed
     // where it lies: the plaintext encoding becomes the ciphertext, with no copy (the seal
     // wipes the buffer if it fails).

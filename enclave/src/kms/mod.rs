@@ -542,13 +542,10 @@ impl KmsClient {
             .await?;
         let enveloped = api::decrypt_response_for_recipient(&response.body)?;
         // RSA-OAEP decryption with blinding, then AES-256-CBC: CPU work, off the reactor.
-        let plaintext = tokio::task::spawn_blocking(move || {
-            let mut rng = crate::rng::os_rng();
-            sealed_kms::cms::decrypt(&enveloped, pair.private_key(), &mut rng)
-        })
-        .await
-        .map_err(|_| KmsError::Internal("CMS decryption task failed"))?
-        .map_err(|_| KmsError::Unwrap)?;
+        let plaintext = tokio::task::spawn_blocking(move || pair.open(&enveloped))
+            .await
+            .map_err(|_| KmsError::Internal("CMS decryption task failed"))?
+            .map_err(|_| KmsError::Unwrap)?;
         let mut key: DataKey = Zeroizing::new([0u8; sealed_model::DATA_KEY_LEN]);
         if plaintext.len() != key.len() {
             return Err(KmsError::DataKeyLength(plaintext.len()));

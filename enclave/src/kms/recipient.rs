@@ -12,6 +12,7 @@
 
 use sealed_kms::cms;
 use sealed_kms::rsa::PrivateKey;
+use zeroize::Zeroizing;
 
 /// RSA modulus size KMS requires of a recipient key.
 pub const RECIPIENT_KEY_BITS: usize = cms::RECIPIENT_KEY_BYTES * 8;
@@ -37,6 +38,10 @@ impl KeyPair {
     /// Generates an RSA-2048 key (e = 65537) from the OS RNG. Blocks for a while: call it off the
     /// async reactor.
     pub fn generate() -> Result<KeyPair, RecipientKeyError> {
+        // The search for the primes and the private exponent's derivation free big-integer
+        // temporaries that the `rsa` crate does not wipe (some hold the key's own values): the
+        // allocator zeroes them as they are freed (enclave/alloc).
+        let _wiping = sealed_alloc::wiping();
         let mut rng = crate::rng::os_rng();
         let private = PrivateKey::new(&mut rng, RECIPIENT_KEY_BITS)
             .map_err(|_| RecipientKeyError::Generate)?;
@@ -47,6 +52,19 @@ impl KeyPair {
 
     pub fn private_key(&self) -> &PrivateKey {
         &self.private
+    }
+
+    /// Unwraps the `CiphertextForRecipient` KMS made for this key: RSAES-OAEP, then AES-256-CBC
+    /// ([`cms::decrypt`]), to the data key's bytes. CPU work: call it off the async reactor.
+    pub fn open(
+        &self,
+        enveloped: &cms::EnvelopedRecipient,
+    ) -> Result<Zeroizing<Vec<u8>>, cms::DecryptError> {
+        // The private-key operation's temporaries (the blinded ciphertext, its CRT halves, the
+        // padded message) are freed unwiped by the `rsa` crate: zeroed by the allocator instead.
+        let _wiping = sealed_alloc::wiping();
+        let mut rng = crate::rng::os_rng();
+        cms::decrypt(enveloped, &self.private, &mut rng)
     }
 
     /// DER SubjectPublicKeyInfo: the attestation document's `public_key`.
