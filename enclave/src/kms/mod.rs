@@ -414,6 +414,8 @@ pub struct KmsClient {
     config: KmsConfig,
     nsm: Arc<dyn Nsm>,
     tls: Arc<rustls::ClientConfig>,
+    /// Recipient keys, one per request, the next made ahead (recipient.rs says why).
+    keys: recipient::KeyMaker,
 }
 
 /// Region names: `us-east-1`, `cn-north-1`, `us-gov-west-1`…: lowercase letters, digits, dashes.
@@ -460,6 +462,7 @@ impl KmsClient {
             config,
             nsm,
             tls: Arc::new(tls),
+            keys: recipient::KeyMaker::new(),
         })
     }
 
@@ -485,7 +488,9 @@ impl KmsClient {
             .map_err(|_| KmsError::Internal("KMS host is not a valid TLS server name"))?;
 
         // A fresh recipient key and a fresh document for this request (recipient.rs says why).
-        let pair = recipient::generate()
+        let pair = self
+            .keys
+            .take()
             .await
             .map_err(|_| KmsError::Internal("recipient key generation failed"))?;
         let spki = pair.spki_der().to_vec();
