@@ -113,7 +113,7 @@ struct Args {
     #[arg(long, value_name = "REGION", requires = "kms_proxy")]
     kms_region: Option<String>,
     /// Plaintext bytes that sealed-model uploads in progress may hold together; also the largest
-    /// single model (the engine caps a model at 64 MiB in this version).
+    /// single sealed model (plaintext models, simulation only, are capped at 64 MiB).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_MODEL_BYTES)]
     max_model_bytes: u64,
     /// Largest difference, in seconds, between the time the host reports and this enclave's clock
