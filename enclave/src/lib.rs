@@ -132,6 +132,8 @@ pub async fn run(config: Config, on_ready: impl FnOnce(&Endpoint)) -> Result<(),
     let keys: Option<Arc<dyn DataKeySource>> = match config.kms {
         Some(kms) => {
             tracing::info!(proxy = %kms.proxy, "sealed models enabled: KMS through the host proxy");
+            // Starts making the first KMS recipient key (kms/recipient.rs): after
+            // `seed_entropy` above, like every key this enclave makes.
             Some(Arc::new(KmsClient::new(kms, Arc::clone(&config.nsm))?))
         }
         None => None,
