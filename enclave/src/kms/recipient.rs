@@ -257,7 +257,8 @@ mod tests {
         wait_for_spare(&maker);
     }
 
-    /// Benchmark figure, not an assertion: why the key is per boot (see the module docs).
+    /// Benchmark figure, not an assertion: what one key costs to make, and why it is made ahead
+    /// (see the module docs).
     #[test]
     fn prints_rsa_keygen_time() {
         let started = std::time::Instant::now();
