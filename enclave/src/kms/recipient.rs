@@ -58,10 +58,6 @@ impl KeyPair {
         Ok(KeyPair { private, spki_der })
     }
 
-    pub fn private_key(&self) -> &PrivateKey {
-        &self.private
-    }
-
     /// Unwraps the `CiphertextForRecipient` KMS made for this key: RSAES-OAEP, then AES-256-CBC
     /// ([`cms::decrypt`]), to the data key's bytes. CPU work: call it off the async reactor.
     pub fn open(
@@ -189,7 +185,7 @@ mod tests {
         assert_ne!(a.spki_der(), b.spki_der());
         // KMS's own check: the SPKI must be an RSA-2048 key, and it is this private key's.
         let public = cms::recipient_public_key_from_spki(a.spki_der()).unwrap();
-        assert_eq!(&public, a.private_key().as_public_key());
+        assert_eq!(&public, a.private.as_public_key());
     }
 
     /// Waits (up to a minute: key generation in a debug build under a loaded test run) until
@@ -231,7 +227,7 @@ mod tests {
         );
         for pair in [&first, &second, &a, &b] {
             let public = cms::recipient_public_key_from_spki(pair.spki_der()).unwrap();
-            assert_eq!(&public, pair.private_key().as_public_key());
+            assert_eq!(&public, pair.private.as_public_key());
         }
         wait_for_spare(&maker);
         let c = maker.take().await.unwrap();
