@@ -91,7 +91,10 @@ struct Args {
     dynamic_batch: Vec<(String, usize)>,
     /// A tract knob in force while model plans are built, e.g.
     /// `TRACT_DISABLE_DIRECT_SPATIAL=true` (im2col + matrix product instead of tract's direct
-    /// convolution). Only knobs tract reads while preparing a model; an unknown one stops the
+    /// convolution everywhere). Without that knob, on x86_64 the engine keeps tract's direct
+    /// convolution only where it was measured to pay (≤ 40 inputs per output point, or < 32
+    /// output channels); naming it, `=false` included, hands every convolution back to tract's
+    /// own choice. Only knobs tract reads while preparing a model; an unknown one stops the
     /// enclave at start with the list. Repeatable. Part of the measured image.
     #[arg(long, value_name = "NAME=VALUE", value_parser = tract_knob_entry)]
     tract_knob: Vec<(String, String)>,

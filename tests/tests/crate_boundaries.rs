@@ -42,9 +42,10 @@ const HOST_FORBIDDEN: &[&str] = &[
     "serde_cbor",
 ];
 
-/// Workspace members allowed to link tract (the engine). sealed-bench may, for the bare-inference
-/// comparison it prints beside the sealed path; it is a simulation tool, never deployed.
-const TRACT_ALLOWED: &[&str] = &["sealed-enclave", "sealed-bench"];
+/// Workspace members allowed to link tract (the engine, and sealed-plan, its optimiser, which
+/// only the engine and the bench use). sealed-bench may, for the bare-inference comparison it
+/// prints beside the sealed path; it is a simulation tool, never deployed.
+const TRACT_ALLOWED: &[&str] = &["sealed-enclave", "sealed-plan", "sealed-bench"];
 /// Workspace members allowed to link the NSM driver (and serde_cbor, which only it pulls in).
 const NSM_ALLOWED: &[&str] = &["sealed-enclave"];
 

@@ -1,6 +1,6 @@
 //! Loading a model the way the enclave engine does (`enclave/src/engine/model.rs`: from bytes,
 //! every declared input fact pinned — a dimension without a value becomes a symbol —, declutter +
-//! optimise once, one plan), with two knobs the engine does not have yet: axis 0 pinned to a
+//! optimise once with the engine's planner, `sealed_plan`, one plan), with two knobs the engine does not have yet: axis 0 pinned to a
 //! batch size, and an intra-op executor. The one loader of the bench: `compare`'s bare runner
 //! loads with [`Pin::Declared`] and one thread, exactly as the engine does.
 
@@ -154,11 +154,19 @@ impl Loaded {
                 model.set_output_fact(ix, InferenceFact::default())?;
             }
         }
-        let plan = model
-            .into_typed()
-            .context("typing")?
-            .into_optimized()
+        let typed = model.into_typed().context("typing")?;
+        // Optimised as the engine optimises. The bench takes tract's knobs from its environment
+        // (tract reads them there); the direct spatial one, set there, hands the convolutions
+        // back to tract's choice as `--tract-knob` does in the enclave.
+        let knob = std::env::var(sealed_plan::DIRECT_SPATIAL_KNOB).ok();
+        let knobs = knob
+            .as_deref()
+            .map(|v| (sealed_plan::DIRECT_SPATIAL_KNOB, v));
+        let plan = sealed_plan::Planner::new(knobs)
+            .context("the engine's planner (TRACT_DISABLE_DIRECT_SPATIAL)")?
+            .optimize(typed)
             .context("optimising")?
+            .model
             .into_runnable_with_options(&executor_options(threads)?)
             .context("planning")?;
         Ok(Loaded {

@@ -42,6 +42,7 @@ use sha2::{Digest, Sha384};
 use tokio::sync::oneshot;
 
 use model::LoadedModel;
+use sealed_plan::Planner;
 use tract_onnx::prelude::multithread::Executor;
 use tract_onnx::tract_core::knobs::KnobScope;
 
@@ -152,6 +153,13 @@ pub fn tract_knob_scope(knobs: &[(String, String)]) -> Result<Option<KnobScope>,
         .map_err(|e| format!("{e}"))
 }
 
+/// How plans are optimised under `knobs` (already checked by [`tract_knob_scope`], so that the
+/// planner, which checks them again, cannot refuse them; if it did, tract's own optimiser).
+fn planner(knobs: &[(String, String)]) -> Planner {
+    Planner::new(knobs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .unwrap_or_else(|_| Planner::tract())
+}
+
 /// Names and one-line descriptions of the knobs [`EngineConfig::tract_knobs`] accepts.
 pub fn scoped_tract_knobs() -> Vec<(&'static str, &'static str)> {
     tract_onnx::tract_core::knobs::all()
@@ -252,6 +260,9 @@ pub struct Engine {
     dynamic_batch: BTreeMap<String, usize>,
     /// [`EngineConfig::tract_knobs`], checked.
     knobs: Option<KnobScope>,
+    /// How plans are optimised: tract's optimiser, direct spatial convolutions narrowed to where
+    /// they pay (`sealed_plan`), unless the knobs name `TRACT_DISABLE_DIRECT_SPATIAL`.
+    planner: Planner,
     /// Given to every plan at load (tract's `RunOptions::executor`).
     executor: Option<Executor>,
 }
@@ -411,14 +422,18 @@ impl Engine {
             .filter(|&(_, rows)| rows > 1)
             .map(|(id, rows)| (id, rows.min(MAX_BATCH_ROWS)))
             .collect();
-        let knobs = tract_knob_scope(&config.tract_knobs).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "tract knobs refused; building plans with tract's defaults");
-            None
-        });
+        let (knobs, planner) = match tract_knob_scope(&config.tract_knobs) {
+            Ok(scope) => (scope, planner(&config.tract_knobs)),
+            Err(e) => {
+                tracing::error!(error = %e, "tract knobs refused; building plans with tract's defaults");
+                (None, planner(&[]))
+            }
+        };
         tracing::info!(
             workers,
             queue_depth = config.queue_depth.max(1),
             tract_knobs = config.tract_knobs.len(),
+            narrow_direct_convolutions = planner.narrows_direct_spatial(),
             intra_op_threads = executor.as_ref().map_or(1, executor_threads),
             batching_models = dynamic_batch.len(),
             "inference engine started"
@@ -432,6 +447,7 @@ impl Engine {
             max_model_len: config.max_model_len,
             dynamic_batch,
             knobs,
+            planner,
             executor,
         }
     }
@@ -492,6 +508,7 @@ impl Engine {
                     executor: self.executor.as_ref(),
                     batch_rows: self.dynamic_batch.get(model_id).copied(),
                     knobs: self.knobs.as_ref(),
+                    planner: &self.planner,
                 },
             )
         });

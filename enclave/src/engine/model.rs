@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sealed_alloc::WipeOnDrop;
+use sealed_plan::Planner;
 use sealed_wire::limits::{MAX_TENSOR_RANK, MAX_TENSORS};
 use sealed_wire::message::valid_name;
 use sealed_wire::{DType, ModelInfo, NamedTensor, Tensor, TensorSpec};
@@ -54,6 +55,8 @@ pub(super) struct LoadOptions<'a> {
     pub(super) batch_rows: Option<usize>,
     /// tract knobs (`--tract-knob`) in force while the plan is built.
     pub(super) knobs: Option<&'a KnobScope>,
+    /// How the typed model is optimised (`sealed_plan`).
+    pub(super) planner: &'a Planner,
 }
 
 /// A model ready to run.
@@ -164,8 +167,7 @@ impl LoadedModel {
         sha384: Vec<u8>,
         options: &LoadOptions<'_>,
     ) -> Result<Self, EngineError> {
-        let load =
-            || Self::load_inner(model_id, onnx, sha384, options.executor, options.batch_rows);
+        let load = || Self::load_inner(model_id, onnx, sha384, options);
         // tract copies the model as it loads (the decoded protobuf's weights, then tensors, then
         // packed panels) and frees the copies: every block freed during the load is wiped, and
         // none is kept for reuse (sealed_alloc).
@@ -183,8 +185,7 @@ impl LoadedModel {
         model_id: &str,
         onnx: Bytes,
         sha384: Vec<u8>,
-        executor: Option<&Executor>,
-        batch_rows: Option<usize>,
+        options: &LoadOptions<'_>,
     ) -> Result<Self, EngineError> {
         let framework = tract_onnx::onnx();
         // From bytes only: with no model directory, tract refuses external weight files rather
@@ -249,15 +250,7 @@ impl LoadedModel {
         let typed = model
             .into_typed()
             .map_err(|_| rejected("types and shapes could not be inferred"))?;
-        Self::from_typed(
-            model_id,
-            sha384,
-            inputs,
-            output_names,
-            typed,
-            executor,
-            batch_rows,
-        )
+        Self::from_typed(model_id, sha384, inputs, output_names, typed, options)
     }
 
     /// The second half of a load, from tract's typed model on: optimise, plan, read the outputs,
@@ -268,18 +261,27 @@ impl LoadedModel {
         inputs: Vec<InputSpec>,
         output_names: Vec<String>,
         typed: TypedModel,
-        executor: Option<&Executor>,
-        batch_rows: Option<usize>,
+        options: &LoadOptions<'_>,
     ) -> Result<Self, EngineError> {
-        let optimized = typed
-            .into_optimized()
+        let planned = options
+            .planner
+            .optimize(typed)
             .map_err(|_| rejected("the model could not be optimised"))?;
-        let options = RunOptions {
-            executor: executor.cloned(),
+        if planned.narrowed > 0 {
+            tracing::info!(
+                model_id,
+                convolutions = planned.narrowed,
+                "convolutions planned as matrix products instead of tract's direct spatial one"
+            );
+        }
+        let run_options = RunOptions {
+            executor: options.executor.cloned(),
             ..RunOptions::default()
         };
-        let plan = optimized
-            .into_runnable_with_options(&options)
+        let batch_rows = options.batch_rows;
+        let plan = planned
+            .model
+            .into_runnable_with_options(&run_options)
             .map_err(|_| rejected("the model could not be planned"))?;
 
         let plan_model = plan.model();
@@ -660,15 +662,14 @@ impl LoadedModel {
         }
         let outputs = typed.output_outlets().unwrap().len();
         let output_names = (0..outputs).map(|ix| format!("y{ix}")).collect();
-        Self::from_typed(
-            "test",
-            vec![0; 48],
-            inputs,
-            output_names,
-            typed,
-            None,
+        let planner = Planner::new([]).unwrap();
+        let options = LoadOptions {
+            executor: None,
             batch_rows,
-        )
+            knobs: None,
+            planner: &planner,
+        };
+        Self::from_typed("test", vec![0; 48], inputs, output_names, typed, &options)
     }
 
     /// `y0 = x + 1`, `x` of shape `[batch, 1]` and `y0` of `[batch, row_elements]` (f32): large

@@ -771,6 +771,32 @@ async fn tract_knobs_are_checked_and_a_plan_built_under_them_predicts_the_same()
     assert_matches_expected(&out, &expected()["inputs"]["digit_7_9.npy"]);
 }
 
+#[test]
+fn plans_narrow_direct_convolutions_unless_the_knob_is_named() {
+    let engine = |knobs: &[(&str, &str)]| {
+        Engine::new(EngineConfig {
+            workers: 1,
+            tract_knobs: knobs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..EngineConfig::default()
+        })
+    };
+    let x86 = cfg!(target_arch = "x86_64");
+    assert_eq!(engine(&[]).planner.narrows_direct_spatial(), x86);
+    // Another knob leaves the narrowing on; naming the direct spatial one, either way, hands
+    // every convolution back to tract's choice; a refused set plans as if none had been given.
+    let other = [("TRACT_LAZY_IM2COL_MIN_KERNEL", "6")];
+    assert_eq!(engine(&other).planner.narrows_direct_spatial(), x86);
+    for v in ["true", "false"] {
+        let named = [("TRACT_DISABLE_DIRECT_SPATIAL", v)];
+        assert!(!engine(&named).planner.narrows_direct_spatial());
+    }
+    let refused = [("TRACT_NO_SUCH_KNOB", "1")];
+    assert_eq!(engine(&refused).planner.narrows_direct_spatial(), x86);
+}
+
 #[tokio::test]
 async fn batching_frees_a_queue_slot_for_every_request_it_joins() {
     // Round after round, a full queue is joined into one batch; each round must find the whole

@@ -1,0 +1,163 @@
+//! How the enclave engine turns a typed tract model into the model it plans, and how the
+//! benchmark's bare tract does the same, so that both run one plan.
+//!
+//! It is tract's optimiser (`into_optimized`: declutter, then codegen and fusing) with one of its
+//! codegen decisions taken differently: which 2-D convolutions become tract's direct spatial
+//! convolution (`DirectSpatialConv`, which slides four output channels at a time over the input)
+//! rather than a lazy im2col feeding its matrix-product kernels. tract 0.23 goes direct for any
+//! f32 convolution with an output row of ≥ 128 points and up to 576 inputs per output point
+//! (input channels × kernel taps). On x86_64 that kernel is an AVX2 routine that runs at about
+//! 25 GFLOP/s whatever the shape, while the matrix product gets faster as the inputs per point
+//! grow: measured on 54 single-convolution models (docs/performance.md, round 11), direct wins
+//! up to 36 inputs per point and loses from 45 on for 32 output channels or more, by up to
+//! 3.9 × (3 × 3, 64 → 64 channels). The bench's `conv` model runs 27 ms → 18 ms. So here a
+//! convolution that tract would make direct stays direct only when it has at most
+//! [`DIRECT_SPATIAL_MAX_INPUTS`] inputs per point or fewer than [`NARROW_FROM_CHANNELS`] output
+//! channels (where the measurements went both ways); the others are planned as tract plans them
+//! with its `TRACT_DISABLE_DIRECT_SPATIAL` knob on. Only on x86_64, where it was measured.
+//!
+//! What it does not do: parse, type or run a model, choose any other lowering, or override an
+//! operator who set the knob: naming `TRACT_DISABLE_DIRECT_SPATIAL` among the engine's tract knobs
+//! (either value) gives tract's own choice for every convolution, as that knob says.
+//!
+//! Why by hand: tract has no setting for this threshold (its knob turns every direct spatial
+//! convolution off, which costs the thin ones up to 9 × — a 1 → 32 channel 3 × 3 convolution on
+//! 128 × 128 takes 3.1 ms instead of 0.33), so each of those convolutions is lowered here, ahead
+//! of tract's codegen, with the knob in a scope around that one node; the rest of the
+//! optimisation is tract's own (`TypedModel::optimize`).
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )
+)]
+
+use tract_onnx::prelude::{TractResult, TypedModel, TypedOp};
+use tract_onnx::tract_core::knobs::KnobScope;
+use tract_onnx::tract_core::ops::cnn::Conv;
+use tract_onnx::tract_core::ops::cnn::conv::DirectSpatialConv;
+
+/// The tract knob that turns direct spatial convolutions off for the nodes lowered under it.
+pub const DIRECT_SPATIAL_KNOB: &str = "TRACT_DISABLE_DIRECT_SPATIAL";
+
+/// Inputs per output point (input channels × kernel taps) up to which a direct spatial
+/// convolution is kept: every shape measured with ≤ 36 ran faster direct (0.11–0.87 × the
+/// im2col time), and from 45 on, with ≥ 32 output channels, all but two ran slower.
+pub const DIRECT_SPATIAL_MAX_INPUTS: usize = 40;
+
+/// Output channels from which the rule applies: with 16, direct won at 256 × 256 and lost at
+/// 128 × 128 for the same channels, so tract's own choice is kept below this.
+pub const NARROW_FROM_CHANNELS: usize = 32;
+
+/// How a model is optimised: with the direct spatial convolutions narrowed to where they pay
+/// ([`Planner::new`]), or exactly as tract does ([`Planner::tract`]).
+pub struct Planner {
+    /// The scope the narrowed convolutions are lowered under: the operator's knobs and
+    /// [`DIRECT_SPATIAL_KNOB`] on (a scope replaces the one around it, it does not add to it).
+    /// `None`: tract's choice everywhere.
+    im2col: Option<KnobScope>,
+}
+
+impl Planner {
+    /// The engine's planner, given the tract knobs the operator set (`--tract-knob`, already in
+    /// force around the load): narrows direct spatial convolutions on x86_64 unless those knobs
+    /// name [`DIRECT_SPATIAL_KNOB`]. Fails only where tract refuses the knobs themselves.
+    pub fn new<'a>(knobs: impl IntoIterator<Item = (&'a str, &'a str)>) -> TractResult<Planner> {
+        let knobs: Vec<(&str, &str)> = knobs.into_iter().collect();
+        if !cfg!(target_arch = "x86_64") || knobs.iter().any(|(k, _)| *k == DIRECT_SPATIAL_KNOB) {
+            // Checked all the same, so that a bad set fails here as it would anywhere else.
+            KnobScope::new(knobs)?;
+            return Ok(Planner::tract());
+        }
+        let scope = KnobScope::new(knobs.into_iter().chain([(DIRECT_SPATIAL_KNOB, "true")]))?;
+        Ok(Planner {
+            im2col: Some(scope),
+        })
+    }
+
+    /// tract's own optimiser, unchanged.
+    pub fn tract() -> Planner {
+        Planner { im2col: None }
+    }
+
+    /// Whether this planner lowers some direct spatial convolutions as im2col.
+    pub fn narrows_direct_spatial(&self) -> bool {
+        self.im2col.is_some()
+    }
+
+    /// What `model.into_optimized()` does, with the convolutions narrowed as the crate doc says.
+    pub fn optimize(&self, model: TypedModel) -> TractResult<Planned> {
+        let Some(im2col) = &self.im2col else {
+            return Ok(Planned {
+                model: model.into_optimized()?,
+                narrowed: 0,
+            });
+        };
+        let mut model = model.into_decluttered()?;
+        let narrowed = narrow_direct_spatial(&mut model, im2col)?;
+        model.optimize()?;
+        Ok(Planned { model, narrowed })
+    }
+}
+
+/// An optimised model, ready to be made runnable.
+pub struct Planned {
+    pub model: TypedModel,
+    /// Convolutions tract would have made direct and that were lowered as im2col instead.
+    pub narrowed: usize,
+}
+
+/// Whether a direct spatial convolution is kept for `conv` (when tract would choose one).
+pub fn direct_spatial_pays(conv: &Conv) -> bool {
+    let taps: usize = conv.pool_spec.kernel_shape.iter().product();
+    let inputs = conv.input_channels().saturating_mul(taps);
+    inputs <= DIRECT_SPATIAL_MAX_INPUTS || conv.output_channels() < NARROW_FROM_CHANNELS
+}
+
+/// Lowers, under `im2col`, each convolution that tract's codegen would make direct and that
+/// [`direct_spatial_pays`] turns down; returns how many. Every other node is left for tract's
+/// optimiser. Node ids stay valid while patches apply: a patch appends its nodes and turns the
+/// replaced one into a dummy that the optimiser drops.
+fn narrow_direct_spatial(model: &mut TypedModel, im2col: &KnobScope) -> TractResult<usize> {
+    let convs: Vec<usize> = model
+        .nodes()
+        .iter()
+        .filter(|n| n.op_is::<Conv>())
+        .map(|n| n.id)
+        .collect();
+    let mut narrowed = 0;
+    for id in convs {
+        let node = model.node(id);
+        let Some(conv) = node.op_as::<Conv>() else {
+            continue;
+        };
+        if direct_spatial_pays(conv) {
+            continue;
+        }
+        // Only where tract itself goes direct: quantized, grouped, depthwise, 1-D or symbolic
+        // convolutions, and rows too short, keep whatever tract does with them.
+        let Some(tracts) = conv.codegen(model, node)? else {
+            continue;
+        };
+        if !tracts
+            .model
+            .nodes()
+            .iter()
+            .any(|n| n.op_is::<DirectSpatialConv>())
+        {
+            continue;
+        }
+        let Some(patch) = im2col.enter(|| conv.codegen(model, node))? else {
+            continue;
+        };
+        patch.apply(model)?;
+        narrowed += 1;
+    }
+    Ok(narrowed)
+}
+
+#[cfg(test)]
+mod tests;
