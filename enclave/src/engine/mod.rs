@@ -16,7 +16,8 @@
 //!
 //! # Layout
 //! - [`Engine`], [`EngineConfig`], [`EngineError`]: the public face and the worker pool (here).
-//! - `model`: one loaded model — parse, pin, optimise; input checks; one run.
+//! - `model`: one loaded model — parse, pin, optimise (with `sealed_plan`'s planner); input
+//!   checks; one run.
 //! - `convert`: wire tensors ↔ tract tensors, little-endian, no `unsafe`.
 //! - `batch`: dynamic batching of queued requests for models the image opts in.
 
