@@ -1,5 +1,6 @@
 //! tract alone, built the way the enclave is: same crate graph, same target, same global
-//! allocator (`sealed-alloc`, which keeps freed large blocks on musl). Built once for glibc and
+//! allocator (`sealed-alloc`, which keeps freed large blocks on musl), same planner
+//! (`sealed-plan`). Built once for glibc and
 //! once for musl, the two runs show what the C library costs tract by itself, apart from
 //! anything the sealed path adds (docs/performance.md, round 8).
 //!
@@ -47,9 +48,15 @@ fn main() -> anyhow::Result<()> {
         .split(',')
         .map(|d| d.parse::<usize>().context("a DIM"))
         .collect::<anyhow::Result<Vec<usize>>>()?;
-    let model = tract_onnx::onnx()
-        .model_for_path(&path)?
-        .into_optimized()?
+    // Optimised by the engine's planner (`sealed_plan`); TRACT_DISABLE_DIRECT_SPATIAL in the
+    // environment hands the convolutions back to tract's choice, as `--tract-knob` does.
+    let knob = std::env::var(sealed_plan::DIRECT_SPATIAL_KNOB).ok();
+    let knobs = knob
+        .as_deref()
+        .map(|v| (sealed_plan::DIRECT_SPATIAL_KNOB, v));
+    let model = sealed_plan::Planner::new(knobs)?
+        .optimize(tract_onnx::onnx().model_for_path(&path)?.into_typed()?)?
+        .model
         .into_runnable()?;
     // A shape from the command line: bounded before the input is allocated.
     let len = shape
