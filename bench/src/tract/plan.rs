@@ -1,7 +1,7 @@
 //! Loading a model the way the enclave engine does (`enclave/src/engine/model.rs`: from bytes,
-//! every declared input fact pinned — a dimension without a value becomes a symbol —, declutter +
-//! optimise once with the engine's planner, `sealed_plan`, one plan), with two knobs the engine does not have yet: axis 0 pinned to a
-//! batch size, and an intra-op executor. The one loader of the bench: `compare`'s bare runner
+//! every declared input fact pinned — a dimension without a value becomes a symbol —, optimised
+//! once by the engine's planner, `sealed_plan`, one plan), with two knobs the engine does not have
+//! yet: axis 0 pinned to a batch size, and an intra-op executor. The one loader of the bench: `compare`'s bare runner
 //! loads with [`Pin::Declared`] and one thread, exactly as the engine does.
 
 use std::collections::BTreeMap;

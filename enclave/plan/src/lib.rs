@@ -35,7 +35,7 @@
     )
 )]
 
-use tract_onnx::prelude::{TractResult, TypedModel, TypedOp};
+use tract_onnx::prelude::{Datum, OutletId, TractResult, TypedModel, TypedOp};
 use tract_onnx::tract_core::knobs::KnobScope;
 use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::cnn::conv::DirectSpatialConv;
@@ -117,6 +117,32 @@ pub fn direct_spatial_pays(conv: &Conv) -> bool {
     inputs <= DIRECT_SPATIAL_MAX_INPUTS || conv.output_channels() < NARROW_FROM_CHANNELS
 }
 
+/// The shortest output row tract 0.23 makes direct (its `MIN_DIRECT_SPATIAL_W`).
+const MIN_DIRECT_SPATIAL_W: usize = 128;
+
+/// A cheap subset of tract's own conditions for a direct spatial convolution (f32, 2-D, one
+/// group, not quantized, a concrete input, output rows of at least 128 points), so that only a
+/// candidate pays for the trial codegen below, which packs the kernel's weights once more. tract's
+/// codegen stays the authority on the rest.
+fn may_go_direct(model: &TypedModel, input: Option<&OutletId>, conv: &Conv) -> bool {
+    let Some(fact) = input.and_then(|i| model.outlet_fact(*i).ok()) else {
+        return false;
+    };
+    let Some(shape) = fact.shape.as_concrete() else {
+        return false;
+    };
+    fact.datum_type == f32::datum_type()
+        && conv.q_params.is_none()
+        && conv.group == 1
+        && conv.pool_spec.rank() == 2
+        && conv
+            .pool_spec
+            .output_shape(shape)
+            .ok()
+            .and_then(|s| s.hw_dims().last().copied())
+            .is_some_and(|w| w >= MIN_DIRECT_SPATIAL_W)
+}
+
 /// Lowers, under `im2col`, each convolution that tract's codegen would make direct and that
 /// [`direct_spatial_pays`] turns down; returns how many. Every other node is left for tract's
 /// optimiser. Node ids stay valid while patches apply: a patch appends its nodes and turns the
@@ -134,7 +160,7 @@ fn narrow_direct_spatial(model: &mut TypedModel, im2col: &KnobScope) -> TractRes
         let Some(conv) = node.op_as::<Conv>() else {
             continue;
         };
-        if direct_spatial_pays(conv) {
+        if direct_spatial_pays(conv) || !may_go_direct(model, node.inputs.first(), conv) {
             continue;
         }
         // Only where tract itself goes direct: quantized, grouped, depthwise, 1-D or symbolic
