@@ -479,6 +479,18 @@ pub fn run(args: Args) -> Result<()> {
                     fmt_ms(op.ms_per_run)
                 );
             }
+            println!("\nslowest nodes (tract's description of each):");
+            println!("| node | op | ms per run | tract's info |");
+            println!("| --- | --- | --- | --- |");
+            for n in &p.slowest {
+                println!(
+                    "| {} | {} | {} | {} |",
+                    n.name,
+                    n.op,
+                    fmt_ms(n.ms_per_run),
+                    n.info.join("; ").replace('|', "/")
+                );
+            }
             Some(p.to_json())
         } else {
             None

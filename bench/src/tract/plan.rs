@@ -330,11 +330,25 @@ pub struct OpShare {
     pub ms_per_run: f64,
 }
 
+/// One node of the optimised plan, with tract's own description of it (for a matrix product:
+/// m, k, n and the kernel its cost model picked).
+pub struct NodeShare {
+    pub name: String,
+    pub op: String,
+    pub info: Vec<String>,
+    pub ms_per_run: f64,
+}
+
+/// Nodes listed one by one: the slowest, enough to see which kernels a model's time goes to.
+pub const SLOWEST_NODES: usize = 12;
+
 pub struct Profile {
     pub nodes: usize,
     /// Nodes whose output shape is not concrete.
     pub symbolic: Vec<String>,
     pub ops: Vec<OpShare>,
+    /// The [`SLOWEST_NODES`] slowest nodes, slowest first.
+    pub slowest: Vec<NodeShare>,
 }
 
 impl Profile {
@@ -344,6 +358,9 @@ impl Profile {
             "symbolic": self.symbolic,
             "ops": self.ops.iter().map(|o| json!({
                 "op": o.name, "count": o.count, "share": o.share, "ms_per_run": o.ms_per_run,
+            })).collect::<Vec<_>>(),
+            "slowest_nodes": self.slowest.iter().map(|n| json!({
+                "node": n.name, "op": n.op, "info": n.info, "ms_per_run": n.ms_per_run,
             })).collect::<Vec<_>>(),
         })
     }
@@ -362,6 +379,7 @@ pub fn profile(loaded: &Loaded, inputs: &TVec<TValue>, budget: Budget) -> Result
         }
     }
     let mut spent: BTreeMap<String, f64> = BTreeMap::new();
+    let mut by_node = vec![0.0f64; model.nodes().len()];
     let mut runs = 0usize;
     let started = Instant::now();
     while runs < budget.min_runs || started.elapsed() < budget.time {
@@ -373,7 +391,11 @@ pub fn profile(loaded: &Loaded, inputs: &TVec<TValue>, budget: Budget) -> Result
         state.run_plan_with_eval(values, |ctx, op_state, node, node_inputs| {
             let t = Instant::now();
             let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, node_inputs);
-            *spent.entry(node.op().name().to_string()).or_default() += t.elapsed().as_secs_f64();
+            let secs = t.elapsed().as_secs_f64();
+            *spent.entry(node.op().name().to_string()).or_default() += secs;
+            if let Some(n) = by_node.get_mut(node.id) {
+                *n += secs;
+            }
             out
         })?;
         runs += 1;
@@ -392,10 +414,26 @@ pub fn profile(loaded: &Loaded, inputs: &TVec<TValue>, budget: Budget) -> Result
         })
         .collect();
     ops.sort_by(|a, b| b.share.total_cmp(&a.share));
+    let mut order: Vec<usize> = (0..by_node.len()).collect();
+    order.sort_by(|&a, &b| by_node[b].total_cmp(&by_node[a]));
+    let slowest = order
+        .into_iter()
+        .take(SLOWEST_NODES)
+        .filter_map(|id| {
+            let node = model.nodes().get(id)?;
+            Some(NodeShare {
+                name: node.name.clone(),
+                op: node.op().name().to_string(),
+                info: node.op().info().unwrap_or_default(),
+                ms_per_run: by_node[id] * 1e3 / runs.max(1) as f64,
+            })
+        })
+        .collect();
     Ok(Profile {
         nodes: model.nodes().len(),
         symbolic,
         ops,
+        slowest,
     })
 }
 

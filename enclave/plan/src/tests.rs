@@ -9,7 +9,7 @@ const INTS: i32 = 7;
 /// is the shortest row tract makes direct (128).
 const HW: i64 = 128;
 
-fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+pub(crate) fn value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{Dimension, dimension};
     pb::ValueInfoProto {
         name: name.into(),

@@ -262,7 +262,8 @@ pub struct Engine {
     /// [`EngineConfig::tract_knobs`], checked.
     knobs: Option<KnobScope>,
     /// How plans are optimised: tract's optimiser, direct spatial convolutions narrowed to where
-    /// they pay (`sealed_plan`), unless the knobs name `TRACT_DISABLE_DIRECT_SPATIAL`.
+    /// they pay (`sealed_plan`), unless the knobs name `TRACT_DISABLE_DIRECT_SPATIAL`, and
+    /// stride-2 2 × 2 max pools run by `sealed_plan::pool`.
     planner: Planner,
     /// Given to every plan at load (tract's `RunOptions::executor`).
     executor: Option<Executor>,

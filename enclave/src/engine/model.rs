@@ -274,6 +274,13 @@ impl LoadedModel {
                 "convolutions planned as matrix products instead of tract's direct spatial one"
             );
         }
+        if planned.max_pools > 0 {
+            tracing::info!(
+                model_id,
+                max_pools = planned.max_pools,
+                "2x2 stride-2 max pools planned as sealed-plan's row kernel instead of tract's"
+            );
+        }
         let run_options = RunOptions {
             executor: options.executor.cloned(),
             ..RunOptions::default()
