@@ -9,7 +9,6 @@
 //! planes over tract's intra-op threads as tract's does. Anything else (other kernels, strides,
 //! padding, layouts, types, an index output) stays tract's.
 
-use tract_onnx::prelude::tract_ndarray::{ArrayD, IxDyn};
 use tract_onnx::prelude::{
     Datum, DatumType, TValue, TVec, Tensor, TractResult, TypedFact, TypedModel, TypedModelPatch,
 };
@@ -183,18 +182,23 @@ impl EvalOp for MaxPool2x2 {
         let plane_out = oh * ow;
         let plain = input.try_as_plain_ram()?;
         let data = plain.as_slice::<f32>()?;
-        let mut out = vec![0f32; self.planes * plane_out];
-        let total = out.len();
-        // Whole output planes per task, as tract's own pool splits them.
-        par_chunks_mut(&mut out, plane_out, total, |first, chunk| {
-            pool_chunk(data, first, chunk, self.h, self.w)
-        })?;
         let mut shape = self.shape.clone();
         let n = shape.len();
         if let Some(dims) = shape.get_mut(n - 2..) {
             dims.copy_from_slice(&[oh, ow]);
         }
-        let out: Tensor = ArrayD::from_shape_vec(IxDyn(&shape), out)?.into();
+        // Allocated as tract allocates its tensors (aligned, in one buffer): an ndarray turned
+        // into a tensor would be copied into a second one.
+        let mut out = Tensor::zero::<f32>(&shape)?;
+        {
+            let mut out_plain = out.try_as_plain_ram_mut()?;
+            let values = out_plain.as_slice_mut::<f32>()?;
+            let total = values.len();
+            // Whole output planes per task, as tract's own pool splits them.
+            par_chunks_mut(values, plane_out, total, |first, chunk| {
+                pool_chunk(data, first, chunk, self.h, self.w)
+            })?;
+        }
         Ok(tvec!(out.into()))
     }
 }
