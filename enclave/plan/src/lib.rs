@@ -180,19 +180,23 @@ fn may_go_direct(model: &TypedModel, input: Option<&OutletId>, conv: &Conv) -> b
             .is_some_and(|w| w >= MIN_DIRECT_SPATIAL_W)
 }
 
+/// The ids of `model`'s nodes running a `T`, collected ahead of patches that add nodes.
+fn nodes_of<T: tract_onnx::prelude::Op>(model: &TypedModel) -> Vec<usize> {
+    model
+        .nodes()
+        .iter()
+        .filter(|n| n.op_is::<T>())
+        .map(|n| n.id)
+        .collect()
+}
+
 /// Lowers, under `im2col`, each convolution that tract's codegen would make direct and that
 /// [`direct_spatial_pays`] turns down; returns how many. Every other node is left for tract's
 /// optimiser. Node ids stay valid while patches apply: a patch appends its nodes and turns the
 /// replaced one into a dummy that the optimiser drops.
 fn narrow_direct_spatial(model: &mut TypedModel, im2col: &KnobScope) -> TractResult<usize> {
-    let convs: Vec<usize> = model
-        .nodes()
-        .iter()
-        .filter(|n| n.op_is::<Conv>())
-        .map(|n| n.id)
-        .collect();
     let mut narrowed = 0;
-    for id in convs {
+    for id in nodes_of::<Conv>(model) {
         let node = model.node(id);
         let Some(conv) = node.op_as::<Conv>() else {
             continue;

@@ -214,14 +214,8 @@ impl TypedOp for MaxPool2x2 {
 /// Replaces every `OptMaxPool` node of an optimised model that [`MaxPool2x2`] covers; returns
 /// how many.
 pub(crate) fn replace_max_pools(model: &mut TypedModel) -> TractResult<usize> {
-    let pools: Vec<usize> = model
-        .nodes()
-        .iter()
-        .filter(|n| n.op_is::<OptMaxPool>())
-        .map(|n| n.id)
-        .collect();
     let mut replaced = 0;
-    for id in pools {
+    for id in crate::nodes_of::<OptMaxPool>(model) {
         let node = model.node(id);
         let (Some(pool), Some(input)) = (node.op_as::<OptMaxPool>(), node.inputs.first()) else {
             continue;

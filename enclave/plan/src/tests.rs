@@ -87,20 +87,25 @@ fn conv_chain(channels: &[i64]) -> TypedModel {
         x = relu;
     }
     let last = *channels.last().unwrap();
+    typed(pb::GraphProto {
+        name: "convs".into(),
+        node: nodes,
+        initializer,
+        input: vec![value_info("input", &[1, channels[0], HW, HW])],
+        output: vec![value_info(&x, &[1, last, HW, HW])],
+        ..Default::default()
+    })
+}
+
+/// `graph` in an opset-13 ONNX model, typed by tract as the engine types a model.
+pub(crate) fn typed(graph: pb::GraphProto) -> TypedModel {
     let proto = pb::ModelProto {
         ir_version: 8,
         opset_import: vec![pb::OperatorSetIdProto {
             domain: String::new(),
             version: 13,
         }],
-        graph: Some(pb::GraphProto {
-            name: "convs".into(),
-            node: nodes,
-            initializer,
-            input: vec![value_info("input", &[1, channels[0], HW, HW])],
-            output: vec![value_info(&x, &[1, last, HW, HW])],
-            ..Default::default()
-        }),
+        graph: Some(graph),
         ..Default::default()
     };
     tract_onnx::onnx()
@@ -110,11 +115,12 @@ fn conv_chain(channels: &[i64]) -> TypedModel {
         .unwrap()
 }
 
-fn count<T: Op>(model: &TypedModel) -> usize {
+pub(crate) fn count<T: Op>(model: &TypedModel) -> usize {
     model.nodes().iter().filter(|n| n.op_is::<T>()).count()
 }
 
-fn run(model: TypedModel, input: &Tensor) -> Tensor {
+/// Runs `model` on one input; its first output.
+pub(crate) fn run(model: TypedModel, input: &Tensor) -> Tensor {
     let plan = model.into_runnable().unwrap();
     let mut out = plan.run(tvec!(input.clone().into())).unwrap();
     out.remove(0).into_tensor()

@@ -1,8 +1,7 @@
 use super::*;
 use crate::Planner;
-use crate::tests::value_info;
+use crate::tests::{count, run, typed, value_info};
 use tract_onnx::pb;
-use tract_onnx::prelude::*;
 
 /// ONNX `AttributeProto.AttributeType` INT and INTS.
 const INT: i32 = 2;
@@ -33,40 +32,27 @@ fn max_pool(shape: &[i64], attributes: Vec<pb::AttributeProto>, indices: bool) -
     if indices {
         outputs.push("i".into());
     }
-    let proto = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 13,
-        }],
-        graph: Some(pb::GraphProto {
+    typed(pb::GraphProto {
+        name: "pool".into(),
+        node: vec![pb::NodeProto {
+            input: vec!["x".into()],
+            output: outputs.clone(),
             name: "pool".into(),
-            node: vec![pb::NodeProto {
-                input: vec!["x".into()],
-                output: outputs.clone(),
-                name: "pool".into(),
-                op_type: "MaxPool".into(),
-                attribute: attributes,
-                ..Default::default()
-            }],
-            input: vec![value_info("x", shape)],
-            // Untyped outputs: tract infers their shapes.
-            output: outputs
-                .into_iter()
-                .map(|name| pb::ValueInfoProto {
-                    name,
-                    ..Default::default()
-                })
-                .collect(),
+            op_type: "MaxPool".into(),
+            attribute: attributes,
             ..Default::default()
-        }),
+        }],
+        input: vec![value_info("x", shape)],
+        // Untyped outputs: tract infers their shapes.
+        output: outputs
+            .into_iter()
+            .map(|name| pb::ValueInfoProto {
+                name,
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
-    };
-    tract_onnx::onnx()
-        .model_for_proto_model(&proto)
-        .unwrap()
-        .into_typed()
-        .unwrap()
+    })
 }
 
 fn stride_2(extra: &[pb::AttributeProto]) -> Vec<pb::AttributeProto> {
@@ -103,18 +89,6 @@ fn tricky_input(shape: &[usize]) -> Tensor {
         }
     }
     Tensor::from_shape(shape, &data).unwrap()
-}
-
-fn count<T: Op>(model: &TypedModel) -> usize {
-    model.nodes().iter().filter(|n| n.op_is::<T>()).count()
-}
-
-fn run(model: TypedModel, input: &Tensor) -> Tensor {
-    let plan = model.into_runnable().unwrap();
-    plan.run(tvec!(input.clone().into()))
-        .unwrap()
-        .remove(0)
-        .into_tensor()
 }
 
 fn bits(t: &Tensor) -> (Vec<usize>, Vec<u32>) {
