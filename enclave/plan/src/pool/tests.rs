@@ -220,3 +220,27 @@ fn planes_split_anywhere_pool_as_the_whole() {
     assert!(pool_chunk(input, planes, &mut vec![0f32; plane_out], h, w).is_err());
     assert!(pool_chunk(input, usize::MAX, &mut vec![0f32; plane_out], h, w).is_err());
 }
+
+#[test]
+fn on_two_intra_op_threads_the_planes_are_split_and_pool_the_same() {
+    use tract_linalg::multithread::{Executor, multithread_tract_scope};
+    // 8 × 64 × 64 output values: at tract's threshold for splitting the planes over threads
+    // (32768), so each of the two threads takes some of them.
+    let shape = [1i64, 8, 128, 128];
+    let x = tricky_input(&[1, 8, 128, 128]);
+    let tracts = Planner::tract()
+        .optimize(max_pool(&shape, stride_2(&[]), false))
+        .unwrap()
+        .model;
+    let ours = Planner::new([])
+        .unwrap()
+        .optimize(max_pool(&shape, stride_2(&[]), false))
+        .unwrap()
+        .model;
+    assert_eq!(count::<MaxPool2x2>(&ours), 1);
+    let alone = run(ours.clone(), &x);
+    let pool = Executor::multithread(2);
+    let (theirs, mine) = multithread_tract_scope(pool, || (run(tracts, &x), run(ours, &x)));
+    assert_eq!(bits(&mine), bits(&theirs));
+    assert_eq!(bits(&mine), bits(&alone));
+}
