@@ -77,6 +77,9 @@ impl MaxPool2x2 {
             return None;
         }
         let planes = lead.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+        // The shape comes from the model file: every product `eval` and `pool_chunk` form from it
+        // (a plane, all planes) must fit a usize, or the pool stays tract's.
+        h.checked_mul(w)?.checked_mul(planes)?;
         // tract's own output shape must be the one this op writes (a ceil-mode pool over an odd
         // size would have one more row or column).
         let out = pool.output_facts(&[input]).ok()?;

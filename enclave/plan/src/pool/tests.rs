@@ -2,6 +2,7 @@ use super::*;
 use crate::Planner;
 use crate::tests::{count, run, typed, value_info};
 use tract_onnx::pb;
+use tract_onnx::prelude::DatumExt;
 
 /// ONNX `AttributeProto.AttributeType` INT and INTS.
 const INT: i32 = 2;
@@ -243,4 +244,23 @@ fn on_two_intra_op_threads_the_planes_are_split_and_pool_the_same() {
     let (theirs, mine) = multithread_tract_scope(pool, || (run(tracts, &x), run(ours, &x)));
     assert_eq!(bits(&mine), bits(&theirs));
     assert_eq!(bits(&mine), bits(&alone));
+}
+
+#[test]
+fn a_declared_shape_whose_size_overflows_stays_tracts() {
+    // A model may declare any dimensions: planes of 2^33 × 2^33 points overflow a usize, so the
+    // op is not made (no product of them is ever formed unchecked).
+    let model = Planner::tract()
+        .optimize(max_pool(&[1, 2, 4, 4], stride_2(&[]), false))
+        .unwrap()
+        .model;
+    let node = model
+        .nodes()
+        .iter()
+        .find(|n| n.op_is::<OptMaxPool>())
+        .unwrap();
+    let pool = node.op_as::<OptMaxPool>().unwrap();
+    let huge = 1usize << 33;
+    assert!(MaxPool2x2::for_node(&f32::fact([1, 2, huge, huge]), pool).is_none());
+    assert!(MaxPool2x2::for_node(&f32::fact([1, 2, 4, 4]), pool).is_some());
 }
