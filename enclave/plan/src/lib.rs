@@ -63,6 +63,9 @@ pub struct Planner {
     /// Whether stride-2 2 × 2 max pools run as [`pool::MaxPool2x2`] instead of tract's
     /// `OptMaxPool` after tract's optimiser (the same values, ~9 × faster here).
     max_pools: bool,
+    /// Whether tract's lazy im2col inputs are replaced by [`im2col::Im2colRuns`] after tract's
+    /// optimiser (the same panels; rows copied as runs where they are runs of the input).
+    im2col_runs: bool,
     /// The scope the narrowed convolutions are lowered under: the operator's knobs and
     /// [`DIRECT_SPATIAL_KNOB`] on (a scope replaces the one around it, it does not add to it).
     /// `None`: tract's choice everywhere.
@@ -88,6 +91,7 @@ impl Planner {
         };
         Ok(Planner {
             max_pools: true,
+            im2col_runs: true,
             im2col,
         })
     }
@@ -96,6 +100,7 @@ impl Planner {
     pub fn tract() -> Planner {
         Planner {
             max_pools: false,
+            im2col_runs: false,
             im2col: None,
         }
     }
@@ -103,6 +108,11 @@ impl Planner {
     /// Whether this planner runs stride-2 2 × 2 max pools as [`pool::MaxPool2x2`].
     pub fn replaces_max_pools(&self) -> bool {
         self.max_pools
+    }
+
+    /// Whether this planner gathers tract's lazy im2col panels as [`im2col::Im2colRuns`].
+    pub fn replaces_lazy_im2col(&self) -> bool {
+        self.im2col_runs
     }
 
     /// Whether this planner lowers some direct spatial convolutions as im2col.
@@ -125,15 +135,20 @@ impl Planner {
         let mut max_pools = 0;
         if self.max_pools {
             max_pools = pool::replace_max_pools(&mut model)?;
-            if max_pools > 0 {
-                // The replaced nodes are left as dummies: dropped here, as tract's optimiser does.
-                model.compact()?;
-            }
+        }
+        let mut im2col_runs = 0;
+        if self.im2col_runs {
+            im2col_runs = im2col::replace_lazy_im2cols(&mut model)?;
+        }
+        if max_pools + im2col_runs > 0 {
+            // The replaced nodes are left as dummies: dropped here, as tract's optimiser does.
+            model.compact()?;
         }
         Ok(Planned {
             model,
             narrowed,
             max_pools,
+            im2col_runs,
         })
     }
 }
@@ -145,6 +160,8 @@ pub struct Planned {
     pub narrowed: usize,
     /// tract max pools replaced by [`pool::MaxPool2x2`].
     pub max_pools: usize,
+    /// tract lazy im2col inputs replaced by [`im2col::Im2colRuns`].
+    pub im2col_runs: usize,
 }
 
 /// Whether a direct spatial convolution is kept for `conv` (when tract would choose one).
@@ -226,6 +243,7 @@ fn narrow_direct_spatial(model: &mut TypedModel, im2col: &KnobScope) -> TractRes
     Ok(narrowed)
 }
 
+pub mod im2col;
 pub mod pool;
 
 #[cfg(test)]

@@ -126,6 +126,41 @@ pub(crate) fn run(model: TypedModel, input: &Tensor) -> Tensor {
     out.remove(0).into_tensor()
 }
 
+/// Values in ±100 with every special a max can meet: NaN, ±∞, f32::MIN, and one window of
+/// four NaNs (its maximum is tract's start value, f32::MIN). No −0.0: which of ±0 a max keeps is
+/// not specified, in tract's loop or here.
+pub(crate) fn tricky_input(shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut data: Vec<f32> = (0..n)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let v = ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 200.0;
+            match i % 41 {
+                3 => f32::NAN,
+                7 => f32::INFINITY,
+                11 => f32::NEG_INFINITY,
+                19 => f32::MIN,
+                _ => v,
+            }
+        })
+        .collect();
+    let w = shape[shape.len() - 1];
+    if shape[shape.len() - 2] >= 2 && w >= 2 {
+        for at in [0, 1, w, w + 1] {
+            data[at] = f32::NAN;
+        }
+    }
+    Tensor::from_shape(shape, &data).unwrap()
+}
+
+pub(crate) fn bits(t: &Tensor) -> (Vec<usize>, Vec<u32>) {
+    let v = t.to_plain_array_view::<f32>().unwrap();
+    (t.shape().to_vec(), v.iter().map(|x| x.to_bits()).collect())
+}
+
 fn input(channels: usize) -> Tensor {
     let n = channels * (HW * HW) as usize;
     let data: Vec<f32> = (0..n).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect();

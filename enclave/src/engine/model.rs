@@ -281,6 +281,13 @@ impl LoadedModel {
                 "2x2 stride-2 max pools planned as sealed-plan's row kernel instead of tract's"
             );
         }
+        if planned.im2col_runs > 0 {
+            tracing::info!(
+                model_id,
+                convolutions = planned.im2col_runs,
+                "im2col panels copied as runs of the input (sealed-plan) instead of tract's gather"
+            );
+        }
         let run_options = RunOptions {
             executor: options.executor.cloned(),
             ..RunOptions::default()

@@ -795,10 +795,12 @@ fn plans_narrow_direct_convolutions_unless_the_knob_is_named() {
     }
     let refused = [("TRACT_NO_SUCH_KNOB", "1")];
     assert_eq!(engine(&refused).planner.narrows_direct_spatial(), x86);
-    // The max pools are sealed-plan's whatever the knobs (no tract knob governs them).
+    // The max pools and the im2col gather are sealed-plan's whatever the knobs (no tract knob
+    // governs them).
     let named = [("TRACT_DISABLE_DIRECT_SPATIAL", "true")];
     for knobs in [&[][..], &other[..], &named[..], &refused[..]] {
         assert!(engine(knobs).planner.replaces_max_pools());
+        assert!(engine(knobs).planner.replaces_lazy_im2col());
     }
 }
 
