@@ -337,30 +337,42 @@ fn learn(tract_op: &dyn TypedOp, shape: &[usize], len: usize) -> TractResult<Opt
             return Ok(None);
         }
         let (values, _) = buffer.as_bytes().as_chunks::<4>();
-        let width = r.min(mn - i * r);
-        for (kk, row) in values.chunks_exact(r).take(k).enumerate() {
-            for (j, bytes) in row.iter().take(width).enumerate() {
-                let Some(index) = probe_index(f32::from_ne_bytes(*bytes), len) else {
+        let value_at = |at: usize| values.get(at).map(|b| f32::from_ne_bytes(*b));
+        let (n0, width) = (i * r, r.min(mn - i * r));
+        // The first panel's first point fixes each row's offset (the point's is 0), the first
+        // row of each panel each point's; every value of the panel must then be their sum.
+        if i == 0 {
+            for (kk, ko) in k_offsets.iter_mut().enumerate() {
+                let Some(index) = value_at(kk * r).and_then(|v| probe_index(v, len)) else {
                     return Ok(None);
                 };
-                let n = i * r + j;
-                // The first panel's first point fixes each row's offset (its point offset 0),
-                // the first row fixes each point's; every other value must be their sum.
-                let (Some(ko), Some(no)) = (k_offsets.get_mut(kk), n_offsets.get_mut(n)) else {
-                    return Ok(None);
-                };
-                if n == 0 {
-                    *ko = index;
-                } else if kk == 0 {
-                    let Some(offset) = index.checked_sub(*ko) else {
-                        return Ok(None);
-                    };
-                    *no = offset;
-                }
-                if ko.checked_add(*no) != Some(index) {
-                    return Ok(None);
-                }
+                *ko = index;
             }
+        }
+        let Some(&k0) = k_offsets.first() else {
+            return Ok(None);
+        };
+        let Some(points) = n_offsets.get_mut(n0..n0 + width) else {
+            return Ok(None);
+        };
+        for (j, no) in points.iter_mut().enumerate() {
+            let index = value_at(j).and_then(|v| probe_index(v, len));
+            let Some(offset) = index.and_then(|index| index.checked_sub(k0)) else {
+                return Ok(None);
+            };
+            *no = offset;
+        }
+        let points = &*points;
+        let every_value_is_the_sum = values.chunks_exact(r).zip(&k_offsets).all(|(row, &ko)| {
+            row.iter().zip(points).all(|(bytes, &no)| {
+                // Below `len` (≤ 2^24), so the sum is an exact f32: compared as bits.
+                ko.checked_add(no).is_some_and(|index| {
+                    index < len && f32::from_ne_bytes(*bytes).to_bits() == (index as f32).to_bits()
+                })
+            })
+        });
+        if !every_value_is_the_sum || values.len() / r < k {
+            return Ok(None);
         }
         let points = n_offsets.get(i * r..i * r + width).unwrap_or_default();
         plans.push(if width == r && SPECIALISED_WIDTHS.contains(&r) {
