@@ -6,7 +6,8 @@ and 16 ... 128 output channels on 128 x 128 and 256 x 256 inputs, plus 5 x 5, 7 
 stride-2 ones: every one a shape tract 0.23 plans as a direct spatial convolution) into DIR
 (default target/conv-sweep) with their models.json; runs `sealed-bench tract` on them three
 times, planned three ways -- as the engine plans them (sealed_plan: direct only up to
-DIRECT_SPATIAL_MAX_INPUTS inputs per output point, or under 32 output channels), as tract alone
+DIRECT_SPATIAL_MAX_INPUTS inputs per output point, or under 32 output channels but for 16-31
+with >= 144 inputs per point), as tract alone
 plans them (TRACT_DISABLE_DIRECT_SPATIAL=false), and with no direct convolution at all (=true) --
 and prints one row per model: inputs per point, the three p50s, and whether the engine's rule
 picked the faster of direct and im2col, then the totals. docs/performance.md (round 11) holds the
@@ -37,6 +38,8 @@ REPO = Path(__file__).resolve().parent.parent
 # NARROW_FROM_CHANNELS output channels.
 DIRECT_SPATIAL_MAX_INPUTS = 40
 NARROW_FROM_CHANNELS = 32
+THIN_NARROW_FROM_INPUTS = 144
+THIN_NARROW_FROM_CHANNELS = 16
 
 
 def shapes():
@@ -123,7 +126,10 @@ def main():
     totals = [0.0, 0.0, 0.0, 0.0]
     for m in models:
         s, name = m["sweep"], m["id"]
-        direct = s["inputs_per_point"] <= DIRECT_SPATIAL_MAX_INPUTS or s["cout"] < NARROW_FROM_CHANNELS
+        thin_but_wide = (s["cout"] >= THIN_NARROW_FROM_CHANNELS
+                         and s["inputs_per_point"] >= THIN_NARROW_FROM_INPUTS)
+        direct = s["inputs_per_point"] <= DIRECT_SPATIAL_MAX_INPUTS or (
+            s["cout"] < NARROW_FROM_CHANNELS and not thin_but_wide)
         d, i, e = tracts[name], im2col[name], ours[name]
         faster = "direct" if d <= i else "im2col"
         chosen = "direct" if direct else "im2col"

@@ -12,9 +12,11 @@
 //! up to 36 inputs per point and loses from 45 on for 32 output channels or more, by up to
 //! 3.9 × (3 × 3, 64 → 64 channels). The bench's `conv` model runs 27 ms → 18 ms. So here a
 //! convolution that tract would make direct stays direct only when it has at most
-//! [`DIRECT_SPATIAL_MAX_INPUTS`] inputs per point or fewer than [`NARROW_FROM_CHANNELS`] output
-//! channels (where the measurements went both ways); the others are planned as tract plans them
-//! with its `TRACT_DISABLE_DIRECT_SPATIAL` knob on. Only on x86_64, where it was measured.
+//! [`DIRECT_SPATIAL_MAX_INPUTS`] inputs per point, or fewer than [`NARROW_FROM_CHANNELS`] output
+//! channels (where the measurements went both ways) unless it has [`THIN_NARROW_FROM_CHANNELS`]
+//! or more and at least [`THIN_NARROW_FROM_INPUTS`] inputs per point (round 13); the others are
+//! planned as tract plans them with its `TRACT_DISABLE_DIRECT_SPATIAL` knob on. Only on x86_64,
+//! where it was measured.
 //!
 //! After tract's optimiser, two ops are swapped for this crate's own. [`pool`]: tract 0.23 runs a
 //! 2 × 2 max pool with a stride of 2 through a scalar loop (~2 GB/s), 12 % of the bench's `conv`
@@ -57,8 +59,18 @@ pub const DIRECT_SPATIAL_KNOB: &str = "TRACT_DISABLE_DIRECT_SPATIAL";
 pub const DIRECT_SPATIAL_MAX_INPUTS: usize = 40;
 
 /// Output channels from which the rule applies: with 16, direct won at 256 × 256 and lost at
-/// 128 × 128 for the same channels, so tract's own choice is kept below this.
+/// 128 × 128 for the same channels, so tract's own choice is kept below this (but see
+/// [`THIN_NARROW_FROM_INPUTS`]).
 pub const NARROW_FROM_CHANNELS: usize = 32;
+
+/// With 16 to 31 output channels, inputs per point from which direct is turned down all the same:
+/// since round 13's faster im2col gather ([`im2col`]), every 16-channel shape measured with ≥ 144
+/// inputs per point ran 1.6–3 × faster as im2col at both 128 × 128 and 256 × 256, in two sweeps
+/// (docs/performance.md, round 13); between 54 and 108 the winner still depends on the size.
+pub const THIN_NARROW_FROM_INPUTS: usize = 144;
+
+/// The fewest output channels [`THIN_NARROW_FROM_INPUTS`] applies to (the thinnest measured).
+pub const THIN_NARROW_FROM_CHANNELS: usize = 16;
 
 /// How a model is optimised: with the direct spatial convolutions narrowed to where they pay
 /// ([`Planner::new`]), or exactly as tract does ([`Planner::tract`]).
@@ -171,7 +183,9 @@ pub struct Planned {
 pub fn direct_spatial_pays(conv: &Conv) -> bool {
     let taps: usize = conv.pool_spec.kernel_shape.iter().product();
     let inputs = conv.input_channels().saturating_mul(taps);
-    inputs <= DIRECT_SPATIAL_MAX_INPUTS || conv.output_channels() < NARROW_FROM_CHANNELS
+    let outputs = conv.output_channels();
+    let thin_but_wide = outputs >= THIN_NARROW_FROM_CHANNELS && inputs >= THIN_NARROW_FROM_INPUTS;
+    inputs <= DIRECT_SPATIAL_MAX_INPUTS || (outputs < NARROW_FROM_CHANNELS && !thin_but_wide)
 }
 
 /// The shortest output row tract 0.23 makes direct (its `MIN_DIRECT_SPATIAL_W`).

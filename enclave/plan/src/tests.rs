@@ -232,8 +232,12 @@ fn the_rule_holds_at_its_thresholds() {
     // 4 × 9 = 36 inputs per point: kept direct; 5 × 9 = 45: narrowed.
     assert_eq!(direct_both_ways(&[4, 32]), (1, 1));
     assert_eq!(direct_both_ways(&[5, 32]), (1, 0));
-    // Fewer than 32 output channels: tract's choice whatever the inputs.
-    assert_eq!(direct_both_ways(&[32, 16]), (1, 1));
+    // Fewer than 32 output channels: tract's choice, up to 143 inputs per point from 16 output
+    // channels (12 × 9 = 108: kept; 16 × 9 = 144: narrowed), whatever the inputs below 16.
+    assert_eq!(direct_both_ways(&[12, 16]), (1, 1));
+    assert_eq!(direct_both_ways(&[16, 16]), (1, 0));
+    assert_eq!(direct_both_ways(&[32, 16]), (1, 0));
+    assert_eq!(direct_both_ways(&[32, 15]), (1, 1));
 }
 
 #[cfg(target_arch = "x86_64")]
