@@ -177,6 +177,16 @@ impl Gather {
     }
 }
 
+/// The `k` rows of `R` values of a panel in `dst`, each with its row offset; `None` if `dst` is
+/// too short for them.
+fn rows_of<'a, const R: usize>(
+    dst: &'a mut [MaybeUninit<f32>],
+    k_offsets: &'a [usize],
+) -> Option<impl Iterator<Item = (&'a mut [MaybeUninit<f32>; R], usize)>> {
+    let (rows, _) = dst.as_chunks_mut::<R>();
+    (rows.len() >= k_offsets.len()).then(|| rows.iter_mut().zip(k_offsets.iter().copied()))
+}
+
 /// A panel whose `R` points are consecutive input elements from `base`: row `kk` is one copy of
 /// `R` values from `k_offsets[kk] + base`. `None` (nothing promised written) if an index falls
 /// outside `input` or `dst`, which the plan-time checks rule out.
@@ -186,11 +196,7 @@ fn copy_rows<const R: usize>(
     base: usize,
     dst: &mut [MaybeUninit<f32>],
 ) -> Option<()> {
-    let (rows, _) = dst.as_chunks_mut::<R>();
-    if rows.len() < k_offsets.len() {
-        return None;
-    }
-    for (row, &ko) in rows.iter_mut().zip(k_offsets) {
+    for (row, ko) in rows_of::<R>(dst, k_offsets)? {
         let from = input.get(ko.checked_add(base)?..)?.first_chunk::<R>()?;
         // One array move: the compiler copies it with vector loads and stores.
         *row = from.map(MaybeUninit::new);
@@ -206,11 +212,7 @@ fn merge_rows<const R: usize>(
     (first, second, split): (usize, usize, usize),
     dst: &mut [MaybeUninit<f32>],
 ) -> Option<()> {
-    let (rows, _) = dst.as_chunks_mut::<R>();
-    if rows.len() < k_offsets.len() {
-        return None;
-    }
-    for (row, &ko) in rows.iter_mut().zip(k_offsets) {
+    for (row, ko) in rows_of::<R>(dst, k_offsets)? {
         let a = input.get(ko.checked_add(first)?..)?.first_chunk::<R>()?;
         let b = input.get(ko.checked_add(second)?..)?.first_chunk::<R>()?;
         let mut merged = *b;
@@ -460,17 +462,8 @@ impl EvalOp for Im2colRuns {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let [input] = inputs.as_slice() else {
-            bail!("Im2colRuns takes one input, got {}", inputs.len());
-        };
         let g = &self.gather;
-        ensure!(
-            input.datum_type() == DatumType::F32 && input.shape() == &g.shape[..],
-            "Im2colRuns planned for f32 {:?}, given {:?} {:?}",
-            g.shape,
-            input.datum_type(),
-            input.shape()
-        );
+        let input = crate::planned_input("Im2colRuns", &inputs, &g.shape)?;
         let value: Box<dyn MMMInputValue> = Box::new(RunsInput {
             input: input.clone(),
             gather: Arc::clone(g),

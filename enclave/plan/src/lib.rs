@@ -214,6 +214,25 @@ fn may_go_direct(model: &TypedModel, input: Option<&OutletId>, conv: &Conv) -> b
             .is_some_and(|w| w >= MIN_DIRECT_SPATIAL_W)
 }
 
+/// The one f32 input of shape `shape` an op of this crate was planned for, or an error naming
+/// `op` (a plan run on another input is refused, not trusted).
+fn planned_input<'a>(
+    op: &str,
+    inputs: &'a [tract_onnx::prelude::TValue],
+    shape: &[usize],
+) -> TractResult<&'a tract_onnx::prelude::TValue> {
+    let [input] = inputs else {
+        tract_onnx::tract_core::internal::bail!("{op} takes one input, got {}", inputs.len());
+    };
+    tract_onnx::tract_core::internal::ensure!(
+        input.datum_type() == f32::datum_type() && input.shape() == shape,
+        "{op} planned for f32 {shape:?}, given {:?} {:?}",
+        input.datum_type(),
+        input.shape()
+    );
+    Ok(input)
+}
+
 /// The ids of `model`'s nodes running a `T`, collected ahead of patches that add nodes.
 fn nodes_of<T: tract_onnx::prelude::Op>(model: &TypedModel) -> Vec<usize> {
     model

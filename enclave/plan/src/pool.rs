@@ -10,7 +10,7 @@
 //! kernels, strides, padding, layouts, types, an index output) stays tract's.
 
 use tract_onnx::prelude::{
-    Datum, DatumType, TValue, TVec, Tensor, TractResult, TypedFact, TypedModel, TypedModelPatch,
+    Datum, TValue, TVec, Tensor, TractResult, TypedFact, TypedModel, TypedModelPatch,
 };
 use tract_onnx::tract_core::internal::{
     EvalContext, EvalOp, Op, StaticName, TypedOp, as_op, bail, ensure, op_as_typed_op,
@@ -171,16 +171,7 @@ impl EvalOp for MaxPool2x2 {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let [input] = inputs.as_slice() else {
-            bail!("MaxPool2x2 takes one input, got {}", inputs.len());
-        };
-        ensure!(
-            input.datum_type() == DatumType::F32 && input.shape() == &self.shape[..],
-            "MaxPool2x2 planned for f32 {:?}, given {:?} {:?}",
-            self.shape,
-            input.datum_type(),
-            input.shape()
-        );
+        let input = crate::planned_input("MaxPool2x2", &inputs, &self.shape)?;
         let (oh, ow) = (self.h / 2, self.w / 2);
         let plane_out = oh * ow;
         let plain = input.try_as_plain_ram()?;

@@ -129,6 +129,18 @@ pub(crate) fn run(model: TypedModel, input: &Tensor) -> Tensor {
 /// Values in ±100 with every special a max can meet: NaN, ±∞, f32::MIN, and one window of
 /// four NaNs (its maximum is tract's start value, f32::MIN). No −0.0: which of ±0 a max keeps is
 /// not specified, in tract's loop or here.
+/// Runs tract's plan and ours of one model on `x` under tract's executor with two intra-op
+/// threads (as the engine's `--intra-op-threads 2` runs a plan), and asserts that ours gives
+/// tract's bits there and its own bits alone.
+pub(crate) fn assert_same_bits_on_two_threads(tracts: TypedModel, ours: TypedModel, x: &Tensor) {
+    use tract_linalg::multithread::{Executor, multithread_tract_scope};
+    let alone = run(ours.clone(), x);
+    let pool = Executor::multithread(2);
+    let (theirs, mine) = multithread_tract_scope(pool, || (run(tracts, x), run(ours, x)));
+    assert_eq!(bits(&mine), bits(&theirs));
+    assert_eq!(bits(&mine), bits(&alone));
+}
+
 pub(crate) fn tricky_input(shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
     let mut state = 0x2545_f491_4f6c_dd1du64;

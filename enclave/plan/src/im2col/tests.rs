@@ -245,17 +245,12 @@ fn planned_models_give_tracts_outputs_bit_for_bit() {
 
 #[test]
 fn on_two_intra_op_threads_the_output_is_the_same() {
-    use tract_linalg::multithread::{Executor, multithread_tract_scope};
     // Enough output points (2 × 64 × 64 × 32) for tract's executor to split the product.
     let c = case([1, 16, 64, 64], 32, 3, 1);
     let x = input_of(&c);
     let tracts = Planner::tract().optimize(conv_model(&c)).unwrap().model;
     let ours = runs_only().optimize(conv_model(&c)).unwrap().model;
-    let alone = run(ours.clone(), &x);
-    let pool = Executor::multithread(2);
-    let (theirs, mine) = multithread_tract_scope(pool, || (run(tracts, &x), run(ours, &x)));
-    assert_eq!(bits(&mine), bits(&theirs));
-    assert_eq!(bits(&mine), bits(&alone));
+    crate::tests::assert_same_bits_on_two_threads(tracts, ours, &x);
 }
 
 #[test]

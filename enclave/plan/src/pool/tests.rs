@@ -189,7 +189,6 @@ fn planes_split_anywhere_pool_as_the_whole() {
 
 #[test]
 fn on_two_intra_op_threads_the_planes_are_split_and_pool_the_same() {
-    use tract_linalg::multithread::{Executor, multithread_tract_scope};
     // 8 × 64 × 64 output values: at tract's threshold for splitting the planes over threads
     // (32768), so each of the two threads takes some of them.
     let shape = [1i64, 8, 128, 128];
@@ -204,11 +203,7 @@ fn on_two_intra_op_threads_the_planes_are_split_and_pool_the_same() {
         .unwrap()
         .model;
     assert_eq!(count::<MaxPool2x2>(&ours), 1);
-    let alone = run(ours.clone(), &x);
-    let pool = Executor::multithread(2);
-    let (theirs, mine) = multithread_tract_scope(pool, || (run(tracts, &x), run(ours, &x)));
-    assert_eq!(bits(&mine), bits(&theirs));
-    assert_eq!(bits(&mine), bits(&alone));
+    crate::tests::assert_same_bits_on_two_threads(tracts, ours, &x);
 }
 
 #[test]
