@@ -2,9 +2,28 @@ use super::*;
 use tract_onnx::pb;
 use tract_onnx::prelude::*;
 
-/// ONNX `TensorProto.DataType.FLOAT` and `AttributeProto.AttributeType.INTS`.
+/// ONNX `TensorProto.DataType.FLOAT` and `AttributeProto.AttributeType` INT and INTS.
 const FLOAT: i32 = 1;
+const INT: i32 = 2;
 const INTS: i32 = 7;
+
+pub(crate) fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: INTS,
+        ints: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn int(name: &str, value: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: INT,
+        i: value,
+        ..Default::default()
+    }
+}
 /// The input's height and width: the output row of a padded 3 × 3 convolution is as long, which
 /// is the shortest row tract makes direct (128).
 const HW: i64 = 128;

@@ -1,12 +1,8 @@
 use super::*;
 use crate::Planner;
-use crate::tests::{bits, run, tricky_input, typed, value_info};
+use crate::tests::{bits, int, ints, run, tricky_input, typed, value_info};
 use tract_onnx::pb;
 use tract_onnx::prelude::{DatumExt, ToDim};
-
-/// ONNX `AttributeProto.AttributeType` INT and INTS.
-const INT: i32 = 2;
-const INTS: i32 = 7;
 
 /// One convolution of a model: its input shape (NCHW), output channels, kernel, strides,
 /// dilations, pads (ONNX order: begins then ends), groups.
@@ -61,15 +57,6 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: INTS,
-        ints: values.to_vec(),
-        ..Default::default()
-    }
-}
-
 /// Weights in ±0.5 with a few specials, so that a wrong panel value changes the output.
 fn weights(name: &str, dims: &[i64]) -> pb::TensorProto {
     let count: i64 = dims.iter().product();
@@ -97,12 +84,7 @@ fn conv_model(c: &Case) -> TypedModel {
                 ints("strides", &c.strides),
                 ints("dilations", &c.dilations),
                 ints("pads", &c.pads),
-                pb::AttributeProto {
-                    name: "group".into(),
-                    r#type: INT,
-                    i: c.group,
-                    ..Default::default()
-                },
+                int("group", c.group),
             ],
             ..Default::default()
         }],

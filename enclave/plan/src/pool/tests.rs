@@ -1,30 +1,8 @@
 use super::*;
 use crate::Planner;
-use crate::tests::{bits, count, run, tricky_input, typed, value_info};
+use crate::tests::{bits, count, int, ints, run, tricky_input, typed, value_info};
 use tract_onnx::pb;
 use tract_onnx::prelude::DatumExt;
-
-/// ONNX `AttributeProto.AttributeType` INT and INTS.
-const INT: i32 = 2;
-const INTS: i32 = 7;
-
-fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: INTS,
-        ints: values.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn int(name: &str, value: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: INT,
-        i: value,
-        ..Default::default()
-    }
-}
 
 /// One ONNX MaxPool over an f32 input of `shape`, with `attributes`; `indices` asks for its
 /// second output. Typed by tract as the engine types a model.
