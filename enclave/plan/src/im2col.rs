@@ -27,7 +27,8 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 use tract_onnx::prelude::{
-    DatumType, TValue, TVec, Tensor, TractResult, TypedFact, TypedModel, TypedModelPatch,
+    DatumType, IntoTensor, TValue, TVec, TractResult, TypedFact, TypedModel, TypedModelPatch,
+    tract_ndarray,
 };
 use tract_onnx::tract_core::dyn_clone;
 use tract_onnx::tract_core::internal::Blob;
@@ -299,8 +300,9 @@ impl Im2colRuns {
 /// Runs `tract_op` on the probe (input element `i` holds `i`) and learns its offsets from the
 /// panels it writes; `None` if they are not of the form the module doc says.
 fn learn(tract_op: &dyn TypedOp, shape: &[usize], len: usize) -> TractResult<Option<Gather>> {
+    // Built in place (no second copy): up to 64 MiB at load for the largest input probed.
     let probe: Vec<f32> = (0..len).map(|i| i as f32).collect();
-    let probe = Tensor::from_shape(shape, &probe)?;
+    let probe = tract_ndarray::Array::from_shape_vec(shape, probe)?.into_tensor();
     let outputs = tract_op.eval(&EvalContext::out_of_plan(), tvec!(probe.into()))?;
     let [packed] = outputs.as_slice() else {
         return Ok(None);

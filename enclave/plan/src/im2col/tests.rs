@@ -2,7 +2,7 @@ use super::*;
 use crate::Planner;
 use crate::tests::{bits, int, ints, run, tricky_input, typed, value_info};
 use tract_onnx::pb;
-use tract_onnx::prelude::{DatumExt, ToDim};
+use tract_onnx::prelude::{DatumExt, Tensor, ToDim};
 
 /// One convolution of a model: its input shape (NCHW), output channels, kernel, strides,
 /// dilations, pads (ONNX order: begins then ends), groups.

@@ -106,17 +106,25 @@ fn every_other_pool_stays_tracts() {
     }
 }
 
-/// The op for a [1, 2, 4, 4] input, as the planner makes it.
-fn op_for_1x2x4x4() -> MaxPool2x2 {
+/// tract's plan of a 2 × 2 stride-2 pool over a [1, 2, 4, 4] input, and its pool's node id.
+fn tracts_1x2x4x4() -> (TypedModel, usize) {
     let model = Planner::tract()
         .optimize(max_pool(&[1, 2, 4, 4], stride_2(&[]), false))
         .unwrap()
         .model;
-    let node = model
+    let id = model
         .nodes()
         .iter()
         .find(|n| n.op_is::<OptMaxPool>())
-        .unwrap();
+        .unwrap()
+        .id;
+    (model, id)
+}
+
+/// The op for a [1, 2, 4, 4] input, as the planner makes it.
+fn op_for_1x2x4x4() -> MaxPool2x2 {
+    let (model, id) = tracts_1x2x4x4();
+    let node = model.node(id);
     let fact = model.outlet_fact(node.inputs[0]).unwrap();
     MaxPool2x2::for_node(fact, node.op_as::<OptMaxPool>().unwrap()).unwrap()
 }
@@ -188,16 +196,8 @@ fn on_two_intra_op_threads_the_planes_are_split_and_pool_the_same() {
 fn a_declared_shape_whose_size_overflows_stays_tracts() {
     // A model may declare any dimensions: planes of 2^33 × 2^33 points overflow a usize, so the
     // op is not made (no product of them is ever formed unchecked).
-    let model = Planner::tract()
-        .optimize(max_pool(&[1, 2, 4, 4], stride_2(&[]), false))
-        .unwrap()
-        .model;
-    let node = model
-        .nodes()
-        .iter()
-        .find(|n| n.op_is::<OptMaxPool>())
-        .unwrap();
-    let pool = node.op_as::<OptMaxPool>().unwrap();
+    let (model, id) = tracts_1x2x4x4();
+    let pool = model.node(id).op_as::<OptMaxPool>().unwrap();
     let huge = 1usize << 33;
     assert!(MaxPool2x2::for_node(&f32::fact([1, 2, huge, huge]), pool).is_none());
     assert!(MaxPool2x2::for_node(&f32::fact([1, 2, 4, 4]), pool).is_some());
