@@ -432,6 +432,19 @@ impl ModelStore {
     /// Feeds the next sealed bytes of an upload; returns the sealed bytes received so far. Any
     /// failure ends the upload.
     pub async fn chunk(&self, upload_id: u64, data: Vec<u8>) -> Result<u64, StoreError> {
+        let all = 0..data.len();
+        self.chunk_in(upload_id, data, all).await
+    }
+
+    /// [`Self::chunk`] for the bytes at `range` of `buf`: a chunk opened where it lies in the
+    /// frame it arrived in (`sealed_wire::message::sealed_chunk_range`), with no copy. A range
+    /// outside `buf` is an internal error (and ends the upload, as any failed chunk does).
+    pub async fn chunk_in(
+        &self,
+        upload_id: u64,
+        buf: Vec<u8>,
+        range: std::ops::Range<usize>,
+    ) -> Result<u64, StoreError> {
         let mut upload = self.get(upload_id)?.lock_owned().await;
         if upload.closed {
             return Err(StoreError::UnknownUpload(upload_id));
@@ -440,7 +453,10 @@ impl ModelStore {
         let model_id = upload.model_id.clone();
         // Authenticating and decrypting up to 8 MiB is CPU work: off the reactor.
         let result = tokio::task::spawn_blocking(move || {
-            let result = upload.feed(&data);
+            let result = match buf.get(range) {
+                Some(data) => upload.feed(data),
+                None => Err(StoreError::Internal("chunk range outside its frame")),
+            };
             (upload, result)
         })
         .await;

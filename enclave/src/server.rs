@@ -274,12 +274,23 @@ pub async fn serve_connection_with_limits(
                             Err(_) => timed_out(deadline),
                         }
                     }
-                    None => match EnclaveRequest::decode(&frame.body) {
-                        Ok(request) => handle_with_deadline(service, request, &limits).await,
-                        Err(e) => {
-                            warn!(code = %e.code(), error = %e, "malformed request");
-                            EnclaveResponse::error(e.code(), e.to_string())
+                    // A sealed model's chunk likewise: up to 8 MiB opened where it lies.
+                    None => match sealed_wire::message::sealed_chunk_range(&frame.body) {
+                        Some((upload_id, range)) => {
+                            let deadline = limits.request_timeout;
+                            let chunk = service.sealed_chunk_in_frame(upload_id, frame.body, range);
+                            match tokio::time::timeout(deadline, chunk).await {
+                                Ok(response) => response,
+                                Err(_) => timed_out(deadline),
+                            }
                         }
+                        None => match EnclaveRequest::decode(&frame.body) {
+                            Ok(request) => handle_with_deadline(service, request, &limits).await,
+                            Err(e) => {
+                                warn!(code = %e.code(), error = %e, "malformed request");
+                                EnclaveResponse::error(e.code(), e.to_string())
+                            }
+                        },
                     },
                 };
                 if let EnclaveResponse::Error(e) = &response {

@@ -152,13 +152,8 @@ impl Service {
                 Err(e) => store_error(&e),
             },
             EnclaveRequest::LoadSealedModelChunk { upload_id, data } => {
-                match self.store.chunk(upload_id, data).await {
-                    Ok(received) => EnclaveResponse::SealedChunkAccepted {
-                        upload_id,
-                        received,
-                    },
-                    Err(e) => store_error(&e),
-                }
+                let all = 0..data.len();
+                self.sealed_chunk_in_frame(upload_id, data, all).await
             }
             EnclaveRequest::LoadSealedModelEnd { upload_id } => {
                 match self.store.end(upload_id).await {
@@ -172,6 +167,23 @@ impl Service {
                     Err(e) => store_error(&e),
                 }
             }
+        }
+    }
+
+    /// A sealed model's chunk at `range` of the frame it arrived in
+    /// (`sealed_wire::message::sealed_chunk_range`): opened where it lies, no copy.
+    pub async fn sealed_chunk_in_frame(
+        &self,
+        upload_id: u64,
+        frame: Vec<u8>,
+        range: std::ops::Range<usize>,
+    ) -> EnclaveResponse {
+        match self.store.chunk_in(upload_id, frame, range).await {
+            Ok(received) => EnclaveResponse::SealedChunkAccepted {
+                upload_id,
+                received,
+            },
+            Err(e) => store_error(&e),
         }
     }
 

@@ -123,6 +123,95 @@ fn tokio_test_reader(bytes: Vec<u8>, step: usize) -> impl tokio::io::AsyncRead +
     r
 }
 
+/// A source that notes when it first hands out a byte at or past `mark`.
+struct MarkingReader {
+    bytes: Vec<u8>,
+    at: usize,
+    mark: usize,
+    reached: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+impl tokio::io::AsyncRead for MarkingReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let at = self.at;
+        let n = buf.remaining().min(self.bytes.len() - at);
+        buf.put_slice(&self.bytes[at..at + n]);
+        self.at += n;
+        if self.at > self.mark {
+            self.reached
+                .lock()
+                .unwrap()
+                .get_or_insert_with(std::time::Instant::now);
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The next piece is read from the source while the enclave still works on the previous one:
+/// with the enclave's first answer held back, the loader reads on into the second piece before
+/// that answer exists (stop-and-wait would read nothing until it came).
+#[tokio::test]
+async fn the_next_piece_is_read_while_the_enclave_works_on_the_last() {
+    const HOLD: Duration = Duration::from_secs(2);
+    let uploads = Arc::new(Uploads::default());
+    let first_chunk = Arc::new(std::sync::Mutex::new(None));
+    let inner = sealed_handler(uploads.clone());
+    let seen = Arc::clone(&first_chunk);
+    let handler: common::Handler = Arc::new(move |request| {
+        let first = matches!(request, EnclaveRequest::LoadSealedModelChunk { .. }) && {
+            let mut seen = seen.lock().unwrap();
+            let first = seen.is_none();
+            seen.get_or_insert_with(std::time::Instant::now);
+            first
+        };
+        match inner(request) {
+            common::Action::Reply(answer) if first => common::Action::ReplyAfter(HOLD, answer),
+            other => other,
+        }
+    });
+    let fake = FakeEnclave::start(handler).await;
+    let pool = Arc::new(EnclavePool::start(PoolConfig::new(fake.endpoint.clone())));
+    assert!(pool.wait_connected(Duration::from_secs(5)).await);
+
+    let file = seal_model("ahead", &model_bytes(200_000), 4096, b"blob");
+    let config = LoaderConfig {
+        chunk_len: 50_000,
+        ..LoaderConfig::default()
+    };
+    let reached = Arc::new(std::sync::Mutex::new(None));
+    let reader = MarkingReader {
+        mark: header_len(&file) + config.chunk_len,
+        bytes: file.clone(),
+        at: 0,
+        reached: Arc::clone(&reached),
+    };
+    let info = sealed_loader::load_sealed(&pool, reader, credentials(), &config)
+        .await
+        .unwrap();
+    assert_eq!(info.model_id, "ahead");
+    let sent = first_chunk
+        .lock()
+        .unwrap()
+        .expect("no chunk reached the enclave");
+    let read_on = reached
+        .lock()
+        .unwrap()
+        .expect("the second piece was never read");
+    // Read within the hold, not after it (stop-and-wait: ≥ HOLD later).
+    assert!(
+        read_on.saturating_duration_since(sent) < HOLD / 2,
+        "the second piece was read {:?} after the first chunk was sent",
+        read_on.saturating_duration_since(sent)
+    );
+    let lens = chunk_lens(&uploads.events());
+    assert_eq!(lens.iter().sum::<usize>(), file.len() - header_len(&file));
+    assert!(lens.iter().all(|&l| l <= config.chunk_len));
+}
+
 #[tokio::test]
 async fn a_truncated_file_is_refused_before_end() {
     let (_fake, uploads, pool) = sealed_enclave().await;

@@ -481,6 +481,34 @@ async fn an_aborted_upload_is_wiped_and_releases_its_model_id_at_once() {
     store.end(id).await.unwrap();
 }
 
+/// A chunk fed where it lies in a larger buffer (the frame it arrived in): only its range is
+/// read; a range outside the buffer ends the upload with an internal error.
+#[tokio::test]
+async fn chunks_are_read_at_their_range_of_the_frame() {
+    let store = new_store(FakeKms::new(Answer::Release));
+    let (header, body) = split(&seal_as("digits", DIGITS));
+    let (id, _) = begin(&store, &header).await.unwrap();
+    let half = body.len() / 2;
+    for (i, piece) in [&body[..half], &body[half..]].into_iter().enumerate() {
+        // Junk before and after: an envelope ahead of the data, whatever follows it.
+        let mut frame = vec![0xa5; 37 + i];
+        let start = frame.len();
+        frame.extend_from_slice(piece);
+        frame.extend_from_slice(&[0x5a; 11]);
+        let range = start..start + piece.len();
+        store.chunk_in(id, frame, range).await.unwrap();
+    }
+    let info = store.end(id).await.unwrap();
+    assert_eq!(info.sha384, Sha384::digest(DIGITS).to_vec());
+
+    let (id, _) = begin(&store, &split(&seal_as("again", DIGITS)).0)
+        .await
+        .unwrap();
+    let err = store.chunk_in(id, vec![1; 10], 5..11).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal);
+    assert_eq!(store.uploads_in_progress(), 0);
+}
+
 #[tokio::test]
 async fn inference_is_served_while_an_upload_is_in_progress() {
     let store = new_store(FakeKms::new(Answer::Release));

@@ -580,33 +580,70 @@ pub fn infer_envelope_prefix(sealed_len: usize) -> Vec<u8> {
 /// by position instead of copying them through the CBOR decoder.
 pub fn infer_envelope_range(bytes: &[u8]) -> Option<std::ops::Range<usize>> {
     let rest = bytes.strip_prefix(INFER_ENVELOPE_HEAD)?;
-    let (&initial, rest) = rest.split_first()?;
-    let (len, rest) = match initial {
-        0x40..=0x57 => (u64::from(initial & 0x1f), rest),
-        0x58 => {
-            let (l, rest) = rest.split_first_chunk::<1>()?;
-            (u64::from(l[0]), rest)
-        }
-        0x59 => {
-            let (l, rest) = rest.split_first_chunk::<2>()?;
-            (u64::from(u16::from_be_bytes(*l)), rest)
-        }
-        0x5a => {
-            let (l, rest) = rest.split_first_chunk::<4>()?;
-            (u64::from(u32::from_be_bytes(*l)), rest)
-        }
-        0x5b => {
-            let (l, rest) = rest.split_first_chunk::<8>()?;
-            (u64::from_be_bytes(*l), rest)
-        }
-        _ => return None,
-    };
+    trailing_bytes(bytes, rest, MAX_SEALED_MESSAGE_LEN)
+}
+
+/// The encoding of `EnclaveRequest::LoadSealedModelChunk` up to its `upload_id` value: a map of
+/// one entry, the variant name, then its map of two fields in declaration order.
+const CHUNK_ENVELOPE_HEAD: &[u8] = b"\xa1\x77load_sealed_model_chunk\xa2\x69upload_id";
+/// Between the `upload_id` value and the data's byte string.
+const CHUNK_DATA_KEY: &[u8] = b"\x64data";
+
+/// The upload id of a `LoadSealedModelChunk` and where its data lies in `bytes`, if `bytes` is
+/// exactly that message as our encoder writes it, with 1..=[`MAX_UPLOAD_CHUNK_LEN`] bytes of data
+/// and nothing after them. `None` means "not this shape": decode in full instead (as for
+/// [`infer_envelope_range`]). Lets the enclave open a model's chunk where it lies in the frame
+/// instead of copying up to 8 MiB through the CBOR decoder into a buffer of its own.
+pub fn sealed_chunk_range(bytes: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
+    let rest = bytes.strip_prefix(CHUNK_ENVELOPE_HEAD)?;
+    let (upload_id, rest) = head_argument(rest, 0)?;
+    let rest = rest.strip_prefix(CHUNK_DATA_KEY)?;
+    Some((
+        upload_id,
+        trailing_bytes(bytes, rest, MAX_UPLOAD_CHUNK_LEN)?,
+    ))
+}
+
+/// `rest` (a suffix of `bytes`) is exactly one definite-length byte string of 1..=`max` bytes:
+/// where its content lies in `bytes`.
+fn trailing_bytes(bytes: &[u8], rest: &[u8], max: usize) -> Option<std::ops::Range<usize>> {
+    let (len, rest) = head_argument(rest, 2)?;
     let len = usize::try_from(len).ok()?;
-    if len == 0 || len > MAX_SEALED_MESSAGE_LEN || rest.len() != len {
+    if len == 0 || len > max || rest.len() != len {
         return None;
     }
     let start = bytes.len() - len;
     Some(start..bytes.len())
+}
+
+/// The argument of the data item head of major type `major` at the start of `bytes` (RFC 8949
+/// §3: the length of a string, the value of an unsigned integer), and what follows the head.
+/// Any other major type, an indefinite length or a reserved value is `None`.
+fn head_argument(bytes: &[u8], major: u8) -> Option<(u64, &[u8])> {
+    let (&initial, rest) = bytes.split_first()?;
+    if initial >> 5 != major {
+        return None;
+    }
+    match initial & 0x1f {
+        ai @ 0..=23 => Some((u64::from(ai), rest)),
+        24 => {
+            let (l, rest) = rest.split_first_chunk::<1>()?;
+            Some((u64::from(l[0]), rest))
+        }
+        25 => {
+            let (l, rest) = rest.split_first_chunk::<2>()?;
+            Some((u64::from(u16::from_be_bytes(*l)), rest))
+        }
+        26 => {
+            let (l, rest) = rest.split_first_chunk::<4>()?;
+            Some((u64::from(u32::from_be_bytes(*l)), rest))
+        }
+        27 => {
+            let (l, rest) = rest.split_first_chunk::<8>()?;
+            Some((u64::from_be_bytes(*l), rest))
+        }
+        _ => None,
+    }
 }
 
 /// Takes the sealed bytes out of an owned `Infer` envelope in place (no new allocation).
@@ -718,6 +755,98 @@ mod tests {
         assert!(infer_envelope_range(&over).is_none());
         assert!(EnclaveResponse::decode_owned(over).is_err());
     }
+    #[test]
+    fn sealed_chunk_range_matches_the_full_encoding() {
+        let ids = [
+            0u64,
+            23,
+            24,
+            255,
+            256,
+            65_536,
+            u64::from(u32::MAX) + 1,
+            u64::MAX,
+        ];
+        let lens = [1usize, 23, 24, 256, 70_000, MAX_UPLOAD_CHUNK_LEN];
+        for (upload_id, len) in ids.into_iter().zip(lens.into_iter().cycle()) {
+            let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            let request = EnclaveRequest::LoadSealedModelChunk {
+                upload_id,
+                data: data.clone(),
+            };
+            let full = request.encode().unwrap();
+            let (id, range) = sealed_chunk_range(&full).unwrap();
+            assert_eq!(id, upload_id);
+            assert_eq!(&full[range], &data[..], "{upload_id}, {len}");
+            assert!(EnclaveRequest::decode(&full).unwrap() == request);
+        }
+    }
+
+    #[test]
+    fn sealed_chunk_range_refuses_what_the_full_decoder_would_not_decode_to_the_same() {
+        let chunk = |data: Vec<u8>| {
+            EnclaveRequest::LoadSealedModelChunk { upload_id: 9, data }
+                .encode()
+                .unwrap()
+        };
+        let full = chunk(vec![7; 300]);
+        let mut trailing = full.clone();
+        trailing.push(0);
+        let truncated = full[..full.len() - 1].to_vec();
+        // Empty and over-long data: the full decoder refuses them (the message's limits).
+        let empty = chunk(vec![]);
+        let over = chunk(vec![1; MAX_UPLOAD_CHUNK_LEN + 1]);
+        // The upload id as a negative integer, the data as a text string: other types.
+        let mut negative = full.clone();
+        negative[CHUNK_ENVELOPE_HEAD.len()] = 0x28;
+        let mut text = full.clone();
+        let at = CHUNK_ENVELOPE_HEAD.len() + 1 + CHUNK_DATA_KEY.len();
+        text[at] = 0x79;
+        for bad in [trailing, truncated, empty, over, negative, text] {
+            assert!(sealed_chunk_range(&bad).is_none());
+            assert!(EnclaveRequest::decode(&bad).is_err());
+        }
+        // Fields in the other order: valid, not our layout; the full decoder takes it.
+        let mut swapped =
+            b"\xa1\x77load_sealed_model_chunk\xa2\x64data\x43abc\x69upload_id\x09".to_vec();
+        assert!(sealed_chunk_range(&swapped).is_none());
+        assert!(
+            EnclaveRequest::decode(&swapped).unwrap()
+                == EnclaveRequest::LoadSealedModelChunk {
+                    upload_id: 9,
+                    data: b"abc".to_vec()
+                }
+        );
+        // Non-shortest arguments are valid CBOR: found, and the same values the decoder reads.
+        swapped.clear();
+        swapped.extend_from_slice(CHUNK_ENVELOPE_HEAD);
+        swapped.extend_from_slice(&[0x1b, 0, 0, 0, 0, 0, 0, 0, 9]);
+        swapped.extend_from_slice(CHUNK_DATA_KEY);
+        swapped.extend_from_slice(&[0x5a, 0, 0, 0, 3]);
+        swapped.extend_from_slice(b"abc");
+        let (id, range) = sealed_chunk_range(&swapped).unwrap();
+        assert_eq!((id, &swapped[range]), (9, &b"abc"[..]));
+        assert!(
+            EnclaveRequest::decode(&swapped).unwrap()
+                == EnclaveRequest::LoadSealedModelChunk {
+                    upload_id: 9,
+                    data: b"abc".to_vec()
+                }
+        );
+        // Other messages are not chunks.
+        for other in [
+            EnclaveRequest::Health.encode().unwrap(),
+            EnclaveRequest::LoadSealedModelEnd { upload_id: 9 }
+                .encode()
+                .unwrap(),
+            EnclaveRequest::Infer { sealed: vec![1; 9] }
+                .encode()
+                .unwrap(),
+        ] {
+            assert!(sealed_chunk_range(&other).is_none());
+        }
+    }
+
     use crate::limits::MAX_TENSOR_RANK;
 
     /// A recognisable payload: if Debug ever printed it, as text or as a byte list, we would see it.
