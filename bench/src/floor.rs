@@ -10,7 +10,10 @@
 //! - HTTP round trip: one POST with a small body and its small answer over a 127.0.0.1 HTTP/1.1
 //!   keep-alive connection (reqwest client; a minimal HTTP/1.1 responder on a tokio TCP socket).
 //!
-//! `floor_us` is their sum: the sealed path cannot add less than that per request. Measurements
+//! `floor_us` is their sum: the sealed path cannot add less than that per request. The same
+//! floor is also measured for a larger request, one f32 row of [`ROW_LEN`] values each way (the
+//! `large` model's shapes, 10 kB), under `"larger"`: a model with inputs of that size is judged
+//! against it (`sealed-bench targets`), since more bytes mean more AES-GCM and copying. Measurements
 //! print nothing; the caller prints the JSON.
 
 use std::time::{Duration, Instant};
@@ -36,19 +39,27 @@ fn median_us(v: &Value) -> f64 {
     v.get("median_us").and_then(Value::as_f64).unwrap_or(0.0)
 }
 
-/// A digits-sized request and response, CBOR-encoded as the client and enclave encode them.
-fn digits_messages() -> Result<(Vec<u8>, Vec<u8>)> {
-    let input: Vec<f32> = (0..64).map(|i| (i % 17) as f32).collect();
-    let request = InferRequest {
+/// Values of the larger floor's request and response row (f32 [1, 2560]: `large`'s shapes).
+pub const ROW_LEN: usize = 2560;
+
+/// An `InferRequest` of one f32 [1, `len`] input, CBOR-encoded as the client encodes it.
+fn request_of(model_id: &str, len: usize) -> Result<Vec<u8>> {
+    let input: Vec<f32> = (0..len).map(|i| (i % 17) as f32).collect();
+    Ok(InferRequest {
         request_id: [7; 16],
         sent_at_ms: 1_700_000_000_000,
-        model_id: "digits".into(),
+        model_id: model_id.into(),
         inputs: vec![NamedTensor {
             name: "input".into(),
-            tensor: Tensor::from_f32(vec![1, 64], &input)?,
+            tensor: Tensor::from_f32(vec![1, len as u64], &input)?,
         }],
     }
-    .encode()?;
+    .encode()?)
+}
+
+/// A digits-sized request and response, CBOR-encoded as the client and enclave encode them.
+fn digits_messages() -> Result<(Vec<u8>, Vec<u8>)> {
+    let request = request_of("digits", 64)?;
     let response = InferResponse::Ok {
         outputs: vec![
             NamedTensor {
@@ -65,16 +76,29 @@ fn digits_messages() -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((request, response))
 }
 
+/// One f32 [1, [`ROW_LEN`]] row each way, as for `large`.
+fn row_messages() -> Result<(Vec<u8>, Vec<u8>)> {
+    let request = request_of("large", ROW_LEN)?;
+    let output: Vec<f32> = (0..ROW_LEN).map(|i| (i % 13) as f32 * 0.5).collect();
+    let response = InferResponse::Ok {
+        outputs: vec![NamedTensor {
+            name: "output".into(),
+            tensor: Tensor::from_f32(vec![1, ROW_LEN as u64], &output)?,
+        }],
+    }
+    .encode()?;
+    Ok((request, response))
+}
+
 /// The four HPKE steps of one request, each timed on its own.
-fn hpke(runs: usize) -> Result<Value> {
+fn hpke(runs: usize, request: &[u8], response: &[u8]) -> Result<Value> {
     let mut rng = UnwrapErr(getrandom::SysRng);
     let key = ServerKey::generate(1, &mut rng);
     let config = key.config();
-    let (request, response) = digits_messages()?;
     let mut times: [Vec<Duration>; 4] = Default::default();
     for _ in 0..runs {
         let t = Instant::now();
-        let (sealed, opener) = seal_request(&config, &request, &mut rng)?;
+        let (sealed, opener) = seal_request(&config, request, &mut rng)?;
         let seal_request_t = t.elapsed();
 
         let t = Instant::now();
@@ -82,12 +106,12 @@ fn hpke(runs: usize) -> Result<Value> {
             .open_request(&sealed)
             .map_err(|_| anyhow::anyhow!("open_request failed"))?;
         let open_request_t = t.elapsed();
-        if plaintext.as_slice() != request.as_slice() {
+        if plaintext.as_slice() != request {
             bail!("opened request differs");
         }
 
         let t = Instant::now();
-        let sealed_response = sealer.seal(&response, &mut rng)?;
+        let sealed_response = sealer.seal(response, &mut rng)?;
         let seal_response_t = t.elapsed();
 
         let t = Instant::now();
@@ -95,7 +119,7 @@ fn hpke(runs: usize) -> Result<Value> {
             .open(&sealed_response)
             .map_err(|_| anyhow::anyhow!("open response failed"))?;
         let open_response_t = t.elapsed();
-        if opened.as_slice() != response.as_slice() {
+        if opened.as_slice() != response {
             bail!("opened response differs");
         }
         for (v, d) in times.iter_mut().zip([
@@ -121,8 +145,9 @@ fn hpke(runs: usize) -> Result<Value> {
     }))
 }
 
-/// One small frame to a peer that answers it, over a Unix socket pair (the host↔enclave hop).
-async fn frame_round_trip(runs: usize) -> Result<Value> {
+/// A frame of `body_len` bytes to a peer that answers it with the same, over a Unix socket pair
+/// (the host↔enclave hop).
+async fn frame_round_trip(runs: usize, body_len: usize) -> Result<Value> {
     let (a, b) = tokio::net::UnixStream::pair()?;
     let (mut ar, mut aw) = a.into_split();
     let (mut br, mut bw) = b.into_split();
@@ -136,7 +161,7 @@ async fn frame_round_trip(runs: usize) -> Result<Value> {
             }
         }
     });
-    let body = vec![0x5a; 400];
+    let body = vec![0x5a; body_len];
     let mut samples = Vec::with_capacity(runs);
     for id in 0..runs as u64 {
         let t = Instant::now();
@@ -202,17 +227,18 @@ async fn http_responder(listener: tokio::net::TcpListener, answer: Vec<u8>) {
     }
 }
 
-/// One POST and its answer over a 127.0.0.1 keep-alive connection.
-async fn http_round_trip(runs: usize) -> Result<Value> {
+/// One POST of `body_len` bytes and its answer of `answer_len` over a 127.0.0.1 keep-alive
+/// connection.
+async fn http_round_trip(runs: usize, body_len: usize, answer_len: usize) -> Result<Value> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let answer = vec![0xa5; 200];
+    let answer = vec![0xa5; answer_len];
     let server = tokio::spawn(http_responder(listener, answer.clone()));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .build()?;
     let url = format!("http://{addr}/v1/infer");
-    let body = vec![0x5a; 400];
+    let body = vec![0x5a; body_len];
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let t = Instant::now();
@@ -234,20 +260,33 @@ async fn http_round_trip(runs: usize) -> Result<Value> {
     Ok(v)
 }
 
-/// Times the floor components (see the module docs). `quick` runs fewer iterations.
-pub fn measure(quick: bool) -> Result<Value> {
-    let (warmup, runs) = if quick { (20, 200) } else { (200, 2000) };
-    let _ = hpke(warmup)?;
-    let hpke = hpke(runs)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+/// The sealed request and response lengths of `request` and `response` (HPKE's envelope and tag).
+fn sealed_lens(request: &[u8], response: &[u8]) -> Result<(usize, usize)> {
+    let mut rng = UnwrapErr(getrandom::SysRng);
+    let key = ServerKey::generate(1, &mut rng);
+    let (sealed, _) = seal_request(&key.config(), request, &mut rng)?;
+    let (_, sealer) = key
+        .open_request(&sealed)
+        .map_err(|_| anyhow::anyhow!("open_request failed"))?;
+    Ok((sealed.len(), sealer.seal(response, &mut rng)?.len()))
+}
+
+/// One floor: the HPKE steps on `messages`, a frame round trip of `frame_len` bytes each way, an
+/// HTTP round trip of `http` (request, answer) bytes.
+fn floor_of(
+    runtime: &tokio::runtime::Runtime,
+    (warmup, runs): (usize, usize),
+    (request, response): &(Vec<u8>, Vec<u8>),
+    frame_len: usize,
+    (body_len, answer_len): (usize, usize),
+) -> Result<Value> {
+    let _ = hpke(warmup, request, response)?;
+    let hpke = hpke(runs, request, response)?;
     let (frame, http) = runtime.block_on(async {
-        let _ = frame_round_trip(warmup).await?;
-        let frame = frame_round_trip(runs).await?;
-        let _ = http_round_trip(warmup).await?;
-        let http = http_round_trip(runs).await?;
+        let _ = frame_round_trip(warmup, frame_len).await?;
+        let frame = frame_round_trip(runs, frame_len).await?;
+        let _ = http_round_trip(warmup, body_len, answer_len).await?;
+        let http = http_round_trip(runs, body_len, answer_len).await?;
         Ok::<_, anyhow::Error>((frame, http))
     })?;
     let hpke_us = hpke
@@ -257,10 +296,39 @@ pub fn measure(quick: bool) -> Result<Value> {
     // Two hops host↔enclave (request and answer) are one frame round trip.
     let floor = hpke_us + median_us(&frame) + median_us(&http);
     Ok(json!({
-        "what": "least added time per sealed digits request: 4 HPKE steps + one Unix-socket frame round trip + one 127.0.0.1 HTTP/1.1 keep-alive round trip (medians)",
         "hpke": hpke,
         "frame_round_trip": frame,
         "http_round_trip": http,
         "floor_us": floor,
     }))
+}
+
+/// Times the floor components (see the module docs). `quick` runs fewer iterations.
+pub fn measure(quick: bool) -> Result<Value> {
+    let counts = if quick { (20, 200) } else { (200, 2000) };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // The digits floor with the small fixed bodies it has always had (a sealed digits request is
+    // ~430 bytes, its answer ~200).
+    let mut floor = floor_of(&runtime, counts, &digits_messages()?, 400, (400, 200))?;
+    floor["what"] = json!(
+        "least added time per sealed digits request: 4 HPKE steps + one Unix-socket frame round trip + one 127.0.0.1 HTTP/1.1 keep-alive round trip (medians)"
+    );
+    // The same for one f32 row each way, with bodies of the sealed messages' own lengths.
+    let row = row_messages()?;
+    let (sealed_request, sealed_response) = sealed_lens(&row.0, &row.1)?;
+    let mut larger = floor_of(
+        &runtime,
+        counts,
+        &row,
+        sealed_request.max(sealed_response),
+        (sealed_request, sealed_response),
+    )?;
+    larger["what"] = json!(format!(
+        "the same for one f32 [1, {ROW_LEN}] input and output (sealed request {sealed_request} B, answer {sealed_response} B)"
+    ));
+    floor["larger"] = json!([larger]);
+    Ok(floor)
 }

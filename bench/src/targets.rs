@@ -185,17 +185,27 @@ fn cases<'a>(run: &str, report: &'a Value) -> Vec<(String, &'a Value, &'a Value)
     out
 }
 
-/// The floor (µs) and the request size it was measured for, from micro.json.
-fn floor(micro: Option<&Value>) -> Option<(f64, u64)> {
-    let f = &micro?["floor"];
-    Some((f64_at(f, "floor_us")?, f["hpke"]["request_bytes"].as_u64()?))
+/// The floors micro.json measured (µs) and the request size each was measured for, smallest
+/// request first: the digits floor, then the larger ones (`floor.rs`).
+fn floors(micro: Option<&Value>) -> Vec<(f64, u64)> {
+    let Some(f) = micro.map(|m| &m["floor"]) else {
+        return Vec::new();
+    };
+    let one = |f: &Value| Some((f64_at(f, "floor_us")?, f["hpke"]["request_bytes"].as_u64()?));
+    let mut out: Vec<(f64, u64)> = one(f).into_iter().collect();
+    if let Some(larger) = f["larger"].as_array() {
+        out.extend(larger.iter().filter_map(one));
+    }
+    out.sort_by_key(|&(_, request)| request);
+    out
 }
 
 /// Latency at C = 1, on the paired rounds' medians when the report has them (else on the C = 1
 /// cells). A model whose bare p50 is ≥ 5 ms: sealed p50 / bare p50 ≤ 1.05. A faster
 /// ("tiny") model: sealed p50 − bare p50 ≤ 2 × the floor micro.json measured (four HPKE steps, a
-/// frame round trip, an HTTP round trip), judged only for inputs no larger than twice the request
-/// the floor was measured with (a larger input's floor has more AES-GCM and copying in it).
+/// frame round trip, an HTTP round trip) for the smallest request at least half the model's
+/// input; not judged when every floor was measured for a smaller request (a larger input's floor
+/// has more AES-GCM and copying in it).
 /// The payload sweep (`echo`) is listed with its figures and not judged: it has no model work.
 pub fn check_latency(run: &str, report: &Value, micro: Option<&Value>) -> Vec<Check> {
     const SLOW: &str = "p50 at C=1, model ≥ 5 ms: sealed/bare ≤ 1.05";
@@ -266,21 +276,27 @@ pub fn check_latency(run: &str, report: &Value, micro: Option<&Value>) -> Vec<Ch
             None => (cells_us, format!("+{cells_us:.0} µs")),
         };
         let input = case["input_bytes"].as_u64().unwrap_or(0);
-        let (figure, verdict) = match floor(micro) {
-            None => (
+        let floors = floors(micro);
+        let fitting = floors
+            .iter()
+            .find(|&&(_, request)| input <= 2 * request)
+            .copied();
+        let (figure, verdict) = match (fitting, floors.last()) {
+            (_, None) => (
                 added,
                 Verdict::Missing("no floor in micro.json (sealed-bench micro)".into()),
             ),
-            Some((floor_us, request)) if input > 2 * request => (
+            (None, Some(&(floor_us, request))) => (
                 added,
                 Verdict::NotJudgeable(format!(
-                    "the floor ({floor_us:.0} µs) was measured for a {} request",
+                    "the largest floor ({floor_us:.0} µs) was measured for a {} request",
                     size(request)
                 )),
             ),
-            Some((floor_us, _)) => (
+            (Some((floor_us, request)), _) => (
                 format!(
-                    "{added} vs floor {floor_us:.0} µs = {:.2} × (≤ {FLOOR_FACTOR})",
+                    "{added} vs floor {floor_us:.0} µs ({} request) = {:.2} × (≤ {FLOOR_FACTOR})",
+                    size(request),
                     added_us / floor_us
                 ),
                 Verdict::of(added_us <= FLOOR_FACTOR * floor_us),

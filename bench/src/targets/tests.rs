@@ -94,7 +94,9 @@ fn latency_of_a_tiny_model_is_the_added_time_against_the_floor() {
     let met = check_latency("compare", &r(0.69, 256), Some(&m));
     assert_eq!(met[0].verdict, Verdict::Met, "{:?}", met[0]);
     assert!(
-        met[0].figure.contains("+590 µs vs floor 300 µs"),
+        met[0]
+            .figure
+            .contains("+590 µs vs floor 300 µs (256 B request)"),
         "{}",
         met[0].figure
     );
@@ -106,6 +108,36 @@ fn latency_of_a_tiny_model_is_the_added_time_against_the_floor() {
         matches!(&big[0].verdict, Verdict::NotJudgeable(w) if w.contains("256 B request")),
         "{:?}",
         big[0]
+    );
+    // With a larger floor measured too, the smallest that fits the input judges it: 4096 B
+    // against the 10 kB floor of 500 µs (+590 met, +1010 not); 256 B still against 300 µs;
+    // beyond twice the largest, not judgeable, naming it.
+    let mut m2 = m.clone();
+    m2["floor"]["larger"] = json!([{"floor_us": 500.0, "hpke": {"request_bytes": 10_300}}]);
+    let fits = check_latency("compare", &r(0.69, 4096), Some(&m2));
+    assert_eq!(fits[0].verdict, Verdict::Met, "{:?}", fits[0]);
+    assert!(
+        fits[0]
+            .figure
+            .contains("vs floor 500 µs (10.3 kB request) = 1.18 ×"),
+        "{}",
+        fits[0].figure
+    );
+    assert_eq!(
+        check_latency("compare", &r(1.11, 4096), Some(&m2))[0].verdict,
+        Verdict::NotMet
+    );
+    let small = check_latency("compare", &r(0.69, 256), Some(&m2));
+    assert!(
+        small[0].figure.contains("vs floor 300 µs"),
+        "{}",
+        small[0].figure
+    );
+    let huge = check_latency("compare", &r(0.69, 20_601), Some(&m2));
+    assert!(
+        matches!(&huge[0].verdict, Verdict::NotJudgeable(w) if w.contains("largest floor (500 µs)") && w.contains("10.3 kB request")),
+        "{:?}",
+        huge[0]
     );
     // No micro report: missing, the added time still shown.
     let none = check_latency("compare", &r(0.69, 256), None);
