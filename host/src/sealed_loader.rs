@@ -227,9 +227,10 @@ where
 {
     // 3. Exactly `sealed_len` bytes, in pieces, each acknowledged with the running count. Two
     // buffers: while the enclave authenticates and decrypts one piece, the next is read from the
-    // source, so that the upload's transfer and the enclave's work overlap instead of taking
-    // turns (stop-and-wait on one buffer made the body of a 105 MB model ~2 × its transfer).
-    // Each buffer is moved into its request and taken back after the call.
+    // source, so that the source's transfer and the enclave's work overlap instead of taking
+    // turns (a few percent of a 105 MB body over local sockets, where the client's TCP buffers
+    // already hid most of the read; more from a slow source). Each buffer is moved into its
+    // request and taken back after the call.
     let piece =
         |from: u64| usize::try_from(sealed_len - from).map_or(chunk_len, |r| r.min(chunk_len));
     let capacity = chunk_len.min(usize::try_from(sealed_len).unwrap_or(chunk_len));
