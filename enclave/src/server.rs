@@ -180,12 +180,18 @@ async fn handle_with_deadline(
             Err(_) => timed_out(deadline),
         }
     } else {
-        let deadline = limits.request_timeout;
-        match tokio::time::timeout(deadline, service.handle(request)).await {
-            Ok(response) => response,
-            Err(_) => timed_out(deadline),
-        }
+        within(limits.request_timeout, service.handle(request)).await
     }
+}
+
+/// `answer` if it comes within `deadline`, else `timeout` (the request is dropped: cancelled).
+async fn within(
+    deadline: Duration,
+    answer: impl std::future::Future<Output = EnclaveResponse>,
+) -> EnclaveResponse {
+    tokio::time::timeout(deadline, answer)
+        .await
+        .unwrap_or_else(|_| timed_out(deadline))
 }
 
 /// The answer to a request past its deadline.
@@ -267,22 +273,14 @@ pub async fn serve_connection_with_limits(
                 // copy, not even the move that would bring the sealed bytes to its start.
                 let response = match sealed_wire::message::infer_envelope_range(&frame.body) {
                     Some(range) => {
-                        let deadline = limits.request_timeout;
                         let infer = service.infer_in_frame(frame.body, range.start);
-                        match tokio::time::timeout(deadline, infer).await {
-                            Ok(response) => response,
-                            Err(_) => timed_out(deadline),
-                        }
+                        within(limits.request_timeout, infer).await
                     }
                     // A sealed model's chunk likewise: up to 8 MiB opened where it lies.
                     None => match sealed_wire::message::sealed_chunk_range(&frame.body) {
                         Some((upload_id, range)) => {
-                            let deadline = limits.request_timeout;
                             let chunk = service.sealed_chunk_in_frame(upload_id, frame.body, range);
-                            match tokio::time::timeout(deadline, chunk).await {
-                                Ok(response) => response,
-                                Err(_) => timed_out(deadline),
-                            }
+                            within(limits.request_timeout, chunk).await
                         }
                         None => match EnclaveRequest::decode(&frame.body) {
                             Ok(request) => handle_with_deadline(service, request, &limits).await,

@@ -23,9 +23,10 @@ const TEXT: u8 = 3;
 const ARRAY: u8 = 4;
 const MAP: u8 = 5;
 
-/// A cursor over CBOR input.
-struct Reader<'a> {
-    rest: &'a [u8],
+/// A cursor over CBOR input (also `message::sealed_chunk_range`'s and
+/// `message::infer_envelope_range`'s).
+pub(crate) struct Reader<'a> {
+    pub(crate) rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
@@ -59,7 +60,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The argument of a head of major type `major`.
-    fn expect(&mut self, major: u8) -> Option<u64> {
+    pub(crate) fn expect(&mut self, major: u8) -> Option<u64> {
         match self.head()? {
             (m, arg) if m == major => Some(arg),
             _ => None,

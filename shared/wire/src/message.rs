@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::cbor::{self, CborError};
 use crate::credentials::AwsCredentials;
 use crate::error::ErrorCode;
+use crate::fast::Reader;
 use crate::limits::{
     MAX_ATTESTATION_DOC_LEN, MAX_ERROR_MESSAGE_LEN, MAX_FRAME_LEN, MAX_MANIFEST_LEN,
     MAX_MODEL_ID_LEN, MAX_MODEL_LEN, MAX_MODELS, MAX_NAME_LEN, MAX_NONCE_LEN,
@@ -595,9 +596,11 @@ const CHUNK_DATA_KEY: &[u8] = b"\x64data";
 /// [`infer_envelope_range`]). Lets the enclave open a model's chunk where it lies in the frame
 /// instead of copying up to 8 MiB through the CBOR decoder into a buffer of its own.
 pub fn sealed_chunk_range(bytes: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
-    let rest = bytes.strip_prefix(CHUNK_ENVELOPE_HEAD)?;
-    let (upload_id, rest) = head_argument(rest, 0)?;
-    let rest = rest.strip_prefix(CHUNK_DATA_KEY)?;
+    let mut cbor = Reader {
+        rest: bytes.strip_prefix(CHUNK_ENVELOPE_HEAD)?,
+    };
+    let upload_id = cbor.expect(0)?;
+    let rest = cbor.rest.strip_prefix(CHUNK_DATA_KEY)?;
     Some((
         upload_id,
         trailing_bytes(bytes, rest, MAX_UPLOAD_CHUNK_LEN)?,
@@ -607,43 +610,14 @@ pub fn sealed_chunk_range(bytes: &[u8]) -> Option<(u64, std::ops::Range<usize>)>
 /// `rest` (a suffix of `bytes`) is exactly one definite-length byte string of 1..=`max` bytes:
 /// where its content lies in `bytes`.
 fn trailing_bytes(bytes: &[u8], rest: &[u8], max: usize) -> Option<std::ops::Range<usize>> {
-    let (len, rest) = head_argument(rest, 2)?;
-    let len = usize::try_from(len).ok()?;
+    let mut cbor = Reader { rest };
+    let len = usize::try_from(cbor.expect(2)?).ok()?;
+    let rest = cbor.rest;
     if len == 0 || len > max || rest.len() != len {
         return None;
     }
     let start = bytes.len() - len;
     Some(start..bytes.len())
-}
-
-/// The argument of the data item head of major type `major` at the start of `bytes` (RFC 8949
-/// §3: the length of a string, the value of an unsigned integer), and what follows the head.
-/// Any other major type, an indefinite length or a reserved value is `None`.
-fn head_argument(bytes: &[u8], major: u8) -> Option<(u64, &[u8])> {
-    let (&initial, rest) = bytes.split_first()?;
-    if initial >> 5 != major {
-        return None;
-    }
-    match initial & 0x1f {
-        ai @ 0..=23 => Some((u64::from(ai), rest)),
-        24 => {
-            let (l, rest) = rest.split_first_chunk::<1>()?;
-            Some((u64::from(l[0]), rest))
-        }
-        25 => {
-            let (l, rest) = rest.split_first_chunk::<2>()?;
-            Some((u64::from(u16::from_be_bytes(*l)), rest))
-        }
-        26 => {
-            let (l, rest) = rest.split_first_chunk::<4>()?;
-            Some((u64::from(u32::from_be_bytes(*l)), rest))
-        }
-        27 => {
-            let (l, rest) = rest.split_first_chunk::<8>()?;
-            Some((u64::from_be_bytes(*l), rest))
-        }
-        _ => None,
-    }
 }
 
 /// Takes the sealed bytes out of an owned `Infer` envelope in place (no new allocation).
