@@ -3,8 +3,10 @@
 //!
 //! The model is sealed in-process (`sealed_model::seal`, 1 MiB chunks, a random data key that is
 //! never printed), then:
-//! - AES-256-GCM alone: the same chunks through `Aes256Gcm` in place (encryption; decryption is
-//!   the same CTR keystream and GHASH work, RFC 5116 / NIST SP 800-38D);
+//! - AES-256-GCM alone: the same chunks through the opener's `Aes256Gcm` (ring's, through
+//!   sealed-crypto) in place (encryption; decryption is the same CTR keystream and GHASH work,
+//!   RFC 5116 / NIST SP 800-38D), and through RustCrypto's `aes-gcm` beside it (the opener's
+//!   cipher until round 15 of docs/performance.md; printed, not judged);
 //! - SHA-384 alone over the plaintext;
 //! - the opener as a whole: `sealed_model::open` (header, every chunk through the streaming
 //!   `Opener` into one preallocated buffer, the digest check);
@@ -24,10 +26,10 @@ use std::io::Cursor;
 use std::path::Path;
 use std::time::Instant;
 
-use aes_gcm::Aes256Gcm;
 use aes_gcm::aead::{AeadInOut, KeyInit, Nonce};
 use anyhow::Context;
 use bytes::Bytes;
+use sealed_crypto::aes256gcm::Aes256Gcm;
 use sealed_model::{
     DATA_KEY_LEN, DEFAULT_CHUNK_SIZE, PipelinedOpener, SealParams, UnverifiedModel, parse_header,
 };
@@ -171,6 +173,7 @@ pub(super) struct Report {
     sealed_bytes: usize,
     chunk_size: u32,
     aes_gcm_s: Stats,
+    aes_gcm_rustcrypto_s: Stats,
     sha384_s: Stats,
     open_s: Stats,
     plain_load: Vec<LoadTimes>,
@@ -217,24 +220,16 @@ pub(super) fn run(model: Model, budget: Budget) -> anyhow::Result<Report> {
     );
     drop(opened);
 
-    // AES-256-GCM alone, in place over a copy, chunk by chunk like the file.
-    let cipher = Aes256Gcm::new(key.as_slice().try_into()?);
-    let mut buf = Zeroizing::new(bytes.clone());
-    let mut run_index = 0u32;
-    let (aes_times, ()) = time_runs(budget.unseal_runs, || {
-        run_index += 1;
-        for (i, chunk) in buf.chunks_mut(chunk_size as usize).enumerate() {
-            let mut nonce = [0u8; 12];
-            nonce[..4].copy_from_slice(&run_index.to_be_bytes());
-            nonce[4..12].copy_from_slice(&(i as u64).to_be_bytes());
-            let tag = cipher
-                .encrypt_inout_detached(&Nonce::<Aes256Gcm>::from(nonce), b"", chunk.into())
-                .map_err(|_| anyhow::anyhow!("AES-GCM failed"))?;
-            black_box(tag);
-        }
-        Ok(())
-    })?;
-    drop(buf);
+    // AES-256-GCM alone, in place over a copy, chunk by chunk like the file: the opener's cipher,
+    // then RustCrypto's for reference.
+    let (aes_times, rustcrypto_times) = {
+        let ours = Aes256Gcm::new(key.as_slice().try_into()?);
+        let reference = aes_gcm::Aes256Gcm::new(key.as_slice().try_into()?);
+        let mut buf = Zeroizing::new(bytes.clone());
+        let ours = aes_gcm_runs(&ours, &mut buf, chunk_size, budget.unseal_runs, 0)?;
+        let reference = aes_gcm_runs(&reference, &mut buf, chunk_size, budget.unseal_runs, 1)?;
+        (ours, reference)
+    };
 
     let (sha_times, ()) = time_runs(budget.unseal_runs, || {
         black_box(Sha384::digest(black_box(&bytes)));
@@ -307,6 +302,7 @@ pub(super) fn run(model: Model, budget: Budget) -> anyhow::Result<Report> {
         sealed_bytes: file.len(),
         chunk_size,
         aes_gcm_s: stats(&aes_times)?,
+        aes_gcm_rustcrypto_s: stats(&rustcrypto_times)?,
         sha384_s: stats(&sha_times)?,
         open_s: stats(&open_times)?,
         unseal_load_s: stats(&unseal_load)?,
@@ -317,6 +313,33 @@ pub(super) fn run(model: Model, budget: Budget) -> anyhow::Result<Report> {
         pipelined_verified_s: stats(&pipelined_verified)?,
         pipelined_load_s: stats(&pipelined_load)?,
     })
+}
+
+/// Times `runs` passes of `cipher` over `buf` in place, chunk by chunk; `pass` keeps the nonces of
+/// two ciphers under the same key apart.
+fn aes_gcm_runs<C: AeadInOut<NonceSize = aes_gcm::aead::consts::U12>>(
+    cipher: &C,
+    buf: &mut [u8],
+    chunk_size: u32,
+    runs: usize,
+    pass: u8,
+) -> anyhow::Result<Vec<f64>> {
+    let mut run_index = 0u32;
+    let (times, ()) = time_runs(runs, || {
+        run_index += 1;
+        for (i, chunk) in buf.chunks_mut(chunk_size as usize).enumerate() {
+            let mut nonce = [0u8; 12];
+            nonce[0] = pass;
+            nonce[1..4].copy_from_slice(&run_index.to_be_bytes()[1..]);
+            nonce[4..12].copy_from_slice(&(i as u64).to_be_bytes());
+            let tag = cipher
+                .encrypt_inout_detached(&Nonce::<C>::from(nonce), b"", chunk.into())
+                .map_err(|_| anyhow::anyhow!("AES-GCM failed"))?;
+            black_box(tag);
+        }
+        Ok(())
+    })?;
+    Ok(times)
 }
 
 fn median_of(loads: &[LoadTimes], f: impl Fn(&LoadTimes) -> f64) -> f64 {
@@ -337,6 +360,10 @@ pub(super) fn table(r: &Report) -> String {
     out += "| --- | ---: | ---: | ---: | ---: |\n";
     for (name, s) in [
         ("AES-256-GCM only", &r.aes_gcm_s),
+        (
+            "AES-256-GCM, RustCrypto aes-gcm (reference, not judged)",
+            &r.aes_gcm_rustcrypto_s,
+        ),
         ("SHA-384 only", &r.sha384_s),
         ("opener (sealed_model::open)", &r.open_s),
         (
@@ -409,6 +436,7 @@ pub(super) fn json(r: &Report) -> Value {
         "sealed_bytes": r.sealed_bytes,
         "chunk_size": r.chunk_size,
         "aes_gcm_only": mbps(&r.aes_gcm_s),
+        "aes_gcm_rustcrypto": mbps(&r.aes_gcm_rustcrypto_s),
         "sha384_only": mbps(&r.sha384_s),
         "opener": mbps(&r.open_s),
         "pipelined_opener_to_finish": mbps(&r.pipelined_finish_s),

@@ -49,6 +49,7 @@
     )
 )]
 
+pub mod aes256gcm;
 pub mod error;
 pub mod key_config;
 pub mod request;
@@ -103,7 +104,7 @@ pub const MAX_ENCAPSULATED_RESPONSE_LEN: usize = MAX_PLAINTEXT_LEN + RESPONSE_OV
 /// The one HPKE suite, as `hpke` types.
 pub(crate) type Kem = hpke::kem::X25519HkdfSha256;
 pub(crate) type Kdf = hpke::kdf::HkdfSha256;
-pub(crate) type Aead = hpke::aead::AesGcm256;
+pub(crate) type Aead = aes256gcm::HpkeAes256Gcm;
 
 // The ids on the wire and the types that do the work must name the same suite.
 const _: () = assert!(<Kem as hpke::Kem>::KEM_ID == KEM_ID);

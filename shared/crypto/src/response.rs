@@ -15,8 +15,8 @@
 
 use std::ops::Range;
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{AeadInOut, KeyInit};
+use crate::aes256gcm::Aes256Gcm;
+use aead::{AeadInOut, KeyInit};
 use hkdf::Hkdf;
 use rand_core::CryptoRng;
 use sha2::Sha256;
@@ -36,8 +36,8 @@ const KEY_LEN: usize = 32;
 /// `Nn` of AES-256-GCM.
 const NONCE_LEN: usize = 12;
 
-type Nonce = aes_gcm::aead::Nonce<Aes256Gcm>;
-type Tag = aes_gcm::aead::Tag<Aes256Gcm>;
+type Nonce = aead::Nonce<Aes256Gcm>;
+type Tag = aead::Tag<Aes256Gcm>;
 
 /// The two HPKE contexts both export (RFC 9180 §5.3).
 pub(crate) trait Exporter {

@@ -13,8 +13,8 @@
 
 use std::time::Instant;
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aead::{AeadInOut, KeyInit, Nonce};
+use sealed_crypto::aes256gcm::Aes256Gcm;
 use sealed_model::{
     DEFAULT_CHUNK_SIZE, ModelFormatError, Opener, PipelinedOpener, SealedModelHeader, Sealer,
     parse_header,
@@ -121,7 +121,7 @@ fn main() -> Result<(), ModelFormatError> {
             let mut nonce = [0u8; 12];
             nonce[7..11].copy_from_slice(&(i as u32).to_be_bytes());
             let _tag = cipher
-                .encrypt_inout_detached(&Nonce::from(nonce), b"", piece.into())
+                .encrypt_inout_detached(&Nonce::<Aes256Gcm>::from(nonce), b"", piece.into())
                 .map_err(|_| ModelFormatError::Misuse { reason: "bench" })?;
         }
         Ok(())

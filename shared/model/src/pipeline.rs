@@ -28,10 +28,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, channel, sync_channel};
 use std::sync::{Arc, OnceLock};
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::inout::InOutBuf;
-use aes_gcm::aead::{AeadInOut, KeyInit};
+use aead::inout::InOutBuf;
+use aead::{AeadInOut, KeyInit};
 use bytes::BytesMut;
+use sealed_crypto::aes256gcm::Aes256Gcm;
 use sha2::{Digest, Sha384};
 use zeroize::Zeroize;
 

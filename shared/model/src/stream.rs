@@ -6,16 +6,16 @@
 //! from the header, so the opener knows where each chunk ends and which one is last without
 //! trusting anything outside the authenticated header.
 
-use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{AeadInOut, KeyInit};
+use aead::{AeadInOut, KeyInit};
+use sealed_crypto::aes256gcm::Aes256Gcm;
 use sha2::{Digest, Sha384};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::header::{DIGEST_LEN, NONCE_PREFIX_LEN, SealedModelHeader, chunk_aad, parse_header};
 use crate::{ModelFormatError, TAG_LEN};
 
-type Nonce = aes_gcm::aead::Nonce<Aes256Gcm>;
-pub(crate) type Tag = aes_gcm::aead::Tag<Aes256Gcm>;
+type Nonce = aead::Nonce<Aes256Gcm>;
+pub(crate) type Tag = aead::Tag<Aes256Gcm>;
 
 /// Length of an AES-256 data key.
 pub const DATA_KEY_LEN: usize = 32;
