@@ -148,7 +148,8 @@ const SCRUB_LEN: usize = 16 * 1024;
 /// Overwrites the stack just below the caller's frame with zeroes, where the frames of the
 /// `seal`/`open` call that just returned (with the expanded key in them) were. Best effort, as
 /// any stack wiping in Rust: it relies on `seal`/`open` and this function starting at the same
-/// depth, which `#[inline(never)]` on all three gives in practice. ~0.3 µs per call.
+/// depth, which `#[inline(never)]` on all three gives in practice. With the key expansion it adds
+/// ~0.16 µs per call (a 64-byte message: 0.31 µs against `aes-gcm`'s 0.15; equal at 1 KiB).
 #[inline(never)]
 fn scrub_stack() {
     let mut area = [0u8; SCRUB_LEN];
