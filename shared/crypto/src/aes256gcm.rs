@@ -165,7 +165,7 @@ pub struct HpkeAes256Gcm;
 
 impl hpke::aead::Aead for HpkeAes256Gcm {
     type AeadImpl = Aes256Gcm;
-    const AEAD_ID: u16 = 0x0002;
+    const AEAD_ID: u16 = crate::AEAD_ID;
 }
 
 #[cfg(test)]

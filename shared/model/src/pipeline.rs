@@ -201,8 +201,9 @@ impl PipelinedOpener {
         let mut chunk = Wiped(self.rest.0.split_to(expected));
         let last = index + 1 == self.count;
         let nonce = chunk_nonce(&self.header.nonce_prefix, index, last);
-        // Decrypted straight from the caller's ciphertext into the model buffer: the tag is
-        // checked over the ciphertext first and the buffer is written only if it matches.
+        // Decrypted from the caller's ciphertext into the model buffer (copied there, then
+        // decrypted in place: ring's AES-GCM works within one buffer). On a tag mismatch ring
+        // zeroes what it wrote before returning the error, so no unauthenticated plaintext stays.
         let opened = InOutBuf::new(body, chunk.0.as_mut()).ok().map(|inout| {
             self.cipher
                 .decrypt_inout_detached(&nonce, &self.aad, inout, &Tag::from(*tag))
