@@ -103,6 +103,12 @@ pub struct Args {
     /// Measured seconds of each paired block (default 1; --quick 0.3).
     #[arg(long)]
     paired_seconds: Option<f64>,
+    /// Idle milliseconds before each request of the paired rounds, both sides, outside the
+    /// timing (default 0: back to back). A diagnostic: what a request costs when it reaches a
+    /// stack whose threads have slept that long, as they do between the requests of a model that
+    /// takes that long (docs/performance.md, round 16). `targets` flags a report made with it.
+    #[arg(long, value_name = "MS")]
+    paired_gap_ms: Option<f64>,
 }
 
 /// A model to run, as models.json describes it.
@@ -131,6 +137,8 @@ pub struct Case {
 pub struct Window {
     pub warm_end: Instant,
     pub end: Instant,
+    /// Idle time each client waits before each request, outside the timing.
+    pub gap: Duration,
 }
 
 impl Window {
@@ -243,6 +251,8 @@ pub struct Paired<'a> {
     pub rounds: usize,
     pub warmup: f64,
     pub secs: f64,
+    /// Idle time before each request ([`Args::paired_gap_ms`]).
+    pub gap: Duration,
 }
 
 /// One process's VmRSS / VmHWM (proc(5) `/proc/PID/status`) at three points around loading one
@@ -314,6 +324,8 @@ pub struct Settings {
     /// Paired rounds per stack variant (0: none) and each block's measured seconds.
     pub paired_rounds: usize,
     pub paired_seconds: f64,
+    /// `--paired-gap-ms` (0: requests back to back).
+    pub paired_gap_ms: f64,
     pub quick: bool,
     pub plain: bool,
     /// `--dynamic-batch N` as given (which models it applied to: [`ModelResult::batch_rows`]).
@@ -635,11 +647,19 @@ fn check_dynamic_batch_flag(enclave: &Path) -> Result<()> {
 }
 
 /// Bare cell: `concurrency` threads sending jobs to the pool back to back.
-fn bare_cell(pool: &bare::Pool, case: &Case, concurrency: usize, warmup: f64, secs: f64) -> Cell {
+fn bare_cell(
+    pool: &bare::Pool,
+    case: &Case,
+    concurrency: usize,
+    warmup: f64,
+    secs: f64,
+    gap: Duration,
+) -> Cell {
     let start = Instant::now();
     let w = Window {
         warm_end: start + Duration::from_secs_f64(warmup),
         end: start + Duration::from_secs_f64(warmup + secs),
+        gap,
     };
     let mut out = Cell {
         concurrency,
@@ -656,6 +676,9 @@ fn bare_cell(pool: &bare::Pool, case: &Case, concurrency: usize, warmup: f64, se
                     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
                     let mut span: Option<(Instant, Instant)> = None;
                     loop {
+                        if !w.gap.is_zero() {
+                            std::thread::sleep(w.gap);
+                        }
                         let sent = Instant::now();
                         if w.done(sent, span.is_some()) {
                             break;
@@ -834,8 +857,11 @@ fn run_stack_variant(
                     &spec.id,
                     case,
                     c,
-                    Duration::from_secs_f64(warmup),
-                    Duration::from_secs_f64(secs),
+                    remote::CellTiming {
+                        warmup: Duration::from_secs_f64(warmup),
+                        seconds: Duration::from_secs_f64(secs),
+                        gap: Duration::ZERO,
+                    },
                 )
                 .await;
                 match cell {
@@ -865,15 +891,18 @@ fn run_stack_variant(
         let mut rounds = Vec::new();
         if let (Some(p), Some(case), None) = (paired, cases.first(), &failure) {
             for r in 0..p.rounds {
-                let b = bare_cell(p.pool, case, 1, p.warmup, p.secs);
+                let b = bare_cell(p.pool, case, 1, p.warmup, p.secs, p.gap);
                 let cell = remote::cell(
                     mode,
                     &running,
                     &spec.id,
                     case,
                     1,
-                    Duration::from_secs_f64(p.warmup),
-                    Duration::from_secs_f64(p.secs),
+                    remote::CellTiming {
+                        warmup: Duration::from_secs_f64(p.warmup),
+                        seconds: Duration::from_secs_f64(p.secs),
+                        gap: p.gap,
+                    },
                 )
                 .await;
                 let s = match cell {
@@ -959,6 +988,10 @@ pub fn run(args: Args) -> Result<()> {
     // Each block's own warm-up: the first requests after the switch pay for waking the other
     // side's threads, which a C = 1 client pays between any two requests anyway.
     let paired_warmup = if args.quick { 0.05 } else { 0.2 };
+    let paired_gap_ms = args.paired_gap_ms.unwrap_or(0.0);
+    if !(0.0..=1000.0).contains(&paired_gap_ms) {
+        bail!("--paired-gap-ms {paired_gap_ms}: expected 0 to 1000");
+    }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => sealed_sim::stack::default_bin_dir()?,
@@ -1029,6 +1062,7 @@ pub fn run(args: Args) -> Result<()> {
         warmup,
         paired_rounds,
         paired_seconds,
+        paired_gap_ms,
         quick: args.quick,
         plain,
         dynamic_batch: args.dynamic_batch,
@@ -1116,7 +1150,7 @@ pub fn run(args: Args) -> Result<()> {
                         row.push(None);
                         continue;
                     }
-                    let cell = bare_cell(&pool, case, c, warmup, seconds);
+                    let cell = bare_cell(&pool, case, c, warmup, seconds, Duration::ZERO);
                     eprintln!(
                         "  {:<6} {:>9} B  C={c:<3} {:>8.1} req/s  p50 {:.3} ms  errors {}  load {}",
                         report::variant_label("bare", batch_rows.map(u64::from)),
@@ -1145,6 +1179,7 @@ pub fn run(args: Args) -> Result<()> {
                 rounds: paired_rounds,
                 warmup: paired_warmup,
                 secs: paired_seconds,
+                gap: Duration::from_secs_f64(paired_gap_ms / 1000.0),
             });
             let sealed = run_stack_variant(
                 &rt,
@@ -1190,7 +1225,7 @@ pub fn run(args: Args) -> Result<()> {
                     eprintln!("  scaling: workers {w}, C={c}");
                     let pool =
                         bare::Pool::start(Arc::clone(&plan), w, batch_rows.map(|n| n as usize))?;
-                    let b = bare_cell(&pool, case, c, warmup, seconds);
+                    let b = bare_cell(&pool, case, c, warmup, seconds, Duration::ZERO);
                     drop(pool);
                     let s = run_stack_variant(
                         &rt,
@@ -1341,6 +1376,7 @@ mod tests {
             warmup: 0.1,
             paired_rounds: 0,
             paired_seconds: 1.0,
+            paired_gap_ms: 0.0,
             quick: true,
             plain,
             dynamic_batch,
@@ -1514,7 +1550,7 @@ mod tests {
         };
         let _only_pool = bare_pools();
         let pool = bare::Pool::start(plan, 2, None).unwrap();
-        let cell = bare_cell(&pool, &c, 3, 0.01, 0.05);
+        let cell = bare_cell(&pool, &c, 3, 0.01, 0.05, Duration::ZERO);
         assert!(cell.ok() > 0);
         assert_eq!(cell.error_count(), 0);
     }
@@ -1652,6 +1688,7 @@ mod tests {
         let w = Window {
             warm_end: t0,
             end: t0 + Duration::from_secs(1),
+            gap: Duration::ZERO,
         };
         assert!(!w.done(t0 + Duration::from_secs(2), false));
         assert!(w.done(t0 + Duration::from_secs(2), true));

@@ -623,6 +623,15 @@ fn caveats(r: &Reports) -> Vec<String> {
         {
             out.push(format!("{run}.json came from a {p} build, not release"));
         }
+        if let Some(gap) = report["settings"]["paired_gap_ms"]
+            .as_f64()
+            .filter(|g| *g > 0.0)
+        {
+            out.push(format!(
+                "{run}.json ran its paired rounds with --paired-gap-ms {gap}: latency after an \
+                 idle gap, a diagnostic, not the standard run"
+            ));
+        }
     }
     if let Some(m) = &r.micro {
         if m["quick"].as_bool() == Some(true) {

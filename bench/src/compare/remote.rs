@@ -371,6 +371,9 @@ async fn client_task(
     };
     let Some(w) = w else { return stats };
     loop {
+        if !w.gap.is_zero() {
+            tokio::time::sleep(w.gap).await;
+        }
         let sent = Instant::now();
         if w.done(sent, stats.span.is_some()) {
             break;
@@ -391,6 +394,14 @@ async fn client_task(
     stats
 }
 
+/// How long a cell warms up and measures, and the idle time before each of its requests.
+#[derive(Clone, Copy)]
+pub struct CellTiming {
+    pub warmup: Duration,
+    pub seconds: Duration,
+    pub gap: Duration,
+}
+
 /// One cell: `concurrency` client tasks (each its own connection; sealed ones attest first,
 /// outside the timing), a warm-up, then `seconds` of back-to-back requests. Host and enclave
 /// counters (`/proc/PID/io`, `stat`, `task/*/status`) are read at the start and the end of the measured window.
@@ -400,9 +411,13 @@ pub async fn cell(
     model: &str,
     case: &Arc<Case>,
     concurrency: usize,
-    warmup: Duration,
-    seconds: Duration,
+    timing: CellTiming,
 ) -> Result<Cell> {
+    let CellTiming {
+        warmup,
+        seconds,
+        gap,
+    } = timing;
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(concurrency);
     let (window_tx, window_rx) = tokio::sync::watch::channel(None);
     let mut tasks = Vec::with_capacity(concurrency);
@@ -429,6 +444,7 @@ pub async fn cell(
     let w = Window {
         warm_end: start + warmup,
         end: start + warmup + seconds,
+        gap,
     };
     window_tx.send_replace(Some(w));
     tokio::time::sleep_until(w.warm_end.into()).await;

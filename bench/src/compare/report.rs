@@ -305,6 +305,7 @@ pub fn json(
             "warmup_s": s.warmup,
             "paired_rounds": s.paired_rounds,
             "paired_seconds": s.paired_seconds,
+            "paired_gap_ms": s.paired_gap_ms,
             "quick": s.quick,
             "plain": s.plain,
             "dynamic_batch": s.dynamic_batch,
@@ -658,6 +659,12 @@ pub fn table(j: &Value) -> String {
              state; cells measured minutes apart do not.\n\n",
             s["paired_seconds"]
         ));
+        if let Some(gap) = s["paired_gap_ms"].as_f64().filter(|g| *g > 0.0) {
+            out.push_str(&format!(
+                "Each request of these rounds, bare and stack alike, came after {gap} ms idle \
+                 (`--paired-gap-ms`, outside the timing): a diagnostic run.\n\n"
+            ));
+        }
         header(
             &mut out,
             &[

@@ -511,6 +511,21 @@ fn quick_runs_are_flagged() {
 }
 
 #[test]
+fn a_run_with_an_idle_gap_is_flagged() {
+    let mut r = report(Value::Null, 2, 2, vec![], vec![]);
+    r["settings"]["paired_gap_ms"] = json!(5.0);
+    let mut back_to_back = report(Value::Null, 2, 2, vec![], vec![]);
+    back_to_back["settings"]["paired_gap_ms"] = json!(0.0);
+    let reports = Reports {
+        compare: vec![("compare-pinned", Some(r)), ("compare", Some(back_to_back))],
+        micro: None,
+    };
+    let c = caveats(&reports);
+    assert_eq!(c.len(), 1, "{c:?}");
+    assert!(c[0].starts_with("compare-pinned.json ran its paired rounds with --paired-gap-ms 5"));
+}
+
+#[test]
 fn the_payload_sweep_is_shown_not_judged() {
     let mut r = report(
         Value::Null,
