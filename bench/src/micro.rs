@@ -163,6 +163,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         row("HPKE: seal + open request, seal + open response", &|f| {
             us(&f["hpke"], "total_median_us")
         });
+        row(
+            "(beside, not in the floor) the client SDK's seal from its second request: the \
+             setup was made while the previous request was on the wire",
+            &|f| us(&f["hpke"]["seal_request_set_up_ahead"], "median_us"),
+        );
+        row(
+            "(beside, not in the floor) that setup alone (X25519)",
+            &|f| us(&f["hpke"]["setup_ahead"], "median_us"),
+        );
         row("host↔enclave frame round trip (Unix socket)", &|f| {
             us(&f["frame_round_trip"], "median_us")
         });

@@ -60,7 +60,9 @@ mod kat_tests;
 
 pub use error::{HeaderError, KeyConfigError, OpenError, SealError};
 pub use key_config::KeyConfig;
-pub use request::{ServerKey, request_key_id, seal_request, seal_request_in_place};
+pub use request::{
+    PreparedRequest, ServerKey, request_key_id, seal_request, seal_request_in_place,
+};
 pub use response::{ResponseOpener, ResponseSealer};
 
 /// DHKEM(X25519, HKDF-SHA256), RFC 9180 §7.1 table 2.

@@ -17,7 +17,7 @@ use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeS, Serializable};
 use rand_core::{TryCryptoRng, TryRng};
-use sealed_crypto::{ServerKey, seal_request};
+use sealed_crypto::{PreparedRequest, REQUEST_PREFIX_LEN, ServerKey, seal_request};
 use sha2::Sha256;
 
 /// Hands out fixed bytes, so that both constructions draw the same "randomness".
@@ -103,6 +103,26 @@ fn request_and_response_match_rfc9458_construction() {
 
     assert_eq!(hex::encode(&request), PINNED_REQUEST);
     assert_eq!(hex::encode(&response), PINNED_RESPONSE);
+}
+
+/// A setup made ahead gives the same bytes as sealing in one step, for the same randomness.
+#[test]
+fn a_request_set_up_ahead_is_the_same_construction() {
+    let key = ServerKey::derive(KEY_ID, &IKM_R);
+    let config = key.config();
+    let prepared = PreparedRequest::new(&config, &mut FixedBytes(IKM_E.to_vec())).unwrap();
+    assert!(prepared.is_for(&config));
+    let mut buf = vec![0u8; REQUEST_PREFIX_LEN];
+    buf.extend_from_slice(REQUEST);
+    let opener = prepared.seal_in_place(&mut buf).unwrap();
+    assert_eq!(hex::encode(&buf), PINNED_REQUEST);
+    let (opened, sealer) = key.open_request(&buf).unwrap();
+    assert_eq!(opened.as_slice(), REQUEST);
+    let response = sealer
+        .seal(RESPONSE, &mut FixedBytes(RESPONSE_NONCE.to_vec()))
+        .unwrap();
+    assert_eq!(hex::encode(&response), PINNED_RESPONSE);
+    assert_eq!(opener.open(&response).unwrap().as_slice(), RESPONSE);
 }
 
 #[test]

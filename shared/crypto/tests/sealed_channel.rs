@@ -6,9 +6,9 @@ use proptest::prelude::*;
 use rand_core::UnwrapErr;
 use sealed_crypto::{
     AEAD_ID, HeaderError, KDF_ID, KEM_ID, KeyConfig, MAX_ENCAPSULATED_REQUEST_LEN,
-    MAX_ENCAPSULATED_RESPONSE_LEN, MAX_PLAINTEXT_LEN, OpenError, REQUEST_HEADER_LEN,
-    REQUEST_OVERHEAD, RESPONSE_OVERHEAD, ResponseOpener, ResponseSealer, SealError, ServerKey,
-    request_key_id, seal_request,
+    MAX_ENCAPSULATED_RESPONSE_LEN, MAX_PLAINTEXT_LEN, OpenError, PreparedRequest,
+    REQUEST_HEADER_LEN, REQUEST_OVERHEAD, REQUEST_PREFIX_LEN, RESPONSE_OVERHEAD, ResponseOpener,
+    ResponseSealer, SealError, ServerKey, request_key_id, seal_request,
 };
 
 fn rng() -> UnwrapErr<getrandom::SysRng> {
@@ -41,6 +41,43 @@ fn request_and_response_round_trip() {
     assert_eq!(plaintext.as_slice(), REQUEST);
     let response = sealer.seal(RESPONSE, &mut rng()).unwrap();
     assert_eq!(opener.open(&response).unwrap().as_slice(), RESPONSE);
+}
+
+/// A request set up ahead seals and opens like any other, and knows which key it was made for.
+#[test]
+fn a_request_set_up_ahead_round_trips_for_its_key_only() {
+    let key = server(3);
+    let prepared = PreparedRequest::new(&key.config(), &mut rng()).unwrap();
+    assert!(prepared.is_for(&key.config()));
+    // Another key under the same id, and the same key under another id, are not its key.
+    assert!(!prepared.is_for(&server(3).config()));
+    let mut other_id = key.config();
+    other_id.key_id = 4;
+    assert!(!prepared.is_for(&other_id));
+
+    let mut buf = vec![0u8; REQUEST_PREFIX_LEN];
+    buf.extend_from_slice(REQUEST);
+    let opener = prepared.seal_in_place(&mut buf).unwrap();
+    let (plaintext, sealer) = key.open_request(&buf).unwrap();
+    assert_eq!(plaintext.as_slice(), REQUEST);
+    let response = sealer.seal(RESPONSE, &mut rng()).unwrap();
+    assert_eq!(opener.open(&response).unwrap().as_slice(), RESPONSE);
+    // Made ahead for one key, it does not open under another.
+    let stale = PreparedRequest::new(&server(3).config(), &mut rng()).unwrap();
+    let mut buf = vec![0u8; REQUEST_PREFIX_LEN];
+    buf.extend_from_slice(REQUEST);
+    stale.seal_in_place(&mut buf).unwrap();
+    assert!(key.open_request(&buf).is_err());
+}
+
+/// A buffer without room for the header is refused and wiped, as by `seal_request_in_place`.
+#[test]
+fn a_request_set_up_ahead_refuses_a_buffer_without_room() {
+    let key = server(1);
+    let prepared = PreparedRequest::new(&key.config(), &mut rng()).unwrap();
+    let mut buf = vec![7u8; REQUEST_PREFIX_LEN - 1];
+    assert!(prepared.seal_in_place(&mut buf).is_err());
+    assert!(buf.is_empty());
 }
 
 #[test]
