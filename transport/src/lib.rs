@@ -175,14 +175,14 @@ pub async fn write_frame<W: AsyncWrite + Unpin + ?Sized>(
     body: &[u8],
 ) -> Result<(), TransportError> {
     let header = frame::encode_header(request_id, body.len())?;
-    write_all_vectored(w, &mut [IoSlice::new(&header), IoSlice::new(body)]).await?;
+    write_pieces(w, &header, &[], body).await?;
     w.flush().await?;
     Ok(())
 }
 
 /// Writes one frame whose body is `head ‖ body` and flushes it, without joining the two into one
-/// buffer: a relay writes a small envelope prefix and a large payload it already holds. The
-/// three pieces go out in one vectored write when the stream takes them all.
+/// buffer: a relay writes a small envelope prefix and a large payload it already holds. See
+/// [`write_pieces`] for how many writes that takes.
 pub async fn write_frame_parts<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
     request_id: u64,
@@ -190,22 +190,52 @@ pub async fn write_frame_parts<W: AsyncWrite + Unpin + ?Sized>(
     body: &[u8],
 ) -> Result<(), TransportError> {
     let header = frame::encode_header(request_id, head.len().saturating_add(body.len()))?;
-    let mut parts = [
-        IoSlice::new(&header),
-        IoSlice::new(head),
-        IoSlice::new(body),
-    ];
-    write_all_vectored(w, &mut parts).await?;
+    write_pieces(w, &header, head, body).await?;
     w.flush().await?;
     Ok(())
 }
 
-/// Writes all of `parts` in as few `writev(2)` calls as the stream accepts. A frame written in
-/// pieces by separate writes reaches a reader already waiting on the socket as separate wake-ups:
-/// the enclave's answers went out as header ‖ envelope and then the sealed bytes, and the host's
-/// reader woke, read 30 bytes, went back to sleep and woke again for the rest (`strace`,
-/// docs/performance.md round 16). A stream without vectored writes (`is_write_vectored` false)
-/// still gets every byte: tokio then writes the first non-empty slice per call.
+/// Bodies up to this size are copied behind the header on a stream without vectored writes, so
+/// that the frame is one write: a sealed answer is hundreds of bytes to tens of KiB.
+const JOIN_LIMIT: usize = 64 * 1024;
+
+/// Writes `header ‖ head ‖ body` as one frame. A frame written in pieces by separate writes
+/// reaches a reader already waiting on the socket as separate wake-ups: the enclave's answers went
+/// out as header ‖ envelope and then the sealed bytes, and the host's reader woke, read 30 bytes,
+/// went back to sleep and woke again for the rest (`strace`, docs/performance.md round 16). On a
+/// stream with vectored writes (Unix sockets) the three pieces go to one `writev(2)`; on one
+/// without (tokio-vsock's halves write one slice per call) the header and head are joined, with
+/// the body too when it is at most [`JOIN_LIMIT`] bytes. The joined copy may hold a frame's
+/// contents (an upload's credentials, say), so it is wiped once written.
+async fn write_pieces<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    header: &[u8],
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<()> {
+    if w.is_write_vectored() {
+        let mut parts = [IoSlice::new(header), IoSlice::new(head), IoSlice::new(body)];
+        return write_all_vectored(w, &mut parts).await;
+    }
+    let join_body = body.len() <= JOIN_LIMIT;
+    let mut first =
+        Vec::with_capacity(header.len() + head.len() + if join_body { body.len() } else { 0 });
+    first.extend_from_slice(header);
+    first.extend_from_slice(head);
+    if join_body {
+        first.extend_from_slice(body);
+    }
+    let written = w.write_all(&first).await;
+    sealed_wire::wipe::wipe(&mut first);
+    written?;
+    if !join_body {
+        w.write_all(body).await?;
+    }
+    Ok(())
+}
+
+/// Writes all of `parts` in as few `writev(2)` calls as the stream accepts (short writes continue
+/// where they stopped).
 async fn write_all_vectored<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
     parts: &mut [IoSlice<'_>],
@@ -464,6 +494,26 @@ mod tests {
         write_frame(&mut w, 4, b"whole").await.unwrap();
         assert_eq!(w.calls, 1);
         assert_eq!(w.out, expected_frame(4, b"whole"));
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_vectored_writes_gets_a_small_frame_in_one_write() {
+        let mut w = Recording::new(usize::MAX, false);
+        write_frame_parts(&mut w, 3, b"head", &[9u8; 1000])
+            .await
+            .unwrap();
+        assert_eq!(w.calls, 1);
+        let mut body = b"head".to_vec();
+        body.extend_from_slice(&[9u8; 1000]);
+        assert_eq!(w.out, expected_frame(3, &body));
+        // A large body is not copied: header and head, then the body.
+        let big = vec![5u8; JOIN_LIMIT + 1];
+        let mut w = Recording::new(usize::MAX, false);
+        write_frame_parts(&mut w, 4, b"h", &big).await.unwrap();
+        assert_eq!(w.calls, 2);
+        let mut body = b"h".to_vec();
+        body.extend_from_slice(&big);
+        assert_eq!(w.out, expected_frame(4, &body));
     }
 
     #[tokio::test]
