@@ -23,6 +23,7 @@ use std::io::IoSlice;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::task::{Context, Poll, ready};
 
 use sealed_wire::frame::{self, Frame, FrameError, FrameHeader, HEADER_LEN};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -199,66 +200,169 @@ pub async fn write_frame_parts<W: AsyncWrite + Unpin + ?Sized>(
 /// that the frame is one write: a sealed answer is hundreds of bytes to tens of KiB.
 const JOIN_LIMIT: usize = 64 * 1024;
 
-/// Writes `header ‖ head ‖ body` as one frame. A frame written in pieces by separate writes
-/// reaches a reader already waiting on the socket as separate wake-ups: the enclave's answers went
-/// out as header ‖ envelope and then the sealed bytes, and the host's reader woke, read 30 bytes,
-/// went back to sleep and woke again for the rest (`strace`, docs/performance.md round 16). On a
-/// stream with vectored writes (Unix sockets) the three pieces go to one `writev(2)`; on one
-/// without (tokio-vsock's halves write one slice per call) the header and head are joined, with
-/// the body too when it is at most [`JOIN_LIMIT`] bytes. The joined copy may hold a frame's
-/// contents (an upload's credentials, say), so it is wiped once written.
+/// Writes `header ‖ head ‖ body` as one frame (see [`poll_write_parts`] for how many writes).
 async fn write_pieces<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
     header: &[u8],
     head: &[u8],
     body: &[u8],
 ) -> std::io::Result<()> {
-    if w.is_write_vectored() {
-        let mut parts = [IoSlice::new(header), IoSlice::new(head), IoSlice::new(body)];
-        return write_all_vectored(w, &mut parts).await;
-    }
-    let join_body = body.len() <= JOIN_LIMIT;
-    let mut first =
-        Vec::with_capacity(header.len() + head.len() + if join_body { body.len() } else { 0 });
-    first.extend_from_slice(header);
-    first.extend_from_slice(head);
-    if join_body {
-        first.extend_from_slice(body);
-    }
-    let written = w.write_all(&first).await;
-    sealed_wire::wipe::wipe(&mut first);
-    written?;
-    if !join_body {
-        w.write_all(body).await?;
-    }
-    Ok(())
+    let mut written = 0;
+    std::future::poll_fn(|cx| poll_write_parts(w, cx, [header, head, body], &mut written)).await
 }
 
-/// Writes all of `parts` in as few `writev(2)` calls as the stream accepts (short writes continue
-/// where they stopped).
-async fn write_all_vectored<W: AsyncWrite + Unpin + ?Sized>(
+/// Writes `parts` (one frame: header, envelope, body) from byte `*written` on, advancing
+/// `*written` as the stream takes them; short writes continue where they stopped. A frame written
+/// in pieces by separate writes reaches a reader already waiting on the socket as separate
+/// wake-ups: the enclave's answers went out as header ‖ envelope and then the sealed bytes, and
+/// the host's reader woke, read 30 bytes, went back to sleep and woke again for the rest
+/// (`strace`, docs/performance.md round 16). On a stream with vectored writes (Unix sockets) the
+/// three pieces go to one `writev(2)`; on one without (tokio-vsock's halves write one slice per
+/// call) what is left of the header and head is joined, with the body too when at most
+/// [`JOIN_LIMIT`] bytes of it are left. The joined copy may hold a frame's contents (an upload's
+/// credentials, say), so it is wiped once written.
+fn poll_write_parts<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
-    parts: &mut [IoSlice<'_>],
-) -> std::io::Result<()> {
-    let mut parts = parts;
-    let mut left: usize = parts.iter().map(|p| p.len()).sum();
-    IoSlice::advance_slices(&mut parts, 0);
-    while left > 0 {
-        let n = w.write_vectored(parts).await?;
+    cx: &mut Context<'_>,
+    parts: [&[u8]; 3],
+    written: &mut usize,
+) -> Poll<std::io::Result<()>> {
+    let total = parts.iter().map(|p| p.len()).sum::<usize>();
+    while *written < total {
+        let mut rest = parts.map(IoSlice::new);
+        let mut rest: &mut [IoSlice<'_>] = &mut rest;
+        IoSlice::advance_slices(&mut rest, *written);
+        let left = total - *written;
+        let n = if w.is_write_vectored() {
+            ready!(Pin::new(&mut *w).poll_write_vectored(cx, rest))?
+        } else {
+            // `rest` ends with the body; what precedes it is the rest of header and head.
+            let (body, front) = match rest.split_last() {
+                Some((body, front)) => (&**body, front),
+                None => (&[][..], &[][..]),
+            };
+            let front_len = left - body.len();
+            if front_len == 0 {
+                ready!(Pin::new(&mut *w).poll_write(cx, body))?
+            } else {
+                let join_body = body.len() <= JOIN_LIMIT;
+                let mut joined =
+                    Vec::with_capacity(front_len + if join_body { body.len() } else { 0 });
+                for piece in front {
+                    joined.extend_from_slice(piece);
+                }
+                if join_body {
+                    joined.extend_from_slice(body);
+                }
+                let polled = Pin::new(&mut *w).poll_write(cx, &joined);
+                sealed_wire::wipe::wipe(&mut joined);
+                ready!(polled)?
+            }
+        };
         if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
+            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
         }
         // A writer that claims more than it was given is broken; refuse rather than let
         // `advance_slices` panic on it.
         if n > left {
-            return Err(std::io::Error::other(
+            return Poll::Ready(Err(std::io::Error::other(
                 "writer reported more bytes than it was given",
-            ));
+            )));
         }
-        left -= n;
-        IoSlice::advance_slices(&mut parts, n);
+        *written += n;
     }
-    Ok(())
+    Poll::Ready(Ok(()))
+}
+
+/// One frame to send, `header ‖ head ‖ body`, owned, with how much of it is already on the
+/// stream. It lets a thread outside the runtime (an enclave inference worker) put its answer on
+/// the connection itself when the stream takes it at once ([`OutFrame::try_write`]), instead of
+/// waking a writer task to do it; whatever the stream could not take is finished by the writer
+/// task ([`OutFrame::write_rest`]), before any other frame.
+pub struct OutFrame {
+    header: [u8; HEADER_LEN],
+    head: Vec<u8>,
+    body: Vec<u8>,
+    written: usize,
+    flushed: bool,
+}
+
+impl std::fmt::Debug for OutFrame {
+    // Sizes only: the body may be anything the connection carries.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutFrame")
+            .field("len", &self.len())
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutFrame {
+    /// Frame `request_id` with body `head ‖ body`.
+    pub fn new(request_id: u64, head: Vec<u8>, body: Vec<u8>) -> Result<OutFrame, FrameError> {
+        let header = frame::encode_header(request_id, head.len().saturating_add(body.len()))?;
+        Ok(OutFrame {
+            header,
+            head,
+            body,
+            written: 0,
+            flushed: false,
+        })
+    }
+
+    /// Bytes of the whole frame, header included.
+    pub fn len(&self) -> usize {
+        HEADER_LEN + self.head.len() + self.body.len()
+    }
+
+    /// Always false: a frame has at least its header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Bytes already written. A frame with some but not all of its bytes written must be finished
+    /// before any other frame goes on the same stream.
+    pub fn written(&self) -> usize {
+        self.written
+    }
+
+    fn poll_rest<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let parts = [&self.header[..], &self.head, &self.body];
+        ready!(poll_write_parts(w, cx, parts, &mut self.written))?;
+        if !self.flushed {
+            ready!(Pin::new(&mut *w).poll_flush(cx))?;
+            self.flushed = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes as much of the frame as `w` takes now, never waiting: `Ok(true)` once all of it is
+    /// written and flushed, `Ok(false)` when the stream would block (finish with
+    /// [`OutFrame::write_rest`], which then owes the stream's readiness a real waker). Callable
+    /// from any thread; the caller must hold the stream exclusively.
+    pub fn try_write<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+    ) -> std::io::Result<bool> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.poll_rest(w, &mut cx) {
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Writes what is left of the frame and flushes it.
+    pub async fn write_rest<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+    ) -> std::io::Result<()> {
+        std::future::poll_fn(|cx| self.poll_rest(w, cx)).await
+    }
 }
 
 /// Writes one frame that the caller built in one buffer, `frame` = room for the header (its first
@@ -532,6 +636,132 @@ mod tests {
             write_frame_parts(&mut w, 1, b"ab", b"cd").await,
             Err(TransportError::Io(_))
         ));
+    }
+
+    /// A writer that takes `room` bytes in all, then would block (`Pending`) until `room` is
+    /// raised; vectored or not.
+    struct Filling {
+        out: Vec<u8>,
+        room: usize,
+        vectored: bool,
+    }
+
+    impl AsyncWrite for Filling {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            if self.room == 0 {
+                return std::task::Poll::Pending;
+            }
+            let mut taken = 0;
+            for b in bufs {
+                let n = b.len().min(self.room);
+                self.out.extend_from_slice(&b[..n]);
+                self.room -= n;
+                taken += n;
+            }
+            std::task::Poll::Ready(Ok(taken))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.vectored
+        }
+
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_out_frame_the_stream_cannot_take_at_once_is_finished_where_it_stopped() {
+        let body: Vec<u8> = (0..JOIN_LIMIT as u32 + 300).map(|i| i as u8).collect();
+        for vectored in [true, false] {
+            for room in [0, 1, 7, HEADER_LEN + 4, 5000, usize::MAX] {
+                let mut w = Filling {
+                    out: Vec::new(),
+                    room,
+                    vectored,
+                };
+                let mut f = OutFrame::new(11, b"head".to_vec(), body.clone()).unwrap();
+                assert_eq!(f.len(), HEADER_LEN + 4 + body.len());
+                let done = f.try_write(&mut w).unwrap();
+                assert_eq!(done, room == usize::MAX, "room {room}");
+                assert_eq!(f.written(), room.min(f.len()));
+                assert_eq!(w.out.len(), f.written());
+                w.room = usize::MAX;
+                f.write_rest(&mut w).await.unwrap();
+                assert_eq!(w.out, expected_frame(11, &[&b"head"[..], &body].concat()));
+                // Finished: nothing more is written.
+                assert!(f.try_write(&mut w).unwrap());
+                assert_eq!(w.out.len(), f.len());
+            }
+        }
+    }
+
+    #[test]
+    fn an_out_frame_goes_on_a_socket_from_a_thread_outside_the_runtime() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (mut aw, mut br) = rt.block_on(async {
+            let (a, b) = tokio::net::UnixStream::pair().unwrap();
+            let (_, aw) = a.into_split();
+            let (br, _) = b.into_split();
+            (aw, br)
+        });
+        // A plain thread, as an inference worker is: one small frame goes at once; then frames
+        // until the socket is full, the last of which is left part-written.
+        let (mut aw, unfinished, last) = std::thread::spawn(move || {
+            let mut small = OutFrame::new(1, b"h".to_vec(), b"answer".to_vec()).unwrap();
+            assert!(small.try_write(&mut aw).unwrap());
+            let mut id = 2;
+            loop {
+                let mut f = OutFrame::new(id, Vec::new(), vec![id as u8; 100_000]).unwrap();
+                if !f.try_write(&mut aw).unwrap() {
+                    return (aw, f, id);
+                }
+                id += 1;
+            }
+        })
+        .join()
+        .unwrap();
+        let mut sent = Vec::new();
+        rt.block_on(async {
+            let writer = tokio::spawn(async move {
+                let mut unfinished = unfinished;
+                unfinished.write_rest(&mut aw).await.unwrap();
+                drop(aw);
+            });
+            let f = read_frame(&mut br, 1 << 20).await.unwrap().unwrap();
+            assert_eq!((f.request_id, f.body.as_slice()), (1, &b"hanswer"[..]));
+            while let Some(f) = read_frame(&mut br, 1 << 20).await.unwrap() {
+                assert_eq!(f.body, vec![f.request_id as u8; 100_000]);
+                sent.push(f.request_id);
+            }
+            writer.await.unwrap();
+        });
+        assert_eq!(sent, (2..=last).collect::<Vec<_>>());
     }
 
     #[tokio::test]
