@@ -15,10 +15,11 @@
 //! are left to finish, because the model store accounts for their memory itself and cancelling one
 //! mid-load would release its model id while the load still runs.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use sealed_transport::{BoxRead, BoxWrite, Endpoint, Listener, TransportError};
+use sealed_transport::{BoxRead, BoxWrite, Endpoint, Listener, OutFrame, TransportError};
 use sealed_wire::limits::MAX_FRAME_LEN;
 use sealed_wire::{EnclaveRequest, EnclaveResponse, ErrorCode};
 use tokio::sync::{Semaphore, mpsc};
@@ -207,23 +208,13 @@ fn timed_out(deadline: Duration) -> EnclaveResponse {
 /// holds `limits.max_buffered_bytes` in units shared by every connection ([`budget_units`]).
 pub async fn serve_connection_with_limits(
     mut reader: BoxRead,
-    mut writer: BoxWrite,
+    writer: BoxWrite,
     service: Arc<Service>,
     budget: Arc<Semaphore>,
     limits: ServerLimits,
 ) {
     let max_in_flight = limits.max_in_flight_per_connection.max(1);
-    let (tx, mut rx) = mpsc::channel::<(u64, Outgoing)>(max_in_flight);
-    let write_task = tokio::spawn(async move {
-        while let Some((id, out)) = rx.recv().await {
-            let written =
-                sealed_transport::write_frame_parts(&mut writer, id, &out.head, &out.body).await;
-            if let Err(e) = written {
-                debug!(error = %e, "write failed; closing connection");
-                break;
-            }
-        }
-    });
+    let (answers, write_task) = Answers::start(writer);
     let in_flight = Arc::new(Semaphore::new(max_in_flight));
     loop {
         let permit = match Arc::clone(&in_flight).acquire_owned().await {
@@ -241,7 +232,7 @@ pub async fn serve_connection_with_limits(
                     sealed_wire::frame::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
                     _ => ErrorCode::MalformedFrame,
                 };
-                send(&tx, 0, EnclaveResponse::error(code, e.to_string())).await;
+                answers.send(0, EnclaveResponse::error(code, e.to_string()));
                 break;
             }
             Err(e) => {
@@ -264,20 +255,43 @@ pub async fn serve_connection_with_limits(
             }
         };
         let request_id = frame.request_id;
-        let tx = tx.clone();
+        let answer = Arc::new(Answer {
+            request_id,
+            answers: Arc::clone(&answers),
+            sent: AtomicBool::new(false),
+        });
         let service = Arc::clone(&service);
         tokio::spawn(
             async move {
                 let started = std::time::Instant::now();
                 // An `Infer` envelope is opened where it lies in the frame's own buffer: no
-                // copy, not even the move that would bring the sealed bytes to its start.
-                let response = match sealed_wire::message::infer_envelope_range(&frame.body) {
-                    Some(range) => {
-                        let infer = service.infer_in_frame(frame.body, range.start);
-                        within(limits.request_timeout, infer).await
-                    }
-                    // A sealed model's chunk likewise: up to 8 MiB opened where it lies.
-                    None => match sealed_wire::message::sealed_chunk_range(&frame.body) {
+                // copy, not even the move that would bring the sealed bytes to its start. Its
+                // answer is sealed and sent by the inference worker that has it.
+                if let Some(range) = sealed_wire::message::infer_envelope_range(&frame.body) {
+                    let respond = {
+                        let answer = Arc::clone(&answer);
+                        move |response| answer.once(response)
+                    };
+                    let infer = service.infer_in_frame_to(frame.body, range.start, respond);
+                    let deadline = limits.request_timeout;
+                    let fallback = match tokio::time::timeout(deadline, infer).await {
+                        // Answered, unless the engine dropped the request (it was closing).
+                        Ok(()) => EnclaveResponse::error(
+                            ErrorCode::Internal,
+                            "the worker dropped the request",
+                        ),
+                        Err(_) => timed_out(deadline),
+                    };
+                    // No-op once answered. Past the deadline the worker may still finish the
+                    // inference; whichever answer comes first is the one sent.
+                    answer.once(fallback);
+                    debug!(
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "request done"
+                    );
+                } else {
+                    // A sealed model's chunk: up to 8 MiB opened where it lies.
+                    let response = match sealed_wire::message::sealed_chunk_range(&frame.body) {
                         Some((upload_id, range)) => {
                             let chunk = service.sealed_chunk_in_frame(upload_id, frame.body, range);
                             within(limits.request_timeout, chunk).await
@@ -289,51 +303,176 @@ pub async fn serve_connection_with_limits(
                                 EnclaveResponse::error(e.code(), e.to_string())
                             }
                         },
-                    },
-                };
-                if let EnclaveResponse::Error(e) = &response {
-                    debug!(code = %e.code, elapsed_ms = started.elapsed().as_millis() as u64, "request failed");
-                } else {
-                    debug!(elapsed_ms = started.elapsed().as_millis() as u64, "request done");
+                    };
+                    let elapsed_ms = started.elapsed().as_millis() as u64;
+                    if let EnclaveResponse::Error(e) = &response {
+                        debug!(code = %e.code, elapsed_ms, "request failed");
+                    } else {
+                        debug!(elapsed_ms, "request done");
+                    }
+                    answer.once(response);
                 }
-                send(&tx, request_id, response).await;
                 drop(reserved);
                 drop(permit);
             }
             .instrument(info_span!("request", id = request_id)),
         );
     }
-    drop(tx);
+    drop(answers);
     let _ = write_task.await;
 }
 
-/// One frame body to write: `head ‖ body`.
-struct Outgoing {
-    head: Vec<u8>,
-    body: Vec<u8>,
+/// The one answer to one request: sent once, by whoever has it first (the inference worker, the
+/// request's task, or the deadline).
+struct Answer {
+    request_id: u64,
+    answers: Arc<Answers>,
+    sent: AtomicBool,
 }
 
-async fn send(tx: &mpsc::Sender<(u64, Outgoing)>, request_id: u64, response: EnclaveResponse) {
-    // A sealed answer goes out as the envelope's prefix and the sealed bytes as they are, instead
-    // of being copied into a CBOR encoding (`prefix ‖ sealed` is that encoding).
-    if let EnclaveResponse::Infer { sealed } = response {
-        let head = sealed_wire::message::infer_envelope_prefix(sealed.len());
-        let _ = tx.send((request_id, Outgoing { head, body: sealed })).await;
-        return;
+impl Answer {
+    fn once(&self, response: EnclaveResponse) {
+        if !self.sent.swap(true, Ordering::AcqRel) {
+            self.answers.send(self.request_id, response);
+        }
     }
-    let body = match response.encode() {
-        Ok(b) => b,
-        Err(e) => {
-            warn!(error = %e, "response encoding failed");
-            match EnclaveResponse::error(ErrorCode::Internal, "response encoding failed").encode() {
-                Ok(b) => b,
-                Err(_) => return,
+}
+
+/// The write side of one host connection, shared by its writer task and whatever answers a
+/// request: an inference worker thread or a request's task. An answer is written by the thread
+/// that has it when the stream is free and takes the whole frame at once (one non-blocking
+/// `writev`); otherwise the writer task writes it. On this path every answer used to wake the
+/// writer task first, which on a VM whose idle vCPUs sleep costs tens to hundreds of µs per
+/// request (docs/performance.md, round 17).
+struct Answers {
+    stream: Arc<Mutex<Stream>>,
+    /// Frames for the writer task; `None` only wakes it to finish [`Stream::unfinished`].
+    /// Unbounded, but every message is sent by a request holding an in-flight permit (at most
+    /// [`ServerLimits::max_in_flight_per_connection`]) or by the reader's last word.
+    queue: mpsc::UnboundedSender<Option<OutFrame>>,
+}
+
+/// The connection's write half and what is owed on it.
+struct Stream {
+    /// `None` while the writer task writes with it (across awaits), and once writing failed.
+    writer: Option<BoxWrite>,
+    /// A frame begun by a thread that could not finish it without waiting: the writer task
+    /// writes the rest before any other frame, and nobody else writes until then.
+    unfinished: Option<OutFrame>,
+    /// Writing failed: the connection is going away and nothing more is written.
+    failed: bool,
+}
+
+fn lock(stream: &Mutex<Stream>) -> MutexGuard<'_, Stream> {
+    // Nothing panics while holding it; were it poisoned, the stream's state is still whole.
+    stream.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Answers {
+    /// Shares `writer` and starts the writer task, which ends once every [`Answers`] is dropped
+    /// or writing fails.
+    fn start(writer: BoxWrite) -> (Arc<Answers>, tokio::task::JoinHandle<()>) {
+        let stream = Arc::new(Mutex::new(Stream {
+            writer: Some(writer),
+            unfinished: None,
+            failed: false,
+        }));
+        let (queue, mut rx) = mpsc::unbounded_channel::<Option<OutFrame>>();
+        let shared = Arc::clone(&stream);
+        let task = tokio::spawn(async move {
+            while let Some(next) = rx.recv().await {
+                let (writer, unfinished) = {
+                    let mut s = lock(&shared);
+                    (s.writer.take(), s.unfinished.take())
+                };
+                let Some(mut writer) = writer else { break };
+                let mut written = Ok(());
+                for mut frame in unfinished.into_iter().chain(next) {
+                    written = frame.write_rest(&mut writer).await;
+                    if written.is_err() {
+                        break;
+                    }
+                }
+                let mut s = lock(&shared);
+                if let Err(e) = written {
+                    debug!(error = %e, "write failed; closing connection");
+                    s.failed = true;
+                    break;
+                }
+                s.writer = Some(writer);
+            }
+        });
+        (Arc::new(Answers { stream, queue }), task)
+    }
+
+    /// Sends `response` as frame `request_id`: written here if the stream is free and takes it
+    /// whole, else (the rest of it) by the writer task. Never waits.
+    fn send(&self, request_id: u64, response: EnclaveResponse) {
+        let Some(mut frame) = frame_of(request_id, response) else {
+            return;
+        };
+        let mut s = lock(&self.stream);
+        if s.failed {
+            return;
+        }
+        if s.unfinished.is_none()
+            && let Some(writer) = s.writer.as_mut()
+        {
+            match frame.try_write(writer) {
+                Ok(true) => return,
+                // Nothing taken: the writer task sends it whole, as any other frame.
+                Ok(false) if frame.written() == 0 => {}
+                Ok(false) => {
+                    s.unfinished = Some(frame);
+                    drop(s);
+                    let _ = self.queue.send(None);
+                    return;
+                }
+                Err(e) => {
+                    debug!(error = %e, "write failed; closing connection");
+                    s.writer = None;
+                    s.failed = true;
+                    drop(s);
+                    // Wakes the writer task, which finds no stream and ends.
+                    let _ = self.queue.send(None);
+                    return;
+                }
             }
         }
+        drop(s);
+        // A closed queue means the connection is gone; the host will time the request out.
+        let _ = self.queue.send(Some(frame));
+    }
+}
+
+/// The frame that carries `response`.
+fn frame_of(request_id: u64, response: EnclaveResponse) -> Option<OutFrame> {
+    // A sealed answer goes out as the envelope's prefix and the sealed bytes as they are, instead
+    // of being copied into a CBOR encoding (`prefix ‖ sealed` is that encoding).
+    let (head, body) = match response {
+        EnclaveResponse::Infer { sealed } => (
+            sealed_wire::message::infer_envelope_prefix(sealed.len()),
+            sealed,
+        ),
+        response => {
+            let body = response.encode().or_else(|e| {
+                warn!(error = %e, "response encoding failed");
+                EnclaveResponse::error(ErrorCode::Internal, "response encoding failed").encode()
+            });
+            (Vec::new(), body.ok()?)
+        }
     };
-    // A closed channel means the connection is gone; the host will time the request out.
-    let head = Vec::new();
-    let _ = tx.send((request_id, Outgoing { head, body })).await;
+    match OutFrame::new(request_id, head, body) {
+        Ok(frame) => Some(frame),
+        Err(e) => {
+            // Responses are bounded far below the frame limit; were one not, say so.
+            warn!(error = %e, "response does not fit a frame");
+            let body = EnclaveResponse::error(ErrorCode::Internal, "response too large")
+                .encode()
+                .ok()?;
+            OutFrame::new(request_id, Vec::new(), body).ok()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -249,25 +249,59 @@ impl Service {
     /// body and the position `sealed_wire::message::infer_envelope_range` found): the request
     /// is opened, decoded and wiped where it lies, with no copy of the body.
     pub async fn infer_in_frame(&self, body: Vec<u8>, start: usize) -> EnclaveResponse {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.infer_in_frame_to(body, start, move |response| {
+            let _ = tx.send(response);
+        })
+        .await;
+        rx.await.unwrap_or_else(|_| {
+            EnclaveResponse::error(ErrorCode::Internal, "the worker dropped the request")
+        })
+    }
+
+    /// [`Self::infer_in_frame`] that gives its answer to `respond` instead of returning it:
+    /// on the inference worker's thread once the model has run (the answer is sealed there and
+    /// can leave without waking an async thread), or on the caller's for an answer made before
+    /// (a request that does not open, a replay, a full queue). Returns once `respond` has run,
+    /// or without it if the engine dropped the request (it was closing). Dropping the future
+    /// gives the request up; a queued inference is then skipped and `respond` never runs.
+    pub async fn infer_in_frame_to(
+        &self,
+        body: Vec<u8>,
+        start: usize,
+        respond: impl FnOnce(EnclaveResponse) + Send + 'static,
+    ) {
         #[cfg(feature = "bench-plaintext")]
-        return self.infer_plaintext(body, start).await;
+        return self.infer_plaintext(body, start, respond).await;
         #[cfg(not(feature = "bench-plaintext"))]
-        self.infer_sealed(body, start).await
+        self.infer_sealed(body, start, respond).await
     }
 
     /// The benchmark's plain-HTTP variant: the same steps as [`Self::infer_sealed`] minus HPKE.
     #[cfg(feature = "bench-plaintext")]
-    async fn infer_plaintext(&self, mut body: Vec<u8>, start: usize) -> EnclaveResponse {
+    async fn infer_plaintext(
+        &self,
+        mut body: Vec<u8>,
+        start: usize,
+        respond: impl FnOnce(EnclaveResponse) + Send + 'static,
+    ) {
         let len = body.len();
-        let response = self.answer(&mut body, start..len).await;
-        match response.encode() {
-            Ok(sealed) => EnclaveResponse::Infer { sealed },
-            Err(_) => EnclaveResponse::error(ErrorCode::Internal, "response encoding failed"),
-        }
+        self.answer(&mut body, start..len, move |response| {
+            respond(match response.encode() {
+                Ok(sealed) => EnclaveResponse::Infer { sealed },
+                Err(_) => EnclaveResponse::error(ErrorCode::Internal, "response encoding failed"),
+            })
+        })
+        .await
     }
 
     #[cfg_attr(feature = "bench-plaintext", allow(dead_code))]
-    async fn infer_sealed(&self, mut body: Vec<u8>, start: usize) -> EnclaveResponse {
+    async fn infer_sealed(
+        &self,
+        mut body: Vec<u8>,
+        start: usize,
+        respond: impl FnOnce(EnclaveResponse) + Send + 'static,
+    ) {
         let unsupported = || {
             EnclaveResponse::error(
                 ErrorCode::UnsupportedKeyConfig,
@@ -282,16 +316,16 @@ impl Service {
             )
         };
         let Some(sealed) = body.get_mut(start..) else {
-            return invalid();
+            return respond(invalid());
         };
         // The header is plaintext (RFC 9458 §4.1), so naming a wrong key id or suite reveals nothing.
         let key_id = match sealed_crypto::request_key_id(sealed) {
             Ok(id) => id,
-            Err(HeaderError::UnsupportedSuite { .. }) => return unsupported(),
-            Err(_) => return invalid(),
+            Err(HeaderError::UnsupportedSuite { .. }) => return respond(unsupported()),
+            Err(_) => return respond(invalid()),
         };
         let Some(key) = self.with_ring(|ring| ring.get(key_id)) else {
-            return unsupported();
+            return respond(unsupported());
         };
         // Decrypted where it lies: the frame body is the one copy of the request, ciphertext
         // then plaintext, until it is decoded and wiped.
@@ -300,16 +334,24 @@ impl Service {
         let (range, sealer) = match opened {
             Ok(opened) => opened,
             // Opaque on purpose: the host and the sender learn only that it did not open.
-            Err(_) => return invalid(),
+            Err(_) => return respond(invalid()),
         };
         let range = start + range.start..start + range.end;
-        let response = self.answer(&mut body, range).await;
-        seal_response(sealer, &response)
+        self.answer(&mut body, range, move |response| {
+            respond(seal_response(sealer, &response))
+        })
+        .await
     }
 
     /// Decodes an opened request from `buf[range]`, wipes all of `buf`, checks freshness, runs
-    /// it: the answer that goes back sealed (or, in the benchmark's plain build, as is).
-    async fn answer(&self, buf: &mut Vec<u8>, range: std::ops::Range<usize>) -> InferResponse {
+    /// it, and gives `finish` the answer that goes back sealed (or, in the benchmark's plain
+    /// build, as is): on the worker's thread if the model ran, else on this one.
+    async fn answer(
+        &self,
+        buf: &mut Vec<u8>,
+        range: std::ops::Range<usize>,
+        finish: impl FnOnce(InferResponse) + Send + 'static,
+    ) {
         // The range comes from the opener and is always within `buf`; were it not, the empty
         // input is refused as malformed.
         let decoded = {
@@ -320,39 +362,42 @@ impl Service {
             InferRequest::decode(buf.get(range).unwrap_or_default())
         };
         sealed_wire::wipe::wipe(buf);
-        match decoded {
-            // Freshness first, then the replay cache (which remembers only fresh ids). Nothing is
-            // logged: whether a request was a replay is for its sender alone.
-            Ok(request) => match self.replay.check(
-                request.request_id,
-                request.sent_at_ms,
-                unix_millis(SystemTime::now()),
-            ) {
-                Err(e) => InferResponse::Error {
+        let request = match decoded {
+            Ok(request) => request,
+            Err(e) => {
+                return finish(InferResponse::Error {
                     code: e.code(),
                     message: e.to_string(),
-                },
-                Ok(()) => self.run(request).await,
-            },
-            Err(e) => InferResponse::Error {
+                });
+            }
+        };
+        // Freshness first, then the replay cache (which remembers only fresh ids). Nothing is
+        // logged: whether a request was a replay is for its sender alone.
+        let checked = self.replay.check(
+            request.request_id,
+            request.sent_at_ms,
+            unix_millis(SystemTime::now()),
+        );
+        if let Err(e) = checked {
+            return finish(InferResponse::Error {
                 code: e.code(),
                 message: e.to_string(),
-            },
+            });
         }
-    }
-
-    /// Runs an opened request that passed the freshness checks.
-    async fn run(&self, request: InferRequest) -> InferResponse {
         let model_id = request.model_id;
-        match self.engine.infer(&model_id, request.inputs).await {
-            Ok(outputs) => InferResponse::Ok { outputs },
-            // Not logged: the log leaves through the host, and which model a sealed
-            // request named, or why it failed, is for the requester alone.
-            Err(e) => InferResponse::Error {
-                code: e.code(),
-                message: e.to_string(),
-            },
-        }
+        self.engine
+            .infer_with(&model_id, request.inputs, move |result| {
+                finish(match result {
+                    Ok(outputs) => InferResponse::Ok { outputs },
+                    // Not logged: the log leaves through the host, and which model a sealed
+                    // request named, or why it failed, is for the requester alone.
+                    Err(e) => InferResponse::Error {
+                        code: e.code(),
+                        message: e.to_string(),
+                    },
+                })
+            })
+            .await
     }
 
     async fn load_plaintext(&self, model_id: String, onnx: Vec<u8>) -> EnclaveResponse {

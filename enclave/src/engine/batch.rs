@@ -118,13 +118,16 @@ impl JobQueue {
     }
 
     /// Adds a job, or refuses at once: [`EngineError::Busy`] when `depth` jobs wait already.
-    pub(super) fn push(&self, job: Job) -> Result<(), EngineError> {
+    pub(super) fn push(&self, job: Job) -> Result<(), (Job, EngineError)> {
         let mut state = self.lock();
         if state.closed {
-            return Err(EngineError::Internal("every inference worker has stopped"));
+            return Err((
+                job,
+                EngineError::Internal("every inference worker has stopped"),
+            ));
         }
         if state.jobs.len() >= self.depth {
-            return Err(EngineError::Busy);
+            return Err((job, EngineError::Busy));
         }
         state.jobs.push_back(job);
         drop(state);
@@ -240,17 +243,16 @@ mod tests {
         model: &Arc<LoadedModel>,
         rows: u64,
     ) -> tokio::sync::oneshot::Receiver<super::super::ReplyResult> {
-        let (reply, receiver) = tokio::sync::oneshot::channel();
+        let (reply, receiver) = Reply::channel();
         let values = vec![0.5f32; usize::try_from(rows).unwrap()];
         let inputs = vec![Tensor::from_f32(vec![rows, 1], &values).unwrap()];
         in_flight.fetch_add(1, Ordering::AcqRel);
-        queue
-            .push(Job::Infer {
-                model: Arc::clone(model),
-                inputs,
-                reply,
-            })
-            .unwrap();
+        let pushed = queue.push(Job::Infer {
+            model: Arc::clone(model),
+            inputs,
+            reply,
+        });
+        assert!(pushed.is_ok());
         receiver
     }
 

@@ -225,8 +225,57 @@ fn intra_op_executor(threads: usize) -> Option<Executor> {
     }
 }
 
-type ReplyResult = Result<Vec<NamedTensor>, EngineError>;
-type Reply = oneshot::Sender<ReplyResult>;
+/// What a worker produces for one request.
+pub type ReplyResult = Result<Vec<NamedTensor>, EngineError>;
+
+/// Where a worker's result goes. A requester that gave up drops its end of the channel, which
+/// the workers check to skip its queued work.
+pub(crate) enum Reply {
+    /// Back to the awaiting task.
+    Channel(oneshot::Sender<ReplyResult>),
+    /// `finish` runs on the worker thread (the service seals and sends the answer there, so that
+    /// it leaves without waking an async thread first), then the awaiting task is told it ran.
+    Finish {
+        finish: Box<dyn FnOnce(ReplyResult) + Send>,
+        done: oneshot::Sender<()>,
+    },
+}
+
+impl Reply {
+    /// A reply that hands the result back on the returned channel.
+    fn channel() -> (Reply, oneshot::Receiver<ReplyResult>) {
+        let (tx, rx) = oneshot::channel();
+        (Reply::Channel(tx), rx)
+    }
+
+    /// A reply that runs `finish`, and the signal that it ran.
+    fn finish(finish: impl FnOnce(ReplyResult) + Send + 'static) -> (Reply, oneshot::Receiver<()>) {
+        let (done, ran) = oneshot::channel();
+        let finish = Box::new(finish);
+        (Reply::Finish { finish, done }, ran)
+    }
+
+    /// Whether the requester gave up (its deadline passed or its connection closed).
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::Channel(tx) => tx.is_closed(),
+            Reply::Finish { done, .. } => done.is_closed(),
+        }
+    }
+
+    /// Delivers `result`. The requester may have gone away meanwhile; nothing to do then.
+    fn send(self, result: ReplyResult) {
+        match self {
+            Reply::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Finish { finish, done } => {
+                finish(result);
+                let _ = done.send(());
+            }
+        }
+    }
+}
 
 /// Work for a worker thread.
 enum Job {
@@ -324,8 +373,7 @@ fn worker_loop(queue: Arc<JobQueue>, in_flight: Arc<AtomicUsize>, batched: Arc<A
                 let result = guarded(|| model.run(inputs));
                 drop(model);
                 in_flight.fetch_sub(1, Ordering::AcqRel);
-                // The requester may have gone away (its connection closed); nothing to do then.
-                let _ = reply.send(result);
+                reply.send(result);
             }
             #[cfg(test)]
             Job::Hold { started, release } => {
@@ -337,7 +385,7 @@ fn worker_loop(queue: Arc<JobQueue>, in_flight: Arc<AtomicUsize>, batched: Arc<A
             Job::Panic { reply } => {
                 let result = guarded(|| panic!("test panic inside a worker"));
                 in_flight.fetch_sub(1, Ordering::AcqRel);
-                let _ = reply.send(result);
+                reply.send(result);
             }
         }
     }
@@ -356,7 +404,7 @@ fn run_batch(
 ) {
     let answer = |reply: Reply, result: ReplyResult| {
         in_flight.fetch_sub(1, Ordering::AcqRel);
-        let _ = reply.send(result);
+        reply.send(result);
     };
     let (batch, gone): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| !p.reply.is_closed());
     in_flight.fetch_sub(gone.len(), Ordering::AcqRel);
@@ -605,36 +653,76 @@ impl Engine {
         model_id: &str,
         inputs: Vec<NamedTensor>,
     ) -> Result<Vec<NamedTensor>, EngineError> {
-        let reply = self.submit(model_id, inputs)?;
-        reply
+        let (reply, result) = Reply::channel();
+        self.submit_reply(model_id, inputs, reply)
+            .map_err(|(_, e)| e)?;
+        result
             .await
             .map_err(|_| EngineError::Internal("the worker dropped the request"))?
     }
 
-    /// The synchronous half of [`Engine::infer`]: look up, check, enqueue.
-    fn submit(
+    /// [`Engine::infer`] that hands the result to `finish` on the thread that has it: a worker's,
+    /// or the caller's when the request fails before it is queued (unknown model, bad inputs, a
+    /// full queue). Returns once `finish` has run, or once the request was dropped without it
+    /// (the engine closed); dropping the future gives the request up: queued, it is skipped.
+    pub async fn infer_with(
         &self,
         model_id: &str,
         inputs: Vec<NamedTensor>,
-    ) -> Result<oneshot::Receiver<Result<Vec<NamedTensor>, EngineError>>, EngineError> {
-        let model = self
-            .read_models()
-            .get(model_id)
-            .cloned()
-            .ok_or_else(|| EngineError::UnknownModel(model_id.to_owned()))?;
-        let inputs = model.check_inputs(inputs)?;
-        let (reply, receiver) = oneshot::channel();
+        finish: impl FnOnce(ReplyResult) + Send + 'static,
+    ) {
+        let (reply, ran) = Reply::finish(finish);
+        if let Err((reply, e)) = self.submit_reply(model_id, inputs, reply) {
+            reply.send(Err(e));
+            return;
+        }
+        let _ = ran.await;
+    }
+
+    /// The synchronous half of [`Engine::infer_with`]: look up, check, enqueue; the reply back
+    /// with the error if any of it fails.
+    fn submit_reply(
+        &self,
+        model_id: &str,
+        inputs: Vec<NamedTensor>,
+        reply: Reply,
+    ) -> Result<(), (Reply, EngineError)> {
+        let Some(model) = self.read_models().get(model_id).cloned() else {
+            return Err((reply, EngineError::UnknownModel(model_id.to_owned())));
+        };
+        let inputs = match model.check_inputs(inputs) {
+            Ok(inputs) => inputs,
+            Err(e) => return Err((reply, e)),
+        };
         self.enqueue(Job::Infer {
             model,
             inputs,
             reply,
-        })?;
-        Ok(receiver)
+        })
+        .map_err(|(job, e)| match job {
+            Job::Infer { reply, .. } => (reply, e),
+            // Only an `Infer` job was given.
+            #[cfg(test)]
+            _ => unreachable!(),
+        })
     }
 
-    fn enqueue(&self, job: Job) -> Result<(), EngineError> {
+    /// Submits a request whose result comes back on the returned channel.
+    #[cfg(test)]
+    fn submit(
+        &self,
+        model_id: &str,
+        inputs: Vec<NamedTensor>,
+    ) -> Result<oneshot::Receiver<ReplyResult>, EngineError> {
+        let (reply, receiver) = Reply::channel();
+        self.submit_reply(model_id, inputs, reply)
+            .map(|()| receiver)
+            .map_err(|(_, e)| e)
+    }
+
+    fn enqueue(&self, job: Job) -> Result<(), (Job, EngineError)> {
         if self.workers == 0 {
-            return Err(EngineError::Internal("no inference worker is running"));
+            return Err((job, EngineError::Internal("no inference worker is running")));
         }
         // Counted before the push so that a worker's decrement never precedes it.
         self.in_flight.fetch_add(1, Ordering::AcqRel);

@@ -433,11 +433,13 @@ async fn full_queue_answers_busy_without_waiting() {
     // Occupy the only worker, and wait until it has taken the job off the queue.
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel();
-    e.enqueue(Job::Hold {
-        started: started_tx,
-        release: release_rx,
-    })
-    .unwrap();
+    assert!(
+        e.enqueue(Job::Hold {
+            started: started_tx,
+            release: release_rx,
+        })
+        .is_ok()
+    );
     started_rx.recv().unwrap();
 
     // One request fits in the queue; the next one does not.
@@ -471,8 +473,8 @@ async fn panic_in_a_worker_fails_one_request_and_the_worker_keeps_serving() {
         ..EngineConfig::default()
     });
     e.load_model("digits", &digits_onnx()).unwrap();
-    let (reply, receiver) = tokio::sync::oneshot::channel();
-    e.enqueue(Job::Panic { reply }).unwrap();
+    let (reply, receiver) = Reply::channel();
+    assert!(e.enqueue(Job::Panic { reply }).is_ok());
     let err = receiver.await.unwrap().unwrap_err();
     assert!(matches!(err, EngineError::InferenceFailed(_)));
     assert_eq!(err.code(), ErrorCode::InferenceFailed);
@@ -623,11 +625,13 @@ fn batching_engine_with_depth(model_id: &str, rows: usize, queue_depth: usize) -
 fn hold_worker(e: &Engine) -> std::sync::mpsc::Sender<()> {
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel();
-    e.enqueue(Job::Hold {
-        started: started_tx,
-        release: release_rx,
-    })
-    .unwrap();
+    assert!(
+        e.enqueue(Job::Hold {
+            started: started_tx,
+            release: release_rx,
+        })
+        .is_ok()
+    );
     started_rx.recv().unwrap();
     release_tx
 }
