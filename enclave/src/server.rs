@@ -583,6 +583,128 @@ mod tests {
         server.abort();
     }
 
+    /// The sealed bytes answer `id` carries in the tests below: its own, so that a frame mixed
+    /// with another's shows.
+    fn sealed_for(id: u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u64).wrapping_mul(31).wrapping_add(id) as u8)
+            .collect()
+    }
+
+    /// Answers sent from many plain threads at once, as inference workers send them, while the
+    /// host does not read: the socket fills, so some are written whole by their thread, some
+    /// begun there and finished by the writer task, some written by it alone. Each arrives
+    /// whole, in its own frame, once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_from_many_threads_arrive_whole_and_once_each() {
+        const THREADS: u64 = 6;
+        const EACH: u64 = 20;
+        const LEN: usize = 40_000;
+        let (host, enclave) = tokio::net::UnixStream::pair().unwrap();
+        let (_, enclave_write) = enclave.into_split();
+        let (answers, write_task) = Answers::start(Box::pin(enclave_write));
+        let senders: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let answers = Arc::clone(&answers);
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        let id = t * EACH + i + 1;
+                        let sealed = sealed_for(id, LEN);
+                        answers.send(id, EnclaveResponse::Infer { sealed });
+                    }
+                })
+            })
+            .collect();
+        drop(answers);
+        // Let the socket fill before reading anything.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (host_read, _host_write) = host.into_split();
+        let mut host_read: BoxRead = Box::pin(host_read);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..THREADS * EACH {
+            let (id, response) = read_response(&mut host_read).await;
+            match response {
+                EnclaveResponse::Infer { sealed } => assert!(sealed == sealed_for(id, LEN)),
+                other => panic!("{other:?}"),
+            }
+            assert!(seen.insert(id), "answer {id} twice");
+        }
+        for sender in senders {
+            sender.join().unwrap();
+        }
+        // Every answer was sent and nothing else: the writer task ends and the stream closes.
+        tokio::time::timeout(Duration::from_secs(10), write_task)
+            .await
+            .expect("writer task did not end")
+            .unwrap();
+        assert!(
+            sealed_transport::read_frame(&mut host_read, MAX_FRAME_LEN)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(seen.len() as u64, THREADS * EACH);
+    }
+
+    /// Whoever answers first (worker, request task, deadline) is the only one heard.
+    #[tokio::test]
+    async fn a_request_is_answered_once() {
+        let (host_side, enclave_side) = tokio::io::duplex(64 * 1024);
+        let (_, enclave_write) = tokio::io::split(enclave_side);
+        let (answers, write_task) = Answers::start(Box::pin(enclave_write));
+        let answer = Answer {
+            request_id: 9,
+            answers,
+            sent: AtomicBool::new(false),
+        };
+        answer.once(EnclaveResponse::Infer {
+            sealed: sealed_for(9, 100),
+        });
+        answer.once(EnclaveResponse::error(ErrorCode::Timeout, "late"));
+        drop(answer);
+        write_task.await.unwrap();
+        let (host_read, _host_write) = tokio::io::split(host_side);
+        let mut host_read: BoxRead = Box::pin(host_read);
+        let (id, response) = read_response(&mut host_read).await;
+        assert_eq!(id, 9);
+        assert!(
+            matches!(response, EnclaveResponse::Infer { sealed } if sealed == sealed_for(9, 100))
+        );
+        assert!(
+            sealed_transport::read_frame(&mut host_read, MAX_FRAME_LEN)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    /// A host that went away: answers sent from a worker find the stream broken, nothing
+    /// panics, later answers are dropped, and the writer task ends.
+    #[tokio::test]
+    async fn answers_to_a_closed_connection_are_dropped() {
+        let (host, enclave) = tokio::net::UnixStream::pair().unwrap();
+        drop(host);
+        let (_, enclave_write) = enclave.into_split();
+        let (answers, write_task) = Answers::start(Box::pin(enclave_write));
+        let worker = {
+            let answers = Arc::clone(&answers);
+            std::thread::spawn(move || {
+                for id in 1..=3 {
+                    let sealed = sealed_for(id, 1000);
+                    answers.send(id, EnclaveResponse::Infer { sealed });
+                }
+            })
+        };
+        worker.join().unwrap();
+        assert!(lock(&answers.stream).failed);
+        answers.send(4, EnclaveResponse::error(ErrorCode::Internal, "after"));
+        drop(answers);
+        tokio::time::timeout(Duration::from_secs(10), write_task)
+            .await
+            .expect("writer task did not end")
+            .unwrap();
+    }
+
     #[test]
     fn the_budget_always_fits_the_largest_frame() {
         let tiny = ServerLimits {
