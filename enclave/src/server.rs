@@ -2,8 +2,10 @@
 //! (simulation) — the same code for both through `sealed-transport`.
 //!
 //! Each connection from the host carries many requests at once, told apart by request id. A reader
-//! decodes frames and spawns one task per request (bounded by a semaphore per connection); a writer
-//! sends responses in the order they finish. A malformed message is answered with an error for its
+//! decodes frames and spawns one task per request (bounded by a semaphore per connection, whose
+//! permit a request keeps until its answer is written); answers go out in the order they finish,
+//! each written by the thread that has it (an inference worker's, for sealed answers) when the
+//! stream is free, else by the connection's writer task. A malformed message is answered with an error for its
 //! request id and the connection goes on; a frame that breaks the framing itself (length over the
 //! maximum, truncated) closes only that connection. Nothing a peer sends can stop the listener.
 //!
@@ -15,14 +17,13 @@
 //! are left to finish, because the model store accounts for their memory itself and cancelling one
 //! mid-load would release its model id while the load still runs.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use sealed_transport::{BoxRead, BoxWrite, Endpoint, Listener, OutFrame, TransportError};
 use sealed_wire::limits::MAX_FRAME_LEN;
 use sealed_wire::{EnclaveRequest, EnclaveResponse, ErrorCode};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::service::Service;
@@ -33,7 +34,7 @@ pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 256;
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
 /// Frame bodies (and the work they cause) held at once across all connections. A frame reserves
-/// its share before its body is read and keeps it until its response is queued, so many large
+/// its share before its body is read and keeps it until its response is written, so many large
 /// requests wait at the socket instead of exhausting the enclave's memory.
 pub const MAX_BUFFERED_BYTES: usize = 256 * 1024 * 1024;
 /// Granularity of that reservation.
@@ -232,7 +233,7 @@ pub async fn serve_connection_with_limits(
                     sealed_wire::frame::FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
                     _ => ErrorCode::MalformedFrame,
                 };
-                answers.send(0, EnclaveResponse::error(code, e.to_string()));
+                answers.send(0, EnclaveResponse::error(code, e.to_string()), None);
                 break;
             }
             Err(e) => {
@@ -258,7 +259,10 @@ pub async fn serve_connection_with_limits(
         let answer = Arc::new(Answer {
             request_id,
             answers: Arc::clone(&answers),
-            sent: AtomicBool::new(false),
+            held: Mutex::new(Some(Held {
+                _slot: permit,
+                _budget: reserved,
+            })),
         });
         let service = Arc::clone(&service);
         tokio::spawn(
@@ -312,8 +316,6 @@ pub async fn serve_connection_with_limits(
                     }
                     answer.once(response);
                 }
-                drop(reserved);
-                drop(permit);
             }
             .instrument(info_span!("request", id = request_id)),
         );
@@ -327,13 +329,27 @@ pub async fn serve_connection_with_limits(
 struct Answer {
     request_id: u64,
     answers: Arc<Answers>,
-    sent: AtomicBool,
+    /// Taken by the first answer; `None` once answered.
+    held: Mutex<Option<Held>>,
+}
+
+/// What a request holds until its answer is on the stream: its in-flight slot and its share of
+/// the memory budget. A host that stops reading answers thereby stops the reader from taking
+/// more requests, instead of making the enclave queue answers without bound.
+struct Held {
+    _slot: OwnedSemaphorePermit,
+    _budget: OwnedSemaphorePermit,
 }
 
 impl Answer {
     fn once(&self, response: EnclaveResponse) {
-        if !self.sent.swap(true, Ordering::AcqRel) {
-            self.answers.send(self.request_id, response);
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(held) = held {
+            self.answers.send(self.request_id, response, Some(held));
         }
     }
 }
@@ -349,8 +365,11 @@ struct Answers {
     /// Frames for the writer task; `None` only wakes it to finish [`Stream::unfinished`].
     /// Unbounded, but every message is sent by a request holding an in-flight permit (at most
     /// [`ServerLimits::max_in_flight_per_connection`]) or by the reader's last word.
-    queue: mpsc::UnboundedSender<Option<OutFrame>>,
+    queue: mpsc::UnboundedSender<Option<Queued>>,
 }
+
+/// A frame for the writer task, and what its request holds until the frame is written.
+type Queued = (OutFrame, Option<Held>);
 
 /// The connection's write half and what is owed on it.
 struct Stream {
@@ -358,7 +377,7 @@ struct Stream {
     writer: Option<BoxWrite>,
     /// A frame begun by a thread that could not finish it without waiting: the writer task
     /// writes the rest before any other frame, and nobody else writes until then.
-    unfinished: Option<OutFrame>,
+    unfinished: Option<Queued>,
     /// Writing failed: the connection is going away and nothing more is written.
     failed: bool,
 }
@@ -377,7 +396,7 @@ impl Answers {
             unfinished: None,
             failed: false,
         }));
-        let (queue, mut rx) = mpsc::unbounded_channel::<Option<OutFrame>>();
+        let (queue, mut rx) = mpsc::unbounded_channel::<Option<Queued>>();
         let shared = Arc::clone(&stream);
         let task = tokio::spawn(async move {
             while let Some(next) = rx.recv().await {
@@ -387,8 +406,9 @@ impl Answers {
                 };
                 let Some(mut writer) = writer else { break };
                 let mut written = Ok(());
-                for mut frame in unfinished.into_iter().chain(next) {
+                for (mut frame, held) in unfinished.into_iter().chain(next) {
                     written = frame.write_rest(&mut writer).await;
+                    drop(held);
                     if written.is_err() {
                         break;
                     }
@@ -406,8 +426,9 @@ impl Answers {
     }
 
     /// Sends `response` as frame `request_id`: written here if the stream is free and takes it
-    /// whole, else (the rest of it) by the writer task. Never waits.
-    fn send(&self, request_id: u64, response: EnclaveResponse) {
+    /// whole, else (the rest of it) by the writer task. Never waits. `held` is released once the
+    /// frame is written (or cannot be).
+    fn send(&self, request_id: u64, response: EnclaveResponse, held: Option<Held>) {
         let Some(mut frame) = frame_of(request_id, response) else {
             return;
         };
@@ -423,7 +444,7 @@ impl Answers {
                 // Nothing taken: the writer task sends it whole, as any other frame.
                 Ok(false) if frame.written() == 0 => {}
                 Ok(false) => {
-                    s.unfinished = Some(frame);
+                    s.unfinished = Some((frame, held));
                     drop(s);
                     let _ = self.queue.send(None);
                     return;
@@ -441,7 +462,7 @@ impl Answers {
         }
         drop(s);
         // A closed queue means the connection is gone; the host will time the request out.
-        let _ = self.queue.send(Some(frame));
+        let _ = self.queue.send(Some((frame, held)));
     }
 }
 
@@ -591,6 +612,82 @@ mod tests {
             .collect()
     }
 
+    /// A host that sends requests and does not read the answers: once its answers fill the
+    /// stream, the requests they answer keep their in-flight slots, so the enclave stops reading
+    /// instead of queueing answers without bound; once the host reads, every request is answered.
+    #[tokio::test]
+    async fn a_host_that_does_not_read_answers_is_not_read_either() {
+        const REQUESTS: u64 = 200;
+        let engine = Arc::new(Engine::new(EngineConfig::default()));
+        let key = ServerKey::generate(0, &mut crate::rng::os_rng());
+        let (_release, stuck) = mpsc::channel();
+        let service = Arc::new(Service::new(
+            Arc::new(StuckNsm(Mutex::new(stuck))),
+            key,
+            engine,
+        ));
+        let limits = ServerLimits {
+            max_in_flight_per_connection: 2,
+            ..ServerLimits::default()
+        };
+        let budget = Arc::new(Semaphore::new(budget_units(&limits)));
+        // Small buffers both ways: a few answers fill one, a few requests the other.
+        let (host_side, enclave_side) = tokio::io::duplex(1024);
+        let (enclave_read, enclave_write) = tokio::io::split(enclave_side);
+        let server = tokio::spawn(serve_connection_with_limits(
+            Box::pin(enclave_read),
+            Box::pin(enclave_write),
+            service,
+            budget,
+            limits,
+        ));
+        let (host_read, mut host_write) = tokio::io::split(host_side);
+        let mut host_read: BoxRead = Box::pin(host_read);
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sender = {
+            let sent = Arc::clone(&sent);
+            tokio::spawn(async move {
+                let health = EnclaveRequest::Health.encode().unwrap();
+                for id in 1..=REQUESTS {
+                    sealed_transport::write_frame(&mut host_write, id, &health)
+                        .await
+                        .unwrap();
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                host_write
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let before_reading = sent.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            before_reading < REQUESTS / 2,
+            "{before_reading} requests taken"
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..REQUESTS {
+            let (id, response) = read_response(&mut host_read).await;
+            assert!(
+                matches!(response, EnclaveResponse::Health(_)),
+                "{response:?}"
+            );
+            assert!(seen.insert(id));
+        }
+        // The host closes the connection: the server ends.
+        drop((sender.await.unwrap(), host_read));
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("server did not end")
+            .unwrap();
+    }
+
+    /// One request's slot and budget unit.
+    fn held(slots: &Arc<Semaphore>, budget: &Arc<Semaphore>) -> Held {
+        Held {
+            _slot: Arc::clone(slots).try_acquire_owned().unwrap(),
+            _budget: Arc::clone(budget).try_acquire_owned().unwrap(),
+        }
+    }
+
     /// Answers sent from many plain threads at once, as inference workers send them, while the
     /// host does not read: the socket fills, so some are written whole by their thread, some
     /// begun there and finished by the writer task, some written by it alone. Each arrives
@@ -603,14 +700,21 @@ mod tests {
         let (host, enclave) = tokio::net::UnixStream::pair().unwrap();
         let (_, enclave_write) = enclave.into_split();
         let (answers, write_task) = Answers::start(Box::pin(enclave_write));
+        let total = usize::try_from(THREADS * EACH).unwrap();
+        let (slots, budget) = (
+            Arc::new(Semaphore::new(total)),
+            Arc::new(Semaphore::new(total)),
+        );
         let senders: Vec<_> = (0..THREADS)
             .map(|t| {
                 let answers = Arc::clone(&answers);
+                let (slots, budget) = (Arc::clone(&slots), Arc::clone(&budget));
                 std::thread::spawn(move || {
                     for i in 0..EACH {
                         let id = t * EACH + i + 1;
                         let sealed = sealed_for(id, LEN);
-                        answers.send(id, EnclaveResponse::Infer { sealed });
+                        let held = held(&slots, &budget);
+                        answers.send(id, EnclaveResponse::Infer { sealed }, Some(held));
                     }
                 })
             })
@@ -644,6 +748,9 @@ mod tests {
                 .is_none()
         );
         assert_eq!(seen.len() as u64, THREADS * EACH);
+        // Each request's slot and budget came back once its answer was written.
+        assert_eq!(slots.available_permits(), total);
+        assert_eq!(budget.available_permits(), total);
     }
 
     /// Whoever answers first (worker, request task, deadline) is the only one heard.
@@ -652,15 +759,17 @@ mod tests {
         let (host_side, enclave_side) = tokio::io::duplex(64 * 1024);
         let (_, enclave_write) = tokio::io::split(enclave_side);
         let (answers, write_task) = Answers::start(Box::pin(enclave_write));
+        let (slots, budget) = (Arc::new(Semaphore::new(1)), Arc::new(Semaphore::new(1)));
         let answer = Answer {
             request_id: 9,
             answers,
-            sent: AtomicBool::new(false),
+            held: Mutex::new(Some(held(&slots, &budget))),
         };
         answer.once(EnclaveResponse::Infer {
             sealed: sealed_for(9, 100),
         });
         answer.once(EnclaveResponse::error(ErrorCode::Timeout, "late"));
+        assert_eq!(slots.available_permits(), 1);
         drop(answer);
         write_task.await.unwrap();
         let (host_read, _host_write) = tokio::io::split(host_side);
@@ -691,13 +800,17 @@ mod tests {
             std::thread::spawn(move || {
                 for id in 1..=3 {
                     let sealed = sealed_for(id, 1000);
-                    answers.send(id, EnclaveResponse::Infer { sealed });
+                    answers.send(id, EnclaveResponse::Infer { sealed }, None);
                 }
             })
         };
         worker.join().unwrap();
         assert!(lock(&answers.stream).failed);
-        answers.send(4, EnclaveResponse::error(ErrorCode::Internal, "after"));
+        answers.send(
+            4,
+            EnclaveResponse::error(ErrorCode::Internal, "after"),
+            None,
+        );
         drop(answers);
         tokio::time::timeout(Duration::from_secs(10), write_task)
             .await
