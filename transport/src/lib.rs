@@ -501,11 +501,13 @@ mod tests {
         assert!(read_frame(&mut br, 1024).await.unwrap().is_none());
     }
 
-    /// A writer that records each call and takes at most `max` bytes per call, vectored or not.
+    /// A writer that records each call and takes at most `max` bytes per call, vectored or not,
+    /// and `room` bytes in all: then it would block (`Pending`) until `room` is raised.
     struct Recording {
         out: Vec<u8>,
         calls: usize,
         max: usize,
+        room: usize,
         vectored: bool,
         overclaim: bool,
     }
@@ -516,6 +518,7 @@ mod tests {
                 out: Vec::new(),
                 calls: 0,
                 max,
+                room: usize::MAX,
                 vectored,
                 overclaim: false,
             }
@@ -536,8 +539,11 @@ mod tests {
             _: &mut std::task::Context<'_>,
             bufs: &[IoSlice<'_>],
         ) -> std::task::Poll<std::io::Result<usize>> {
+            if self.room == 0 {
+                return std::task::Poll::Pending;
+            }
             self.calls += 1;
-            let mut room = self.max;
+            let mut room = self.max.min(self.room);
             let mut taken = 0;
             let bufs = if self.vectored {
                 bufs
@@ -552,6 +558,7 @@ mod tests {
                 room -= n;
                 taken += n;
             }
+            self.room -= taken;
             if self.overclaim {
                 taken += 1;
             }
@@ -638,70 +645,13 @@ mod tests {
         ));
     }
 
-    /// A writer that takes `room` bytes in all, then would block (`Pending`) until `room` is
-    /// raised; vectored or not.
-    struct Filling {
-        out: Vec<u8>,
-        room: usize,
-        vectored: bool,
-    }
-
-    impl AsyncWrite for Filling {
-        fn poll_write(
-            self: Pin<&mut Self>,
-            cx: &mut std::task::Context<'_>,
-            buf: &[u8],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
-        }
-
-        fn poll_write_vectored(
-            mut self: Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            bufs: &[IoSlice<'_>],
-        ) -> std::task::Poll<std::io::Result<usize>> {
-            if self.room == 0 {
-                return std::task::Poll::Pending;
-            }
-            let mut taken = 0;
-            for b in bufs {
-                let n = b.len().min(self.room);
-                self.out.extend_from_slice(&b[..n]);
-                self.room -= n;
-                taken += n;
-            }
-            std::task::Poll::Ready(Ok(taken))
-        }
-
-        fn is_write_vectored(&self) -> bool {
-            self.vectored
-        }
-
-        fn poll_flush(
-            self: Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-
-        fn poll_shutdown(
-            self: Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
-
     #[tokio::test]
     async fn an_out_frame_the_stream_cannot_take_at_once_is_finished_where_it_stopped() {
         let body: Vec<u8> = (0..JOIN_LIMIT as u32 + 300).map(|i| i as u8).collect();
         for vectored in [true, false] {
             for room in [0, 1, 7, HEADER_LEN + 4, 5000, usize::MAX] {
-                let mut w = Filling {
-                    out: Vec::new(),
-                    room,
-                    vectored,
-                };
+                let mut w = Recording::new(usize::MAX, vectored);
+                w.room = room;
                 let mut f = OutFrame::new(11, b"head".to_vec(), body.clone()).unwrap();
                 assert_eq!(f.len(), HEADER_LEN + 4 + body.len());
                 let done = f.try_write(&mut w).unwrap();
