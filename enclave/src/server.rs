@@ -278,17 +278,17 @@ pub async fn serve_connection_with_limits(
                     };
                     let infer = service.infer_in_frame_to(frame.body, range.start, respond);
                     let deadline = limits.request_timeout;
-                    let fallback = match tokio::time::timeout(deadline, infer).await {
-                        // Answered, unless the engine dropped the request (it was closing).
+                    let finished = tokio::time::timeout(deadline, infer).await;
+                    // Nothing to do once answered. Past the deadline the worker may still finish
+                    // the inference; whichever answer comes first is the one sent.
+                    answer.once_with(|| match finished {
+                        // Not answered although it ran: the engine dropped it (it was closing).
                         Ok(()) => EnclaveResponse::error(
                             ErrorCode::Internal,
                             "the worker dropped the request",
                         ),
                         Err(_) => timed_out(deadline),
-                    };
-                    // No-op once answered. Past the deadline the worker may still finish the
-                    // inference; whichever answer comes first is the one sent.
-                    answer.once(fallback);
+                    });
                     debug!(
                         elapsed_ms = started.elapsed().as_millis() as u64,
                         "request done"
@@ -342,14 +342,21 @@ struct Held {
 }
 
 impl Answer {
+    /// Sends `response` unless the request was answered already.
     fn once(&self, response: EnclaveResponse) {
+        self.once_with(|| response);
+    }
+
+    /// Sends the answer `make` gives unless the request was answered already (then `make` is
+    /// not called).
+    fn once_with(&self, make: impl FnOnce() -> EnclaveResponse) {
         let held = self
             .held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(held) = held {
-            self.answers.send(self.request_id, response, Some(held));
+            self.answers.send(self.request_id, make(), Some(held));
         }
     }
 }
@@ -674,6 +681,101 @@ mod tests {
         }
         // The host closes the connection: the server ends.
         drop((sender.await.unwrap(), host_read));
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("server did not end")
+            .unwrap();
+    }
+
+    /// An inference still queued at its deadline is answered `timeout`, once: the worker skips
+    /// it when it gets to it, and the next frame on the connection is the next request's answer.
+    #[tokio::test]
+    async fn an_inference_past_its_deadline_is_answered_timeout_once() {
+        let engine = Arc::new(Engine::new(EngineConfig {
+            workers: 1,
+            queue_depth: 4,
+            ..EngineConfig::default()
+        }));
+        engine
+            .load_model(
+                "digits",
+                include_bytes!("../../sim/assets/digits/digits.onnx"),
+            )
+            .unwrap();
+        let release = engine.hold_worker();
+        let (_nsm_release, stuck) = mpsc::channel();
+        let key = ServerKey::generate(0, &mut crate::rng::os_rng());
+        let service = Arc::new(Service::new(
+            Arc::new(StuckNsm(Mutex::new(stuck))),
+            key,
+            Arc::clone(&engine),
+        ));
+        let config = service.key_config();
+        let limits = ServerLimits {
+            request_timeout: Duration::from_millis(200),
+            ..ServerLimits::default()
+        };
+        let budget = Arc::new(Semaphore::new(budget_units(&limits)));
+        let (host_side, enclave_side) = tokio::io::duplex(64 * 1024);
+        let (enclave_read, enclave_write) = tokio::io::split(enclave_side);
+        let server = tokio::spawn(serve_connection_with_limits(
+            Box::pin(enclave_read),
+            Box::pin(enclave_write),
+            service,
+            budget,
+            limits,
+        ));
+        let (host_read, mut host_write) = tokio::io::split(host_side);
+        let mut host_read: BoxRead = Box::pin(host_read);
+
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let request = sealed_wire::InferRequest {
+            request_id: [7; 16],
+            sent_at_ms: now_ms,
+            model_id: "digits".to_string(),
+            inputs: vec![sealed_wire::NamedTensor {
+                name: "input".to_string(),
+                tensor: sealed_wire::Tensor::from_f32(vec![1, 64], &[0.5; 64]).unwrap(),
+            }],
+        }
+        .encode()
+        .unwrap();
+        let (sealed, _opener) =
+            sealed_crypto::seal_request(&config, &request, &mut crate::rng::os_rng()).unwrap();
+        let infer = EnclaveRequest::Infer { sealed }.encode().unwrap();
+        sealed_transport::write_frame(&mut host_write, 1, &infer)
+            .await
+            .unwrap();
+        let (id, response) = read_response(&mut host_read).await;
+        assert_eq!(id, 1);
+        assert!(
+            matches!(&response, EnclaveResponse::Error(e) if e.code == ErrorCode::Timeout),
+            "{response:?}"
+        );
+
+        // The worker comes free and reaches the abandoned job: skipped, not answered.
+        release.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while engine.in_flight() != 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the abandoned job stayed in flight");
+        let health = EnclaveRequest::Health.encode().unwrap();
+        sealed_transport::write_frame(&mut host_write, 2, &health)
+            .await
+            .unwrap();
+        let (id, response) = read_response(&mut host_read).await;
+        assert_eq!(id, 2);
+        assert!(
+            matches!(response, EnclaveResponse::Health(_)),
+            "{response:?}"
+        );
+        drop((host_read, host_write));
         tokio::time::timeout(Duration::from_secs(10), server)
             .await
             .expect("server did not end")

@@ -707,6 +707,22 @@ impl Engine {
         })
     }
 
+    /// Test only: occupies one worker until the returned sender is used (or dropped).
+    #[cfg(test)]
+    pub(crate) fn hold_worker(&self) -> std::sync::mpsc::Sender<()> {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        assert!(
+            self.enqueue(Job::Hold {
+                started: started_tx,
+                release: release_rx,
+            })
+            .is_ok()
+        );
+        started_rx.recv().unwrap();
+        release_tx
+    }
+
     /// Submits a request whose result comes back on the returned channel.
     #[cfg(test)]
     fn submit(

@@ -621,21 +621,6 @@ fn batching_engine_with_depth(model_id: &str, rows: usize, queue_depth: usize) -
     })
 }
 
-/// Occupies the only worker until the returned sender is used (or dropped).
-fn hold_worker(e: &Engine) -> std::sync::mpsc::Sender<()> {
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel();
-    assert!(
-        e.enqueue(Job::Hold {
-            started: started_tx,
-            release: release_rx,
-        })
-        .is_ok()
-    );
-    started_rx.recv().unwrap();
-    release_tx
-}
-
 #[tokio::test]
 async fn dynamic_batching_joins_queued_requests_and_answers_each_its_own_rows() {
     let e = batching_engine("digits", 8);
@@ -653,7 +638,7 @@ async fn dynamic_batching_joins_queued_requests_and_answers_each_its_own_rows() 
 
     // With the worker held, every request queues; on release the first token takes all the
     // single-row requests (≤ 8 rows) as one batch, and the 8-row one runs alone after them.
-    let release = hold_worker(&e);
+    let release = e.hold_worker();
     let mut waiting = Vec::new();
     for file in singles
         .iter()
@@ -691,7 +676,7 @@ async fn dynamic_batching_splits_outputs_by_each_requests_rows() {
         (vec![2, 3, 4], vec![20, 30, 40]),
         (vec![-5, 5], vec![5, -5]),
     ];
-    let release = hold_worker(&e);
+    let release = e.hold_worker();
     let waiting: Vec<_> = requests
         .iter()
         .map(|(a, b)| {
@@ -714,7 +699,7 @@ async fn dynamic_batching_splits_outputs_by_each_requests_rows() {
 async fn dynamic_batching_keeps_the_queue_bound_and_skips_abandoned_requests() {
     let e = batching_engine_with_depth("digits", 8, 2);
     e.load_model("digits", &digits_onnx()).unwrap();
-    let release = hold_worker(&e);
+    let release = e.hold_worker();
     let kept = e.submit("digits", digits_input("digit_0_1.npy")).unwrap();
     let abandoned = e.submit("digits", digits_input("digit_2_0.npy")).unwrap();
     let err = e
@@ -816,7 +801,7 @@ async fn batching_frees_a_queue_slot_for_every_request_it_joins() {
     e.load_model("digits", &digits_onnx()).unwrap();
     let expected = expected();
     for round in 0..3u64 {
-        let release = hold_worker(&e);
+        let release = e.hold_worker();
         let replies: Vec<_> = (0..4)
             .map(|_| e.submit("digits", digits_input("digit_4_2.npy")).unwrap())
             .collect();
@@ -840,7 +825,7 @@ async fn a_batching_model_keeps_its_order_and_other_models_are_not_joined() {
     e.load_model("digits", &digits_onnx()).unwrap();
     e.load_model("add", &add_onnx()).unwrap();
     let expected = expected();
-    let release = hold_worker(&e);
+    let release = e.hold_worker();
     // digits ×3 with a row limit of 2 (→ batches of 2 and 1), an `add` request in between
     // (not batching: runs alone, and is not held back by the digits batches).
     let d1 = e.submit("digits", digits_input("digit_0_1.npy")).unwrap();
@@ -899,7 +884,7 @@ async fn a_batch_is_cut_where_its_joined_outputs_would_exceed_the_budget() {
         .unwrap()
         .insert("wide".into(), Arc::new(model));
 
-    let release = hold_worker(&e);
+    let release = e.hold_worker();
     let waiting: Vec<_> = [1.0f32, 2.0, 3.0]
         .into_iter()
         .map(|v| {
