@@ -525,6 +525,51 @@ mod tests {
             Response::Error(NsmErrorCode::InternalError)
         }
     }
+    /// A service on `engine` whose NSM calls block until the returned sender is used or dropped.
+    fn stuck_service(engine: Arc<Engine>) -> (Arc<Service>, mpsc::Sender<()>) {
+        let (release, stuck) = mpsc::channel();
+        let key = ServerKey::generate(0, &mut crate::rng::os_rng());
+        let nsm = Arc::new(StuckNsm(Mutex::new(stuck)));
+        (Arc::new(Service::new(nsm, key, engine)), release)
+    }
+
+    /// The host's end of a connection served under `limits` over an in-memory stream of
+    /// `buffer` bytes each way.
+    struct HostEnd {
+        read: BoxRead,
+        write: tokio::io::WriteHalf<tokio::io::DuplexStream>,
+        server: tokio::task::JoinHandle<()>,
+        budget: Arc<Semaphore>,
+    }
+
+    fn serve_in_memory(service: Arc<Service>, limits: ServerLimits, buffer: usize) -> HostEnd {
+        let budget = Arc::new(Semaphore::new(budget_units(&limits)));
+        let (host_side, enclave_side) = tokio::io::duplex(buffer);
+        let (enclave_read, enclave_write) = tokio::io::split(enclave_side);
+        let server = tokio::spawn(serve_connection_with_limits(
+            Box::pin(enclave_read),
+            Box::pin(enclave_write),
+            service,
+            Arc::clone(&budget),
+            limits,
+        ));
+        let (read, write) = tokio::io::split(host_side);
+        HostEnd {
+            read: Box::pin(read),
+            write,
+            server,
+            budget,
+        }
+    }
+
+    /// Waits (at most 10 s) for the server of a connection the host has closed to end.
+    async fn server_ends(server: tokio::task::JoinHandle<()>) {
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("server did not end")
+            .unwrap();
+    }
+
     async fn read_response(reader: &mut BoxRead) -> (u64, EnclaveResponse) {
         let frame = tokio::time::timeout(
             Duration::from_secs(10),
@@ -544,35 +589,23 @@ mod tests {
     /// at once: with one slot per connection, the next request is read and answered only then.
     #[tokio::test]
     async fn a_stuck_request_is_answered_timeout_and_releases_its_slot() {
-        let (release, stuck) = mpsc::channel();
         let engine = Arc::new(Engine::new(EngineConfig {
             workers: 1,
             queue_depth: 1,
             ..EngineConfig::default()
         }));
-        let key = ServerKey::generate(0, &mut crate::rng::os_rng());
-        let service = Arc::new(Service::new(
-            Arc::new(StuckNsm(Mutex::new(stuck))),
-            key,
-            engine,
-        ));
+        let (service, release) = stuck_service(engine);
         let limits = ServerLimits {
             request_timeout: Duration::from_millis(200),
             max_in_flight_per_connection: 1,
             ..ServerLimits::default()
         };
-        let budget = Arc::new(Semaphore::new(budget_units(&limits)));
-        let (host_side, enclave_side) = tokio::io::duplex(64 * 1024);
-        let (enclave_read, enclave_write) = tokio::io::split(enclave_side);
-        let server = tokio::spawn(serve_connection_with_limits(
-            Box::pin(enclave_read),
-            Box::pin(enclave_write),
-            service,
-            Arc::clone(&budget),
-            limits,
-        ));
-        let (host_read, mut host_write) = tokio::io::split(host_side);
-        let mut host_read: BoxRead = Box::pin(host_read);
+        let HostEnd {
+            read: mut host_read,
+            write: mut host_write,
+            server,
+            budget,
+        } = serve_in_memory(service, limits, 64 * 1024);
 
         let attest = EnclaveRequest::Attestation { nonce: vec![7; 32] }
             .encode()
@@ -625,31 +658,18 @@ mod tests {
     #[tokio::test]
     async fn a_host_that_does_not_read_answers_is_not_read_either() {
         const REQUESTS: u64 = 200;
-        let engine = Arc::new(Engine::new(EngineConfig::default()));
-        let key = ServerKey::generate(0, &mut crate::rng::os_rng());
-        let (_release, stuck) = mpsc::channel();
-        let service = Arc::new(Service::new(
-            Arc::new(StuckNsm(Mutex::new(stuck))),
-            key,
-            engine,
-        ));
+        let (service, _release) = stuck_service(Arc::new(Engine::new(EngineConfig::default())));
         let limits = ServerLimits {
             max_in_flight_per_connection: 2,
             ..ServerLimits::default()
         };
-        let budget = Arc::new(Semaphore::new(budget_units(&limits)));
         // Small buffers both ways: a few answers fill one, a few requests the other.
-        let (host_side, enclave_side) = tokio::io::duplex(1024);
-        let (enclave_read, enclave_write) = tokio::io::split(enclave_side);
-        let server = tokio::spawn(serve_connection_with_limits(
-            Box::pin(enclave_read),
-            Box::pin(enclave_write),
-            service,
-            budget,
-            limits,
-        ));
-        let (host_read, mut host_write) = tokio::io::split(host_side);
-        let mut host_read: BoxRead = Box::pin(host_read);
+        let HostEnd {
+            read: mut host_read,
+            write: mut host_write,
+            server,
+            ..
+        } = serve_in_memory(service, limits, 1024);
         let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let sender = {
             let sent = Arc::clone(&sent);
@@ -681,10 +701,7 @@ mod tests {
         }
         // The host closes the connection: the server ends.
         drop((sender.await.unwrap(), host_read));
-        tokio::time::timeout(Duration::from_secs(10), server)
-            .await
-            .expect("server did not end")
-            .unwrap();
+        server_ends(server).await;
     }
 
     /// An inference still queued at its deadline is answered `timeout`, once: the worker skips
@@ -703,30 +720,18 @@ mod tests {
             )
             .unwrap();
         let release = engine.hold_worker();
-        let (_nsm_release, stuck) = mpsc::channel();
-        let key = ServerKey::generate(0, &mut crate::rng::os_rng());
-        let service = Arc::new(Service::new(
-            Arc::new(StuckNsm(Mutex::new(stuck))),
-            key,
-            Arc::clone(&engine),
-        ));
+        let (service, _nsm_release) = stuck_service(Arc::clone(&engine));
         let config = service.key_config();
         let limits = ServerLimits {
             request_timeout: Duration::from_millis(200),
             ..ServerLimits::default()
         };
-        let budget = Arc::new(Semaphore::new(budget_units(&limits)));
-        let (host_side, enclave_side) = tokio::io::duplex(64 * 1024);
-        let (enclave_read, enclave_write) = tokio::io::split(enclave_side);
-        let server = tokio::spawn(serve_connection_with_limits(
-            Box::pin(enclave_read),
-            Box::pin(enclave_write),
-            service,
-            budget,
-            limits,
-        ));
-        let (host_read, mut host_write) = tokio::io::split(host_side);
-        let mut host_read: BoxRead = Box::pin(host_read);
+        let HostEnd {
+            read: mut host_read,
+            write: mut host_write,
+            server,
+            ..
+        } = serve_in_memory(service, limits, 64 * 1024);
 
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -776,10 +781,7 @@ mod tests {
             "{response:?}"
         );
         drop((host_read, host_write));
-        tokio::time::timeout(Duration::from_secs(10), server)
-            .await
-            .expect("server did not end")
-            .unwrap();
+        server_ends(server).await;
     }
 
     /// One request's slot and budget unit.

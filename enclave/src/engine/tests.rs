@@ -431,16 +431,7 @@ async fn full_queue_answers_busy_without_waiting() {
     assert_eq!(e.workers(), 1);
 
     // Occupy the only worker, and wait until it has taken the job off the queue.
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let (release_tx, release_rx) = std::sync::mpsc::channel();
-    assert!(
-        e.enqueue(Job::Hold {
-            started: started_tx,
-            release: release_rx,
-        })
-        .is_ok()
-    );
-    started_rx.recv().unwrap();
+    let release_tx = e.hold_worker();
 
     // One request fits in the queue; the next one does not.
     let queued = e.submit("digits", digits_input("digit_0_1.npy")).unwrap();
