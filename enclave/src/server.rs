@@ -542,6 +542,21 @@ mod tests {
         budget: Arc<Semaphore>,
     }
 
+    impl HostEnd {
+        async fn send(&mut self, request_id: u64, request: &EnclaveRequest) {
+            let body = request.encode().unwrap();
+            sealed_transport::write_frame(&mut self.write, request_id, &body)
+                .await
+                .unwrap();
+        }
+
+        /// The host hangs up; the server must end.
+        async fn hang_up(self) {
+            drop((self.read, self.write));
+            server_ends(self.server).await;
+        }
+    }
+
     fn serve_in_memory(service: Arc<Service>, limits: ServerLimits, buffer: usize) -> HostEnd {
         let budget = Arc::new(Semaphore::new(budget_units(&limits)));
         let (host_side, enclave_side) = tokio::io::duplex(buffer);
@@ -600,31 +615,18 @@ mod tests {
             max_in_flight_per_connection: 1,
             ..ServerLimits::default()
         };
-        let HostEnd {
-            read: mut host_read,
-            write: mut host_write,
-            server,
-            budget,
-        } = serve_in_memory(service, limits, 64 * 1024);
+        let mut host = serve_in_memory(service, limits, 64 * 1024);
+        let attest = EnclaveRequest::Attestation { nonce: vec![7; 32] };
+        host.send(1, &attest).await;
+        host.send(2, &EnclaveRequest::Health).await;
 
-        let attest = EnclaveRequest::Attestation { nonce: vec![7; 32] }
-            .encode()
-            .unwrap();
-        sealed_transport::write_frame(&mut host_write, 1, &attest)
-            .await
-            .unwrap();
-        let health = EnclaveRequest::Health.encode().unwrap();
-        sealed_transport::write_frame(&mut host_write, 2, &health)
-            .await
-            .unwrap();
-
-        let (id, response) = read_response(&mut host_read).await;
+        let (id, response) = read_response(&mut host.read).await;
         assert_eq!(id, 1);
         assert!(
             matches!(&response, EnclaveResponse::Error(e) if e.code == ErrorCode::Timeout),
             "{response:?}"
         );
-        let (id, response) = read_response(&mut host_read).await;
+        let (id, response) = read_response(&mut host.read).await;
         assert_eq!(id, 2);
         assert!(
             matches!(response, EnclaveResponse::Health(_)),
@@ -632,7 +634,7 @@ mod tests {
         );
         // Every byte of budget is back once both are answered.
         tokio::time::timeout(Duration::from_secs(10), async {
-            while budget.available_permits() != budget_units(&limits) {
+            while host.budget.available_permits() != budget_units(&limits) {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
@@ -640,8 +642,8 @@ mod tests {
         .expect("budget not released");
 
         let _ = release.send(());
-        drop(host_write);
-        server.abort();
+        drop(host.write);
+        host.server.abort();
     }
 
     /// The sealed bytes answer `id` carries in the tests below: its own, so that a frame mixed
@@ -665,8 +667,8 @@ mod tests {
         };
         // Small buffers both ways: a few answers fill one, a few requests the other.
         let HostEnd {
-            read: mut host_read,
-            write: mut host_write,
+            mut read,
+            mut write,
             server,
             ..
         } = serve_in_memory(service, limits, 1024);
@@ -676,12 +678,12 @@ mod tests {
             tokio::spawn(async move {
                 let health = EnclaveRequest::Health.encode().unwrap();
                 for id in 1..=REQUESTS {
-                    sealed_transport::write_frame(&mut host_write, id, &health)
+                    sealed_transport::write_frame(&mut write, id, &health)
                         .await
                         .unwrap();
                     sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                host_write
+                write
             })
         };
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -692,7 +694,7 @@ mod tests {
         );
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..REQUESTS {
-            let (id, response) = read_response(&mut host_read).await;
+            let (id, response) = read_response(&mut read).await;
             assert!(
                 matches!(response, EnclaveResponse::Health(_)),
                 "{response:?}"
@@ -700,7 +702,7 @@ mod tests {
             assert!(seen.insert(id));
         }
         // The host closes the connection: the server ends.
-        drop((sender.await.unwrap(), host_read));
+        drop((sender.await.unwrap(), read));
         server_ends(server).await;
     }
 
@@ -726,12 +728,7 @@ mod tests {
             request_timeout: Duration::from_millis(200),
             ..ServerLimits::default()
         };
-        let HostEnd {
-            read: mut host_read,
-            write: mut host_write,
-            server,
-            ..
-        } = serve_in_memory(service, limits, 64 * 1024);
+        let mut host = serve_in_memory(service, limits, 64 * 1024);
 
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -750,11 +747,8 @@ mod tests {
         .unwrap();
         let (sealed, _opener) =
             sealed_crypto::seal_request(&config, &request, &mut crate::rng::os_rng()).unwrap();
-        let infer = EnclaveRequest::Infer { sealed }.encode().unwrap();
-        sealed_transport::write_frame(&mut host_write, 1, &infer)
-            .await
-            .unwrap();
-        let (id, response) = read_response(&mut host_read).await;
+        host.send(1, &EnclaveRequest::Infer { sealed }).await;
+        let (id, response) = read_response(&mut host.read).await;
         assert_eq!(id, 1);
         assert!(
             matches!(&response, EnclaveResponse::Error(e) if e.code == ErrorCode::Timeout),
@@ -770,18 +764,14 @@ mod tests {
         })
         .await
         .expect("the abandoned job stayed in flight");
-        let health = EnclaveRequest::Health.encode().unwrap();
-        sealed_transport::write_frame(&mut host_write, 2, &health)
-            .await
-            .unwrap();
-        let (id, response) = read_response(&mut host_read).await;
+        host.send(2, &EnclaveRequest::Health).await;
+        let (id, response) = read_response(&mut host.read).await;
         assert_eq!(id, 2);
         assert!(
             matches!(response, EnclaveResponse::Health(_)),
             "{response:?}"
         );
-        drop((host_read, host_write));
-        server_ends(server).await;
+        host.hang_up().await;
     }
 
     /// One request's slot and budget unit.
