@@ -263,6 +263,8 @@ fn key_ring_config(args: &Args) -> anyhow::Result<KeyRingConfig> {
 }
 
 fn main() {
+    // Before any thread exists: the allocator's process-wide options (one arena on glibc).
+    sealed_alloc::init();
     if let Err(err) = real_main() {
         eprintln!("sealed-enclave: {err:#}");
         std::process::exit(1);

@@ -369,6 +369,55 @@ pub fn release() {
     }
 }
 
+/// Sets the system allocator's process-wide options for an enclave binary; call it first in
+/// `main`, before any thread starts. On glibc (the simulation builds) it keeps every thread on
+/// one arena (`M_ARENA_MAX` = 1): with an arena per thread, the free space at the top of each
+/// arena stays with it (glibc trims an arena's top only past its dynamic trim threshold, twice
+/// the largest block it has seen freed, and `malloc_trim` trims the main arena's top alone), so
+/// the 4 MiB frames of a sealed-model upload, read on the async threads, stayed resident beside
+/// the model for the enclave's life: `large` held +8.7 MiB over bare tract, conv +2.1 MiB
+/// (docs/performance.md, round 18). On musl (the image) it does nothing: mallocng has no
+/// per-thread arenas and gives large blocks back itself.
+pub fn init() {
+    system::init();
+}
+
+/// Gives the free memory the system allocator holds back to the kernel where it can (glibc's
+/// `malloc_trim(3)`; nothing elsewhere). [`hold_off`] calls it when a load starts and when the last
+/// load ends, so that neither a load's peak nor what stays after it counts memory freed before.
+pub fn trim() {
+    system::trim();
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod system {
+    // glibc's own interface (malloc.h), declared here because the crate has no dependencies
+    // (Cargo.toml); `libc` declares the same two functions.
+    unsafe extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+        fn malloc_trim(pad: usize) -> i32;
+    }
+    /// malloc.h: `#define M_ARENA_MAX -8`.
+    const M_ARENA_MAX: i32 = -8;
+
+    pub(super) fn init() {
+        // SAFETY: mallopt(3) changes the allocator's parameters only; any value is accepted or
+        // refused (returns 0), never undefined.
+        unsafe { mallopt(M_ARENA_MAX, 1) };
+    }
+
+    pub(super) fn trim() {
+        // SAFETY: malloc_trim(3) gives free pages back; it touches no live block.
+        unsafe { malloc_trim(0) };
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+mod system {
+    pub(super) fn init() {}
+    pub(super) fn trim() {}
+}
+
 /// Bytes kept now (for tests and diagnostics).
 pub fn kept_bytes() -> usize {
     cache().bytes
@@ -381,6 +430,7 @@ pub fn hold_off() -> HoldOff {
     HELD_OFF.fetch_add(1, Ordering::AcqRel);
     open_window();
     release();
+    system::trim();
     HoldOff(PhantomData)
 }
 
@@ -392,6 +442,7 @@ impl Drop for HoldOff {
         close_window();
         if HELD_OFF.fetch_sub(1, Ordering::AcqRel) == 1 {
             release();
+            system::trim();
         }
     }
 }
