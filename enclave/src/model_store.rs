@@ -206,9 +206,26 @@ impl Upload {
     /// Wipes and releases everything the upload holds.
     fn close(&mut self) {
         self.closed = true;
-        self.opener = None;
+        drop_plaintext(self.opener.take());
         self.pending = Vec::new();
         self.budget = None;
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        drop_plaintext(self.opener.take());
+    }
+}
+
+/// Drops what holds a model's plaintext under [`sealed_alloc::keep_nothing`]: the buffer wipes
+/// itself as before and then goes back to the system, not into the musl image's block cache for
+/// a later allocation of its exact size, which only another model of the same length would make
+/// (a 6.7 MB model's wiped buffer stayed resident beside it: docs/performance.md, round 18).
+fn drop_plaintext<T>(value: Option<T>) {
+    if let Some(value) = value {
+        let _keeping = sealed_alloc::keep_nothing();
+        drop(value);
     }
 }
 
@@ -504,6 +521,8 @@ impl ModelStore {
         let engine = Arc::clone(&self.engine);
         let id = model_id.clone();
         let result = tokio::task::spawn_blocking(move || {
+            // Declared first, dropped last: the plaintext is freed before it (drop_plaintext).
+            let _keeping = sealed_alloc::keep_nothing();
             let opener = opener.ok_or(StoreError::Internal("upload already closed"))?;
             if received != expected {
                 return Err(StoreError::Incomplete { received, expected });

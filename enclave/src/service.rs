@@ -413,7 +413,15 @@ impl Service {
         let engine = Arc::clone(&self.engine);
         let id = model_id.clone();
         // Parsing and optimising a model is CPU-bound work.
-        let loaded = tokio::task::spawn_blocking(move || engine.load_model(&id, &onnx)).await;
+        let loaded = tokio::task::spawn_blocking(move || {
+            // The bytes (which wipe themselves) are not kept for reuse, as a sealed model's
+            // plaintext is not (model_store::drop_plaintext).
+            let _keeping = sealed_alloc::keep_nothing();
+            let loaded = engine.load_model(&id, &onnx);
+            drop(onnx);
+            loaded
+        })
+        .await;
         match loaded {
             // The engine logs the load (id, size, digest, duration).
             Ok(Ok(info)) => EnclaveResponse::ModelLoaded(info),

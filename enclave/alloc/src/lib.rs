@@ -35,7 +35,8 @@
 //! kept, at most [`CAPACITY`] bytes and [`SLOTS`] blocks, the oldest given back first; a block is
 //! reused only for the exact layout it was allocated with. While a model loads
 //! ([`hold_off`]) nothing new is kept, and when the last load ends everything kept is given back:
-//! a load's transient buffers are the wrong sizes for inference and would only raise the peak.
+//! a load's transient buffers are the wrong sizes for inference and would only raise the peak. A
+//! model's plaintext buffer is freed under [`keep_nothing`] for the same reason.
 //! Every kept block is the system allocator's own: the cache delays `System::dealloc`, nothing
 //! else.
 #![allow(unsafe_code)]
@@ -181,7 +182,7 @@ impl BlockCache {
 }
 
 static CACHE: Mutex<BlockCache> = Mutex::new(BlockCache::new());
-/// Loads in progress ([`hold_off`]): while > 0 nothing new is kept.
+/// Loads in progress and other [`keep_nothing`] guards: while > 0 nothing new is kept.
 static HELD_OFF: AtomicUsize = AtomicUsize::new(0);
 
 fn kept(layout: Layout) -> bool {
@@ -425,21 +426,47 @@ pub fn kept_bytes() -> usize {
 
 /// A model load: until the guard drops, nothing freed is kept by any thread (the load's transient
 /// buffers would only raise the peak) and every block this thread frees is wiped first (they hold
-/// copies of the model); when the last guard drops, everything kept is given back.
+/// copies of the model); when the last guard drops, everything kept is given back. It starts by
+/// giving back what is kept and what the system allocator holds free ([`trim`]), so that neither
+/// counts in the load's peak.
 pub fn hold_off() -> HoldOff {
-    HELD_OFF.fetch_add(1, Ordering::AcqRel);
+    let keeping = keep_nothing();
     open_window();
     release();
     system::trim();
-    HoldOff(PhantomData)
+    HoldOff {
+        _window: PhantomData,
+        _keeping: keeping,
+    }
 }
 
 /// See [`hold_off`].
-pub struct HoldOff(NotSend);
+pub struct HoldOff {
+    _window: NotSend,
+    // Dropped after `drop` closes the window: the last guard gives everything back.
+    _keeping: KeepNothing,
+}
 
 impl Drop for HoldOff {
     fn drop(&mut self) {
         close_window();
+    }
+}
+
+/// Until the guard drops, nothing freed is kept by any thread; when the last such guard (or
+/// [`hold_off`]'s) drops, everything kept is given back and the system allocator trimmed. For
+/// freeing what only a load would reuse (a model's plaintext, which wipes itself: [`hold_off`]'s
+/// window would wipe it a second time).
+pub fn keep_nothing() -> KeepNothing {
+    HELD_OFF.fetch_add(1, Ordering::AcqRel);
+    KeepNothing(PhantomData)
+}
+
+/// See [`keep_nothing`].
+pub struct KeepNothing(NotSend);
+
+impl Drop for KeepNothing {
+    fn drop(&mut self) {
         if HELD_OFF.fetch_sub(1, Ordering::AcqRel) == 1 {
             release();
             system::trim();

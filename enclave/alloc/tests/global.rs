@@ -79,6 +79,22 @@ fn the_global_allocator_keeps_large_blocks_for_their_layout() {
     drop(filled(MIN_BLOCK * 2, 5));
     assert_eq!(alloc::kept_bytes(), MIN_BLOCK * 2);
 
+    // Freeing what only a load would reuse: nothing kept, nothing wiped, and when the guard
+    // drops what was kept before is given back too.
+    let keeping = alloc::keep_nothing();
+    let wiped = alloc::wiped_bytes();
+    drop(filled(MIN_BLOCK * 3, 6));
+    assert_eq!(alloc::kept_bytes(), MIN_BLOCK * 2);
+    assert_eq!(
+        alloc::wiped_bytes(),
+        wiped,
+        "keep_nothing opens no wipe window"
+    );
+    drop(keeping);
+    assert_eq!(alloc::kept_bytes(), 0);
+    drop(filled(MIN_BLOCK * 2, 5));
+    assert_eq!(alloc::kept_bytes(), MIN_BLOCK * 2);
+
     // Direct calls with an alignment above the minimum.
     let layout = Layout::from_size_align(MIN_BLOCK, 4096).unwrap();
     // SAFETY: a non-zero layout; the block is freed with the same layout.
