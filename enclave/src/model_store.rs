@@ -523,6 +523,8 @@ impl ModelStore {
         let result = tokio::task::spawn_blocking(move || {
             // Declared first, dropped last: the plaintext is freed before it (drop_plaintext).
             let _keeping = sealed_alloc::keep_nothing();
+            // The upload's frames, freed, would otherwise count in the load's peak.
+            sealed_alloc::trim();
             let opener = opener.ok_or(StoreError::Internal("upload already closed"))?;
             if received != expected {
                 return Err(StoreError::Incomplete { received, expected });

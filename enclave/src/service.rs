@@ -417,6 +417,8 @@ impl Service {
             // The bytes (which wipe themselves) are not kept for reuse, as a sealed model's
             // plaintext is not (model_store::drop_plaintext).
             let _keeping = sealed_alloc::keep_nothing();
+            // What was freed before does not count in the load's peak (model_store::end).
+            sealed_alloc::trim();
             let loaded = engine.load_model(&id, &onnx);
             drop(onnx);
             loaded

@@ -384,8 +384,10 @@ pub fn init() {
 }
 
 /// Gives the free memory the system allocator holds back to the kernel where it can (glibc's
-/// `malloc_trim(3)`; nothing elsewhere). [`hold_off`] calls it when a load starts and when the last
-/// load ends, so that neither a load's peak nor what stays after it counts memory freed before.
+/// `malloc_trim(3)`; nothing elsewhere). The enclave calls it before a model load, so that the
+/// load's peak does not count memory freed before it (a sealed model's upload frames). Not after
+/// a load: what the load freed is reused by what comes next (one arena, [`init`]), and giving it
+/// back makes the next load fault all of it in again (docs/performance.md, round 18).
 pub fn trim() {
     system::trim();
 }
@@ -426,14 +428,11 @@ pub fn kept_bytes() -> usize {
 
 /// A model load: until the guard drops, nothing freed is kept by any thread (the load's transient
 /// buffers would only raise the peak) and every block this thread frees is wiped first (they hold
-/// copies of the model); when the last guard drops, everything kept is given back. It starts by
-/// giving back what is kept and what the system allocator holds free ([`trim`]), so that neither
-/// counts in the load's peak.
+/// copies of the model); when the last guard drops, everything kept is given back.
 pub fn hold_off() -> HoldOff {
     let keeping = keep_nothing();
     open_window();
     release();
-    system::trim();
     HoldOff {
         _window: PhantomData,
         _keeping: keeping,
@@ -454,7 +453,7 @@ impl Drop for HoldOff {
 }
 
 /// Until the guard drops, nothing freed is kept by any thread; when the last such guard (or
-/// [`hold_off`]'s) drops, everything kept is given back and the system allocator trimmed. For
+/// [`hold_off`]'s) drops, everything kept is given back. For
 /// freeing what only a load would reuse (a model's plaintext, which wipes itself: [`hold_off`]'s
 /// window would wipe it a second time).
 pub fn keep_nothing() -> KeepNothing {
@@ -469,7 +468,6 @@ impl Drop for KeepNothing {
     fn drop(&mut self) {
         if HELD_OFF.fetch_sub(1, Ordering::AcqRel) == 1 {
             release();
-            system::trim();
         }
     }
 }
