@@ -531,11 +531,18 @@ pub fn check_unseal(micro: Option<&Value>) -> Vec<Check> {
         }
         None => out.push(missing(GCM, &scope, "no AES-GCM figure".into())),
     }
+    // Shown beside the verdict: both loads from a trimmed heap, as a process's first load
+    // (round 18; absent from earlier reports).
+    let cold = u
+        .get("trimmed_heap")
+        .and_then(|t| t["pipelined_over_plain"].as_f64())
+        .map(|c| format!("; from a trimmed heap {c:.3} × (not judged)"))
+        .unwrap_or_default();
     match f64_at(u, "pipelined_unseal_plus_load_over_plain_load") {
         Some(r) => out.push(check(
             LOAD,
             scope,
-            format!("{r:.3} × (≤ {UNSEAL_LOAD_RATIO})"),
+            format!("{r:.3} × (≤ {UNSEAL_LOAD_RATIO}){cold}"),
             Verdict::of(r <= UNSEAL_LOAD_RATIO),
         )),
         None => out.push(missing(LOAD, &scope, "no unseal + load figure".into())),

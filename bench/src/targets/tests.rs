@@ -392,10 +392,21 @@ fn unseal_checks_aes_gcm_and_the_load_ratio() {
         "{}",
         c[0].figure
     );
+    assert!(!c[1].figure.contains("trimmed"), "{}", c[1].figure);
     let c = check_unseal(Some(&m(900.0, 1.2)));
     assert_eq!(
         (&c[0].verdict, &c[1].verdict),
         (&Verdict::NotMet, &Verdict::NotMet)
+    );
+    // The trimmed-heap figure is shown and does not change the verdict.
+    let mut cold = m(1760.0, 1.09);
+    cold["unseal"]["trimmed_heap"] = json!({"pipelined_over_plain": 1.42});
+    let c = check_unseal(Some(&cold));
+    assert_eq!(c[1].verdict, Verdict::Met);
+    assert!(
+        c[1].figure.contains("from a trimmed heap 1.420 × (not judged)"),
+        "{}",
+        c[1].figure
     );
     let c = check_unseal(None);
     assert!(c.iter().all(|c| matches!(c.verdict, Verdict::Missing(_))));
