@@ -404,7 +404,8 @@ fn unseal_checks_aes_gcm_and_the_load_ratio() {
     let c = check_unseal(Some(&cold));
     assert_eq!(c[1].verdict, Verdict::Met);
     assert!(
-        c[1].figure.contains("from a trimmed heap 1.420 × (not judged)"),
+        c[1].figure
+            .contains("from a trimmed heap 1.420 × (not judged)"),
         "{}",
         c[1].figure
     );

@@ -453,9 +453,8 @@ impl Drop for HoldOff {
 }
 
 /// Until the guard drops, nothing freed is kept by any thread; when the last such guard (or
-/// [`hold_off`]'s) drops, everything kept is given back. For
-/// freeing what only a load would reuse (a model's plaintext, which wipes itself: [`hold_off`]'s
-/// window would wipe it a second time).
+/// [`hold_off`]'s) drops, everything kept is given back. For freeing what only a load would reuse:
+/// a model's plaintext, which wipes itself ([`hold_off`]'s window would wipe it a second time).
 pub fn keep_nothing() -> KeepNothing {
     HELD_OFF.fetch_add(1, Ordering::AcqRel);
     KeepNothing(PhantomData)

@@ -390,8 +390,8 @@ fn hash_thread(
                     hashed = hash_slice(&mut sha, &shared.0, hashed);
                 }
                 // Let go of the plaintext before reporting: the opener's side, which waits for
-                // the digest, then always frees it last, on its own thread (the enclave frees it
-                // inside its allocator's load window, so that it is not kept for reuse).
+                // the digest, then always frees it last, on its own thread (where the enclave
+                // makes sure its allocator does not keep the buffer for reuse).
                 drop(shared);
                 let _ = digest_tx.send(sha.finalize().into());
                 return;
