@@ -522,9 +522,7 @@ impl ModelStore {
         let id = model_id.clone();
         let result = tokio::task::spawn_blocking(move || {
             // Declared first, dropped last: the plaintext is freed before it (drop_plaintext).
-            let _keeping = sealed_alloc::keep_nothing();
-            // The upload's frames, freed, would otherwise count in the load's peak.
-            sealed_alloc::trim();
+            let _load = sealed_alloc::before_load();
             let opener = opener.ok_or(StoreError::Internal("upload already closed"))?;
             if received != expected {
                 return Err(StoreError::Incomplete { received, expected });

@@ -414,11 +414,9 @@ impl Service {
         let id = model_id.clone();
         // Parsing and optimising a model is CPU-bound work.
         let loaded = tokio::task::spawn_blocking(move || {
-            // The bytes (which wipe themselves) are not kept for reuse, as a sealed model's
-            // plaintext is not (model_store::drop_plaintext).
-            let _keeping = sealed_alloc::keep_nothing();
-            // What was freed before does not count in the load's peak (model_store::end).
-            sealed_alloc::trim();
+            // As for a sealed model (model_store::end): the bytes, which wipe themselves, are
+            // freed before the guard and not kept for reuse.
+            let _load = sealed_alloc::before_load();
             let loaded = engine.load_model(&id, &onnx);
             drop(onnx);
             loaded

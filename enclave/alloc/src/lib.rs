@@ -384,8 +384,8 @@ pub fn init() {
 }
 
 /// Gives the free memory the system allocator holds back to the kernel where it can (glibc's
-/// `malloc_trim(3)`; nothing elsewhere). The enclave calls it before a model load, so that the
-/// load's peak does not count memory freed before it (a sealed model's upload frames). Not after
+/// `malloc_trim(3)`; nothing elsewhere). [`before_load`] calls it, so that a load's peak does
+/// not count memory freed before it (a sealed model's upload frames). Not after
 /// a load: what the load freed is reused by what comes next (one arena, [`init`]), and giving it
 /// back makes the next load fault all of it in again (docs/performance.md, round 18).
 pub fn trim() {
@@ -458,6 +458,16 @@ impl Drop for HoldOff {
 pub fn keep_nothing() -> KeepNothing {
     HELD_OFF.fetch_add(1, Ordering::AcqRel);
     KeepNothing(PhantomData)
+}
+
+/// What a model load's caller holds around it (the enclave's sealed and plaintext load paths):
+/// gives back what the system allocator holds free ([`trim`]), so that memory freed before (a
+/// sealed model's upload frames) does not count in the load's peak, then keeps nothing until the
+/// guard drops, so that the model's bytes, freed after the load, are not kept for reuse.
+pub fn before_load() -> KeepNothing {
+    let keeping = keep_nothing();
+    system::trim();
+    keeping
 }
 
 /// See [`keep_nothing`].
