@@ -94,7 +94,7 @@ impl Budget {
                 attest_time: Duration::from_secs(3),
                 attest_min_runs: 100,
                 unseal_runs: 5,
-                load_runs: 3,
+                load_runs: 5,
             }
         }
     }

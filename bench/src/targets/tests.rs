@@ -414,6 +414,27 @@ fn unseal_checks_aes_gcm_and_the_load_ratio() {
 }
 
 #[test]
+fn unseal_load_is_judged_on_the_alternated_pairs_when_there() {
+    let m = |medians: f64, paired: f64| {
+        json!({"unseal": {"model_bytes": 100_000_000, "aes_gcm_only": {"median_mb_s": 9000.0},
+               "pipelined_unseal_plus_load_over_plain_load": medians,
+               "paired_loads": {"pairs": 5, "median_ratio": paired,
+                                "min_ratio": 0.98, "max_ratio": 1.14}}})
+    };
+    // The pairs decide, either way; the ratio of the medians is shown beside them.
+    let c = check_unseal(Some(&m(1.12, 1.04)));
+    assert_eq!(c[1].verdict, Verdict::Met);
+    assert!(
+        c[1].figure
+            .contains("paired median 1.040 × over 5 pairs (0.980–1.140) (≤ 1.1); medians 1.120 ×"),
+        "{}",
+        c[1].figure
+    );
+    let c = check_unseal(Some(&m(1.04, 1.12)));
+    assert_eq!(c[1].verdict, Verdict::NotMet);
+}
+
+#[test]
 fn the_relay_is_not_judged_under_a_low_ceiling() {
     let m = |host: f64, ceiling: f64| {
         json!({"relay": {"cases": [
