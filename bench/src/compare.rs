@@ -148,6 +148,22 @@ impl Window {
         now >= self.end && measured
     }
 
+    /// Whether an answer at `done` counts towards the cell's throughput: every answer that
+    /// arrives inside the measured window, whenever its request was sent. The clients keep the
+    /// stack full until the window closes, so these are steady-state completions; counting
+    /// only the requests sent inside the window over their own span (as the cells did until
+    /// round 19) left out the server's work on the requests in flight when the window opened,
+    /// and under-reported throughput by window / (window + latency): ~35 % for conv at C = 64
+    /// in 1 s blocks, ~10 % in 3 s cells.
+    pub fn counts(&self, done: Instant) -> bool {
+        done >= self.warm_end && done <= self.end
+    }
+
+    /// The measured window's length in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.end.duration_since(self.warm_end).as_secs_f64()
+    }
+
     /// The union of two clients' (first measured send, last answer) spans: a cell's throughput
     /// is its answers over this span.
     pub fn merge(
@@ -171,6 +187,11 @@ pub struct Cell {
     pub errors: BTreeMap<String, u64>,
     /// First measured send to the last answer.
     pub wall_s: f64,
+    /// The measured window (warm-up end → end) and the answers that arrived inside it, correct
+    /// and all ([`Window::counts`]): throughput and the per-request counters are taken over it.
+    pub window_s: f64,
+    pub window_ok: u64,
+    pub window_answers: u64,
     /// Host and enclave counters over the window (stack variants).
     pub host: Option<Counters>,
     pub enclave: Option<Counters>,
@@ -191,8 +212,15 @@ impl Cell {
     pub fn error_count(&self) -> u64 {
         self.errors.values().sum()
     }
+    /// Correct answers per second inside the measured window; a cell none of whose answers
+    /// arrived inside it (requests slower than the window) falls back to its measured requests
+    /// over their own span.
     pub fn throughput(&self) -> f64 {
-        self.ok() as f64 / self.wall_s.max(1e-9)
+        if self.window_ok > 0 && self.window_s > 0.0 {
+            self.window_ok as f64 / self.window_s
+        } else {
+            self.ok() as f64 / self.wall_s.max(1e-9)
+        }
     }
     pub fn p_ms(&self, p: f64) -> f64 {
         percentile(&self.lat_us, p) as f64 / 1000.0
@@ -202,9 +230,14 @@ impl Cell {
         (!self.lat_us.is_empty())
             .then(|| self.lat_us.iter().sum::<u64>() as f64 / self.lat_us.len() as f64 / 1000.0)
     }
-    /// A counter per request (ok + errors).
+    /// A counter per request: the counters cover the measured window, so per answer inside it
+    /// (ok + errors over their span when none arrived inside it).
     pub fn per_request(&self, value: Option<u64>) -> Option<f64> {
-        let n = self.ok() + self.error_count();
+        let n = if self.window_answers > 0 {
+            self.window_answers
+        } else {
+            self.ok() + self.error_count()
+        };
         value.filter(|_| n > 0).map(|b| b as f64 / n as f64)
     }
     /// CPU µs per request of one process.
@@ -235,6 +268,9 @@ pub struct VariantRun {
     pub chunk_size: Option<u32>,
     /// Paired C = 1 rounds on the first input (stack variants; empty when none ran).
     pub paired: Vec<PairedRound>,
+    /// Paired throughput rounds at the judged concurrencies above 1, on the first input (the
+    /// sealed variant, when the harness has CPUs of its own; empty otherwise).
+    pub paired_throughput: Vec<PairedThroughput>,
 }
 
 /// One round of the paired latency blocks: bare tract, then the stack variant, back to back on
@@ -243,6 +279,19 @@ pub struct VariantRun {
 pub struct PairedRound {
     pub bare_p50_ms: f64,
     pub p50_ms: f64,
+    /// Each block's requests per second: the throughput pair at C = 1 (none with
+    /// `--paired-gap-ms`, whose idle time is not the stack's).
+    pub bare_rps: Option<f64>,
+    pub rps: Option<f64>,
+}
+
+/// Paired throughput at one concurrency: bare tract's and the stack's requests per second in
+/// alternating blocks, one pair per round (see [`Paired::throughput_at`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairedThroughput {
+    pub concurrency: usize,
+    /// (bare, stack) requests per second.
+    pub rounds: Vec<(f64, f64)>,
 }
 
 /// How the paired rounds run (see [`Args::paired_rounds`]).
@@ -253,6 +302,12 @@ pub struct Paired<'a> {
     pub secs: f64,
     /// Idle time before each request ([`Args::paired_gap_ms`]).
     pub gap: Duration,
+    /// Concurrencies above 1 at which the sealed variant's throughput is also measured in
+    /// alternating blocks, each round after the C = 1 ones: the throughput target's cells
+    /// (C ≥ the enclave's CPUs) when the clients and the host have CPUs of their own. A cell
+    /// measured minutes after bare tract's measures the VM's drift too (`large` pinned at C = 4:
+    /// 0.79, 0.92 and 1.01 in three runs the same hour, round 19).
+    pub throughput_at: Vec<usize>,
 }
 
 /// One process's VmRSS / VmHWM (proc(5) `/proc/PID/status`) at three points around loading one
@@ -282,6 +337,7 @@ impl VariantRun {
             mem: MemSteps::default(),
             chunk_size: None,
             paired: Vec::new(),
+            paired_throughput: Vec::new(),
         }
     }
 }
@@ -647,6 +703,26 @@ fn check_dynamic_batch_flag(enclave: &Path) -> Result<()> {
 }
 
 /// Bare cell: `concurrency` threads sending jobs to the pool back to back.
+/// The concurrencies of the paired throughput rounds: those above 1 where the throughput target
+/// is judged (C ≥ the workers' CPUs), when the clients and the host have CPUs of their own (the
+/// target is not judged otherwise, `targets::check_throughput`) and requests come back to back.
+/// C = 1 comes from the latency rounds.
+fn paired_throughput_at(
+    concurrency: &[usize],
+    workers: usize,
+    harness_cpus: usize,
+    gap_ms: f64,
+) -> Vec<usize> {
+    if harness_cpus == 0 || gap_ms > 0.0 {
+        return Vec::new();
+    }
+    concurrency
+        .iter()
+        .copied()
+        .filter(|&c| c > 1 && c >= workers)
+        .collect()
+}
+
 fn bare_cell(
     pool: &bare::Pool,
     case: &Case,
@@ -667,7 +743,7 @@ fn bare_cell(
     };
     let mut span: Option<(Instant, Instant)> = None;
     let me = Some(std::process::id());
-    let mut before = None;
+    let (mut before, mut after) = (None, None);
     std::thread::scope(|s| {
         let threads: Vec<_> = (0..concurrency)
             .map(|_| {
@@ -675,6 +751,7 @@ fn bare_cell(
                     let mut lat = Vec::new();
                     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
                     let mut span: Option<(Instant, Instant)> = None;
+                    let mut in_window = (0u64, 0u64);
                     loop {
                         if !w.gap.is_zero() {
                             std::thread::sleep(w.gap);
@@ -685,35 +762,46 @@ fn bare_cell(
                         }
                         let answer = pool.infer(vec![case.input.clone()]);
                         let done = Instant::now();
+                        let checked = answer.and_then(|o| check_answer(case, &o));
+                        if w.counts(done) {
+                            in_window.0 += u64::from(checked.is_ok());
+                            in_window.1 += 1;
+                        }
                         if sent < w.warm_end {
                             continue;
                         }
                         span = Some((span.map_or(sent, |s| s.0), done));
-                        match answer.and_then(|o| check_answer(case, &o)) {
+                        match checked {
                             Ok(()) => lat.push(done.duration_since(sent).as_micros() as u64),
                             Err(e) => *errors.entry(e).or_default() += 1,
                         }
                     }
-                    (lat, errors, span)
+                    (lat, errors, span, in_window)
                 })
             })
             .collect();
         std::thread::sleep(w.warm_end.saturating_duration_since(Instant::now()));
         before = Counters::read(me);
         out.load.start = LoadAvg::read();
+        // The counters cover the measured window, as the throughput does.
+        std::thread::sleep(w.end.saturating_duration_since(Instant::now()));
+        after = Counters::read(me);
         for t in threads {
-            if let Ok((lat, errors, s)) = t.join() {
+            if let Ok((lat, errors, s, in_window)) = t.join() {
                 out.lat_us.extend(lat);
                 for (k, v) in errors {
                     *out.errors.entry(k).or_default() += v;
                 }
                 span = Window::merge(span, s);
+                out.window_ok += in_window.0;
+                out.window_answers += in_window.1;
             } else {
                 *out.errors.entry("client_panicked".into()).or_default() += 1;
             }
         }
     });
-    out.bench = before.zip(Counters::read(me)).map(|(a, b)| a.delta(b));
+    out.window_s = w.seconds();
+    out.bench = before.zip(after).map(|(a, b)| a.delta(b));
     out.load.end = LoadAvg::read();
     out.wall_s = span.map_or(0.0, |(a, b)| b.duration_since(a).as_secs_f64());
     out.finish();
@@ -920,9 +1008,12 @@ fn run_stack_variant(
                     ));
                     break;
                 }
+                let no_gap = p.gap.is_zero();
                 let round = PairedRound {
                     bare_p50_ms: b.p_ms(50.0),
                     p50_ms: s.p_ms(50.0),
+                    bare_rps: no_gap.then(|| b.throughput()),
+                    rps: no_gap.then(|| s.throughput()),
                 };
                 eprintln!(
                     "  paired {}/{}: bare p50 {:.3} ms, {label} p50 {:.3} ms ({:.3})",
@@ -933,6 +1024,68 @@ fn run_stack_variant(
                     round.p50_ms / round.bare_p50_ms
                 );
                 rounds.push(round);
+            }
+        }
+        // Paired throughput: the sealed variant only (the target is sealed / bare), each round
+        // visiting every concurrency in turn so that each one's rounds spread over the whole run.
+        let mut throughput: Vec<PairedThroughput> = Vec::new();
+        if let (Some(p), Some(case), None, remote::Mode::Sealed) =
+            (paired, cases.first(), &failure, mode)
+        {
+            let at: Vec<usize> = p
+                .throughput_at
+                .iter()
+                .copied()
+                .filter(|&c| !skip_reason(case, c))
+                .collect();
+            throughput = at
+                .iter()
+                .map(|&concurrency| PairedThroughput {
+                    concurrency,
+                    rounds: Vec::new(),
+                })
+                .collect();
+            'rounds: for r in 0..p.rounds {
+                for t in &mut throughput {
+                    let c = t.concurrency;
+                    let b = bare_cell(p.pool, case, c, p.warmup, p.secs, Duration::ZERO);
+                    let cell = remote::cell(
+                        mode,
+                        &running,
+                        &spec.id,
+                        case,
+                        c,
+                        remote::CellTiming {
+                            warmup: Duration::from_secs_f64(p.warmup),
+                            seconds: Duration::from_secs_f64(p.secs),
+                            gap: Duration::ZERO,
+                        },
+                    )
+                    .await;
+                    let s = match cell {
+                        Ok(s) => s,
+                        Err(e) => {
+                            failure = Some(e);
+                            break 'rounds;
+                        }
+                    };
+                    if b.ok() == 0 || s.ok() == 0 || b.error_count() + s.error_count() > 0 {
+                        failure = Some(anyhow::anyhow!(
+                            "paired throughput round {r} at C={c}: errors (bare {:?}, {label} {:?})",
+                            b.errors,
+                            s.errors
+                        ));
+                        break 'rounds;
+                    }
+                    let (bare_rps, rps) = (b.throughput(), s.throughput());
+                    eprintln!(
+                        "  paired {}/{} C={c}: bare {bare_rps:.1} req/s, {label} {rps:.1} req/s ({:.3})",
+                        r + 1,
+                        p.rounds,
+                        rps / bare_rps
+                    );
+                    t.rounds.push((bare_rps, rps));
+                }
             }
         }
         let hwm_kb = read_mem(running.enclave_pid()).map(|m| m.hwm_kb);
@@ -948,6 +1101,7 @@ fn run_stack_variant(
             mem,
             chunk_size: started.chunk_size,
             paired: rounds,
+            paired_throughput: throughput,
         })
     })
 }
@@ -992,6 +1146,14 @@ pub fn run(args: Args) -> Result<()> {
     if !(0.0..=1000.0).contains(&paired_gap_ms) {
         bail!("--paired-gap-ms {paired_gap_ms}: expected 0 to 1000");
     }
+    let throughput_at = paired_throughput_at(
+        &concurrency,
+        workers,
+        pinning
+            .as_ref()
+            .map_or(cores.saturating_sub(workers), |p| p.harness.len()),
+        paired_gap_ms,
+    );
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => sealed_sim::stack::default_bin_dir()?,
@@ -1172,6 +1334,7 @@ pub fn run(args: Args) -> Result<()> {
                 mem: bare_mem,
                 chunk_size: None,
                 paired: Vec::new(),
+                paired_throughput: Vec::new(),
             };
             // The pool stays up (idle) through the stack variants for the paired rounds.
             let paired = (paired_rounds > 0 && spec.id != PAYLOAD_SWEEP).then_some(Paired {
@@ -1180,6 +1343,7 @@ pub fn run(args: Args) -> Result<()> {
                 warmup: paired_warmup,
                 secs: paired_seconds,
                 gap: Duration::from_secs_f64(paired_gap_ms / 1000.0),
+                throughput_at: throughput_at.clone(),
             });
             let sealed = run_stack_variant(
                 &rt,
@@ -1395,6 +1559,7 @@ mod tests {
             mem: MemSteps::default(),
             chunk_size: None,
             paired: Vec::new(),
+            paired_throughput: Vec::new(),
         }
     }
 
@@ -1700,6 +1865,44 @@ mod tests {
     }
 
     #[test]
+    fn throughput_counts_the_answers_inside_the_window() {
+        let t0 = Instant::now();
+        let w = Window {
+            warm_end: t0 + Duration::from_millis(500),
+            end: t0 + Duration::from_millis(1500),
+            gap: Duration::ZERO,
+        };
+        assert!(!w.counts(t0 + Duration::from_millis(499)));
+        assert!(w.counts(t0 + Duration::from_millis(500)));
+        assert!(w.counts(t0 + Duration::from_millis(1500)));
+        assert!(!w.counts(t0 + Duration::from_millis(1501)));
+        assert_eq!(w.seconds(), 1.0);
+        // 64 clients, 10 ms a request: 100 answers a second inside the window, whenever their
+        // requests were sent; only 37 of them were sent inside it, over a 1.64 s span (what the
+        // cells counted before).
+        let cell = Cell {
+            lat_us: vec![640_000; 37],
+            wall_s: 1.64,
+            window_s: w.seconds(),
+            window_ok: 99,
+            window_answers: 100,
+            ..Cell::default()
+        };
+        assert_eq!(cell.throughput(), 99.0);
+        // Counters cover the window: per answer inside it.
+        assert_eq!(cell.per_request(Some(1000)), Some(10.0));
+        // None inside the window (requests slower than it): the measured requests' own span.
+        let slow = Cell {
+            lat_us: vec![2_000_000; 4],
+            wall_s: 2.0,
+            window_s: 1.0,
+            ..Cell::default()
+        };
+        assert_eq!(slow.throughput(), 2.0);
+        assert_eq!(slow.per_request(Some(8)), Some(2.0));
+    }
+
+    #[test]
     fn the_report_puts_ratios_and_onnxruntime_beside_each_case() {
         let cell = |c: usize, lat: Vec<u64>| Cell {
             concurrency: c,
@@ -1716,6 +1919,7 @@ mod tests {
             mem: steps,
             chunk_size,
             paired: Vec::new(),
+            paired_throughput: Vec::new(),
         };
         // Bare: 5 MiB before, peak 25 MiB (Δ 20 MiB), 15 MiB held. The enclave: 10 MiB before,
         // peak 30.5 MiB (Δ 20.5 MiB, within bare + a 1 MiB chunk), 21 MiB held. The heap
@@ -2155,6 +2359,8 @@ mod tests {
         let round = |bare_p50_ms, p50_ms| PairedRound {
             bare_p50_ms,
             p50_ms,
+            bare_rps: None,
+            rps: None,
         };
         let result = ModelResult {
             id: "large".into(),
@@ -2169,6 +2375,8 @@ mod tests {
             batch_rows: None,
         };
         let j = report::json(&machine(), &settings, &[result], &[], None);
+        // Rounds without rates (as with --paired-gap-ms) give no throughput pairs.
+        assert!(j["models"][0]["cases"][0]["paired_throughput"]["sealed"].is_null());
         let p = &j["models"][0]["cases"][0]["paired_c1"]["sealed"];
         assert_eq!(p["ratio"], serde_json::json!([1.08, 1.08, 1.07]));
         assert_eq!(p["median_added_us"], 1600.0);
@@ -2189,5 +2397,67 @@ mod tests {
             "{}",
             report::table(&j)
         );
+    }
+
+    #[test]
+    fn paired_throughput_runs_where_the_target_is_judged() {
+        // Pinned (one harness CPU), one worker: every C above 1.
+        assert_eq!(
+            paired_throughput_at(&[1, 2, 4, 16, 64], 1, 1, 0.0),
+            vec![2, 4, 16, 64]
+        );
+        // Four workers with spare cores: only C ≥ 4.
+        assert_eq!(paired_throughput_at(&[1, 2, 4, 16], 4, 4, 0.0), vec![4, 16]);
+        // The clients and host on the workers' cores, or idle gaps: none.
+        assert!(paired_throughput_at(&[1, 2, 4], 2, 0, 0.0).is_empty());
+        assert!(paired_throughput_at(&[1, 2, 4], 1, 1, 5.0).is_empty());
+    }
+
+    #[test]
+    fn paired_throughput_json_has_c1_from_the_latency_rounds_and_the_medians() {
+        let cell = |c| Cell {
+            concurrency: c,
+            lat_us: vec![10_000; 100],
+            wall_s: 1.0,
+            ..Cell::default()
+        };
+        let mut settings = test_settings(vec![1, 4], false, None, Vec::new());
+        settings.paired_rounds = 3;
+        let round = |bare_rps, rps| PairedRound {
+            bare_p50_ms: 10.0,
+            p50_ms: 10.5,
+            bare_rps: Some(bare_rps),
+            rps: Some(rps),
+        };
+        let result = ModelResult {
+            id: "large".into(),
+            bytes: 1,
+            cases: vec![64],
+            bare: ran(vec![Some(cell(1)), Some(cell(4))]),
+            sealed: VariantRun {
+                paired: vec![round(100.0, 95.0), round(100.0, 90.0), round(80.0, 80.0)],
+                paired_throughput: vec![PairedThroughput {
+                    concurrency: 4,
+                    rounds: vec![(200.0, 196.0), (210.0, 180.0), (190.0, 195.0)],
+                }],
+                ..ran(vec![Some(cell(1)), Some(cell(4))])
+            },
+            plain: VariantRun::skipped("not run (--no-plain)".into()),
+            batch_rows: None,
+        };
+        let j = report::json(&machine(), &settings, &[result], &[], None);
+        let t = &j["models"][0]["cases"][0]["paired_throughput"]["sealed"];
+        assert_eq!(t[0]["concurrency"], 1);
+        assert_eq!(t[0]["ratio"], serde_json::json!([0.95, 0.9, 1.0]));
+        assert_eq!(t[0]["median_ratio"], 0.95);
+        assert_eq!(t[1]["concurrency"], 4);
+        assert_eq!(t[1]["ratio"], serde_json::json!([0.98, 0.857, 1.026]));
+        assert_eq!(t[1]["median_ratio"], 0.98);
+        let md = report::table(&j);
+        assert!(
+            md.contains("## Paired throughput (alternating blocks)"),
+            "{md}"
+        );
+        assert!(md.contains("| large | sealed | 4 | 3 | 200.0, 210.0, 190.0 | 196.0, 180.0, 195.0 | 0.980, 0.857, 1.026 | 0.980 |"), "{md}");
     }
 }

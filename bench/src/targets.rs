@@ -322,8 +322,11 @@ fn busy(c: &Value, keys: &[&str]) -> Option<f64> {
 /// machine's otherwise. A cell is judged only if the clients and the host had CPUs of their own
 /// (pinned, or the machine has more cores than workers) and the sealed side was not held back by
 /// them: a cell whose enclave kept fewer than 90 % of its CPUs busy while the clients and the host
-/// kept 90 % of theirs busy measured the load generator, not the sealed path. The verdict is on
-/// the lowest ratio of the judged cells. The payload sweep (`echo`) is not judged, as for latency.
+/// kept 90 % of theirs busy measured the load generator, not the sealed path. A judged cell's
+/// ratio is the median of its paired throughput rounds when the report has them (round 19: bare
+/// and sealed in alternating blocks; the cells' own ratio is printed beside it), else the cells'.
+/// The verdict is on the lowest judged ratio. The payload sweep (`echo`) is not judged, as for
+/// latency.
 pub fn check_throughput(run: &str, report: &Value) -> Vec<Check> {
     const T: &str = "throughput at C ≥ cores: sealed/bare ≥ 0.95";
     let s = &report["settings"];
@@ -339,7 +342,16 @@ pub fn check_throughput(run: &str, report: &Value) -> Vec<Check> {
         if model["id"].as_str() == Some(PAYLOAD_SWEEP) {
             continue;
         }
-        let mut judged: Vec<(u64, f64)> = Vec::new();
+        // (C, judged ratio, the cells' ratio when the judged one is the pairs' median)
+        let mut judged: Vec<(u64, f64, Option<f64>)> = Vec::new();
+        let paired = case["paired_throughput"]["sealed"].as_array();
+        let paired_at = |c: u64| {
+            paired
+                .into_iter()
+                .flatten()
+                .find(|e| e["concurrency"].as_u64() == Some(c))
+                .and_then(|e| f64_at(e, "median_ratio"))
+        };
         // Cells not judged: on the workers' cores, or bound by the load generator.
         let mut shared: Vec<String> = Vec::new();
         let mut bound: Vec<String> = Vec::new();
@@ -369,7 +381,10 @@ pub fn check_throughput(run: &str, report: &Value) -> Vec<Check> {
                         100.0 * h / harness,
                     ));
                 }
-                _ => judged.push((c, ratio)),
+                _ => match paired_at(c) {
+                    Some(median) => judged.push((c, median, Some(ratio))),
+                    None => judged.push((c, ratio, None)),
+                },
             }
         }
         let mut reasons = Vec::new();
@@ -387,7 +402,7 @@ pub fn check_throughput(run: &str, report: &Value) -> Vec<Check> {
             ));
         }
         let not_judged = shared.len() + bound.len();
-        let Some(&(c, low)) = judged.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
+        let Some(&(c, low, _)) = judged.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else {
             let verdict = if reasons.is_empty() {
                 Verdict::Missing(format!("no cell at C ≥ {server}"))
             } else {
@@ -398,10 +413,18 @@ pub fn check_throughput(run: &str, report: &Value) -> Vec<Check> {
         };
         let all = judged
             .iter()
-            .map(|(c, r)| format!("C={c} {r:.2}"))
+            .map(|(c, r, cells)| match cells {
+                Some(cells) => format!("C={c} {r:.2} (cells {cells:.2})"),
+                None => format!("C={c} {r:.2}"),
+            })
             .collect::<Vec<_>>()
             .join(", ");
-        let mut figure = format!("lowest {low:.3} at C={c} ({all}; ≥ {THROUGHPUT_RATIO})");
+        let on = if judged.iter().any(|j| j.2.is_some()) {
+            "paired medians: "
+        } else {
+            ""
+        };
+        let mut figure = format!("lowest {low:.3} at C={c} ({on}{all}; ≥ {THROUGHPUT_RATIO})");
         if not_judged > 0 {
             figure.push_str(&format!("; not judged: {}", reasons.join("; ")));
         }

@@ -329,6 +329,9 @@ struct TaskStats {
     lat_us: Vec<u64>,
     errors: BTreeMap<String, u64>,
     span: Option<(Instant, Instant)>,
+    /// Correct answers and all answers that arrived inside the measured window.
+    window_ok: u64,
+    window_answers: u64,
 }
 
 async fn client_task(
@@ -380,11 +383,16 @@ async fn client_task(
         }
         let answer = request(&conn, &model, &case).await;
         let done = Instant::now();
+        let checked = answer.and_then(|outputs| check_answer(&case, &outputs));
+        if w.counts(done) {
+            stats.window_ok += u64::from(checked.is_ok());
+            stats.window_answers += 1;
+        }
         if sent < w.warm_end {
             continue;
         }
         stats.span = Some((stats.span.map_or(sent, |s| s.0), done));
-        match answer.and_then(|outputs| check_answer(&case, &outputs)) {
+        match checked {
             Ok(()) => stats
                 .lat_us
                 .push(done.duration_since(sent).as_micros() as u64),
@@ -460,6 +468,13 @@ pub async fn cell(
         ..Cell::default()
     };
     out.load.start = LoadAvg::read();
+    // The counters cover the measured window, as the throughput does.
+    tokio::time::sleep_until(w.end.into()).await;
+    let after = (
+        Counters::read(host),
+        Counters::read(enclave),
+        Counters::read(me),
+    );
     let mut span = None;
     for t in tasks {
         let s = t.await?;
@@ -468,12 +483,10 @@ pub async fn cell(
             *out.errors.entry(k).or_default() += v;
         }
         span = Window::merge(span, s.span);
+        out.window_ok += s.window_ok;
+        out.window_answers += s.window_answers;
     }
-    let after = (
-        Counters::read(host),
-        Counters::read(enclave),
-        Counters::read(me),
-    );
+    out.window_s = w.seconds();
     out.wall_s = span.map_or(0.0, |(a, b): (Instant, Instant)| {
         b.duration_since(a).as_secs_f64()
     });

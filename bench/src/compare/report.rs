@@ -39,6 +39,9 @@ fn cell_json(cell: &Option<Cell>, concurrency: usize) -> Value {
         "errors": c.error_count(),
         "errors_by_code": c.errors,
         "measured_s": round(c.wall_s, 3),
+        // Throughput and the per-request counters: answers inside this window (round 19).
+        "window_s": round(c.window_s, 3),
+        "window_answers": c.window_answers,
         "throughput_rps": round(c.throughput(), 2),
         "p50_ms": c.p_ms(50.0),
         "mean_ms": c.mean_ms(),
@@ -198,6 +201,52 @@ fn paired_json(v: &VariantRun, block_s: f64) -> Value {
     })
 }
 
+/// A stack variant's paired throughput: per concurrency, each round's two rates, its ratio, and
+/// the median the throughput target is judged on. C = 1 comes from the latency rounds' blocks.
+/// Null when no round ran.
+fn paired_throughput_json(v: &VariantRun, block_s: f64) -> Value {
+    let c1: Vec<(f64, f64)> = v
+        .paired
+        .iter()
+        .filter_map(|r| r.bare_rps.zip(r.rps))
+        .collect();
+    let mut at: Vec<(usize, &[(f64, f64)])> = Vec::new();
+    if !c1.is_empty() && c1.len() == v.paired.len() {
+        at.push((1, &c1));
+    }
+    at.extend(
+        v.paired_throughput
+            .iter()
+            .map(|t| (t.concurrency, t.rounds.as_slice())),
+    );
+    let entries: Vec<Value> = at
+        .into_iter()
+        .filter_map(|(concurrency, rounds)| {
+            let ratios: Vec<f64> = rounds
+                .iter()
+                .map(|&(bare, stack)| stack / bare.max(1e-9))
+                .collect();
+            let r = Stats::of(&ratios)?;
+            Some(json!({
+                "concurrency": concurrency,
+                "rounds": rounds.len(),
+                "block_s": block_s,
+                "bare_rps": rounds.iter().map(|r| round(r.0, 1)).collect::<Vec<_>>(),
+                "rps": rounds.iter().map(|r| round(r.1, 1)).collect::<Vec<_>>(),
+                "ratio": ratios.iter().map(|&x| round(x, 3)).collect::<Vec<_>>(),
+                "median_ratio": round(r.median, 3),
+                "min_ratio": round(r.min, 3),
+                "max_ratio": round(r.max, 3),
+            }))
+        })
+        .collect();
+    if entries.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(entries)
+    }
+}
+
 /// onnxruntime figures for one model, size and mode.
 fn ort_entry(ort: Option<&Value>, model: &str, bytes: u64, mode: &str) -> Value {
     let Some(results) = ort.and_then(|o| o["results"].as_array()) else {
@@ -269,6 +318,12 @@ pub fn json(
                                 "sealed": paired_json(&m.sealed, s.paired_seconds),
                                 "plain": paired_json(&m.plain, s.paired_seconds),
                             })
+                        } else {
+                            Value::Null
+                        },
+                        // Sealed only: the throughput target is sealed / bare.
+                        "paired_throughput": if i == 0 {
+                            json!({"sealed": paired_throughput_json(&m.sealed, s.paired_seconds)})
                         } else {
                             Value::Null
                         },
@@ -710,6 +765,63 @@ pub fn table(j: &Value) -> String {
                         list("ratio", false),
                         num(&v["median_ratio"], 3),
                         num(&v["median_added_us"], 0),
+                    ],
+                );
+            }
+        }
+    }
+
+    let paired_rates: Vec<(&Value, &Vec<Value>)> = models
+        .iter()
+        .filter_map(|m| {
+            let entries = m["cases"].get(0)?["paired_throughput"]["sealed"].as_array()?;
+            Some((m, entries))
+        })
+        .collect();
+    if !paired_rates.is_empty() {
+        out.push_str("\n## Paired throughput (alternating blocks)\n\n");
+        out.push_str(&format!(
+            "Bare tract and the sealed stack in turns, {} s blocks on the first input at each \
+             concurrency where the throughput target is judged (C = 1: the latency rounds' \
+             blocks), after the cells above: each round's sealed / bare requests per second, and \
+             the median over the rounds (what the target is judged on).\n\n",
+            s["paired_seconds"]
+        ));
+        header(
+            &mut out,
+            &[
+                "model",
+                "variant",
+                "C",
+                "rounds",
+                "bare req/s",
+                "req/s",
+                "ratio per round",
+                "median ratio",
+            ],
+        );
+        for (model, entries) in paired_rates {
+            for e in entries {
+                let list = |key: &str, digits: usize| {
+                    e[key]
+                        .as_array()
+                        .unwrap_or(&empty)
+                        .iter()
+                        .map(|x| num(x, digits))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                row(
+                    &mut out,
+                    &[
+                        model["id"].as_str().unwrap_or("?").to_string(),
+                        label(model, "sealed"),
+                        e["concurrency"].to_string(),
+                        e["rounds"].to_string(),
+                        list("bare_rps", 1),
+                        list("rps", 1),
+                        list("ratio", 3),
+                        num(&e["median_ratio"], 3),
                     ],
                 );
             }

@@ -294,6 +294,43 @@ fn a_pinned_cell_bound_by_the_enclave_is_judged() {
 }
 
 #[test]
+fn paired_throughput_medians_judge_the_cells_they_cover() {
+    let enclave_bound = |c: u64, rps: f64| cell(c, 10.0, rps, (980_000.0 / rps, 10.0, 10.0));
+    let mut r = report(
+        pinned(),
+        2,
+        1,
+        vec![idle(1, 10.0, 100.0), idle(4, 10.0, 100.0)],
+        // The cells alone: 0.97 at C = 1, 0.80 at C = 4 (not met).
+        vec![enclave_bound(1, 97.0), enclave_bound(4, 80.0)],
+    );
+    assert_eq!(
+        check_throughput("compare-pinned", &r)[0].verdict,
+        Verdict::NotMet
+    );
+    // Pairs at C = 4 put it at 0.98: judged on them, the cell's ratio printed beside.
+    r["models"][0]["cases"][0]["paired_throughput"] =
+        json!({"sealed": [{"concurrency": 4, "median_ratio": 0.98}]});
+    let c = check_throughput("compare-pinned", &r);
+    assert_eq!(c[0].verdict, Verdict::Met, "{:?}", c[0]);
+    assert!(
+        c[0].figure
+            .starts_with("lowest 0.970 at C=1 (paired medians: C=1 0.97, C=4 0.98 (cells 0.80);"),
+        "{}",
+        c[0].figure
+    );
+    // And the other way: a pair median under the threshold fails a cell that passed.
+    r["models"][0]["cases"][0]["paired_throughput"] = json!({"sealed": [{"concurrency": 1, "median_ratio": 0.91}, {"concurrency": 4, "median_ratio": 0.99}]});
+    let c = check_throughput("compare-pinned", &r);
+    assert_eq!(c[0].verdict, Verdict::NotMet, "{:?}", c[0]);
+    assert!(
+        c[0].figure.starts_with("lowest 0.910 at C=1"),
+        "{}",
+        c[0].figure
+    );
+}
+
+#[test]
 fn cells_below_the_core_count_are_not_throughput_cells() {
     let r = report(
         Value::Null,
