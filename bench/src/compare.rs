@@ -880,6 +880,37 @@ fn machine() -> Value {
     })
 }
 
+/// One block of bare tract, then one of the stack variant, at concurrency `c`: a round of the
+/// paired latency or throughput measurements. Errors in either block fail the pair.
+async fn paired_blocks(
+    p: &Paired<'_>,
+    mode: remote::Mode,
+    running: &remote::RunningStack,
+    model: &str,
+    case: &Arc<Case>,
+    c: usize,
+    gap: Duration,
+) -> Result<(Cell, Cell)> {
+    let b = bare_cell(p.pool, case, c, p.warmup, p.secs, gap);
+    let s = remote::cell(
+        mode,
+        running,
+        model,
+        case,
+        c,
+        remote::CellTiming {
+            warmup: Duration::from_secs_f64(p.warmup),
+            seconds: Duration::from_secs_f64(p.secs),
+            gap,
+        },
+    )
+    .await?;
+    if b.ok() == 0 || s.ok() == 0 || b.error_count() + s.error_count() > 0 {
+        bail!("errors (bare {:?}, stack {:?})", b.errors, s.errors);
+    }
+    Ok((b, s))
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_stack_variant(
     rt: &tokio::runtime::Runtime,
@@ -979,35 +1010,14 @@ fn run_stack_variant(
         let mut rounds = Vec::new();
         if let (Some(p), Some(case), None) = (paired, cases.first(), &failure) {
             for r in 0..p.rounds {
-                let b = bare_cell(p.pool, case, 1, p.warmup, p.secs, p.gap);
-                let cell = remote::cell(
-                    mode,
-                    &running,
-                    &spec.id,
-                    case,
-                    1,
-                    remote::CellTiming {
-                        warmup: Duration::from_secs_f64(p.warmup),
-                        seconds: Duration::from_secs_f64(p.secs),
-                        gap: p.gap,
-                    },
-                )
-                .await;
-                let s = match cell {
-                    Ok(s) => s,
+                let (b, s) = match paired_blocks(p, mode, &running, &spec.id, case, 1, p.gap).await
+                {
+                    Ok(pair) => pair,
                     Err(e) => {
-                        failure = Some(e);
+                        failure = Some(e.context(format!("paired round {r}, {label}")));
                         break;
                     }
                 };
-                if b.ok() == 0 || s.ok() == 0 || b.error_count() + s.error_count() > 0 {
-                    failure = Some(anyhow::anyhow!(
-                        "paired round {r}: errors (bare {:?}, {label} {:?})",
-                        b.errors,
-                        s.errors
-                    ));
-                    break;
-                }
                 let no_gap = p.gap.is_zero();
                 let round = PairedRound {
                     bare_p50_ms: b.p_ms(50.0),
@@ -1048,35 +1058,17 @@ fn run_stack_variant(
             'rounds: for r in 0..p.rounds {
                 for t in &mut throughput {
                     let c = t.concurrency;
-                    let b = bare_cell(p.pool, case, c, p.warmup, p.secs, Duration::ZERO);
-                    let cell = remote::cell(
-                        mode,
-                        &running,
-                        &spec.id,
-                        case,
-                        c,
-                        remote::CellTiming {
-                            warmup: Duration::from_secs_f64(p.warmup),
-                            seconds: Duration::from_secs_f64(p.secs),
-                            gap: Duration::ZERO,
-                        },
-                    )
-                    .await;
-                    let s = match cell {
-                        Ok(s) => s,
+                    let pair =
+                        paired_blocks(p, mode, &running, &spec.id, case, c, Duration::ZERO).await;
+                    let (b, s) = match pair {
+                        Ok(pair) => pair,
                         Err(e) => {
-                            failure = Some(e);
+                            failure = Some(
+                                e.context(format!("paired throughput round {r} at C={c}, {label}")),
+                            );
                             break 'rounds;
                         }
                     };
-                    if b.ok() == 0 || s.ok() == 0 || b.error_count() + s.error_count() > 0 {
-                        failure = Some(anyhow::anyhow!(
-                            "paired throughput round {r} at C={c}: errors (bare {:?}, {label} {:?})",
-                            b.errors,
-                            s.errors
-                        ));
-                        break 'rounds;
-                    }
                     let (bare_rps, rps) = (b.throughput(), s.throughput());
                     eprintln!(
                         "  paired {}/{} C={c}: bare {bare_rps:.1} req/s, {label} {rps:.1} req/s ({:.3})",
