@@ -164,8 +164,8 @@ impl Window {
         self.end.duration_since(self.warm_end).as_secs_f64()
     }
 
-    /// The union of two clients' (first measured send, last answer) spans: a cell's throughput
-    /// is its answers over this span.
+    /// The union of two clients' (first measured send, last answer) spans: a cell's measured
+    /// requests over this span are its throughput when no answer arrived inside the window.
     pub fn merge(
         a: Option<(Instant, Instant)>,
         b: Option<(Instant, Instant)>,
@@ -702,7 +702,6 @@ fn check_dynamic_batch_flag(enclave: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Bare cell: `concurrency` threads sending jobs to the pool back to back.
 /// The concurrencies of the paired throughput rounds: those above 1 where the throughput target
 /// is judged (C ≥ the workers' CPUs), when the clients and the host have CPUs of their own (the
 /// target is not judged otherwise, `targets::check_throughput`) and requests come back to back.
@@ -723,6 +722,7 @@ fn paired_throughput_at(
         .collect()
 }
 
+/// Bare cell: `concurrency` threads sending jobs to the pool back to back.
 fn bare_cell(
     pool: &bare::Pool,
     case: &Case,
